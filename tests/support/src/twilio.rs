@@ -1,1 +1,2461 @@
-//! (being written)
+//! The Twilio double: a local, stateful imitation of Twilio's Programmable Messaging REST API
+//! (2010-04-01), faithful to `shared/reference/twilio-messages.md` (§1–4, §8.2, §8.3).
+//!
+//! # What this file owns
+//! - The routes a sender needs under `/2010-04-01/Accounts/{AccountSid}/`: create, list and fetch
+//!   Messages, plus fetch-account and list-IncomingPhoneNumbers for a configuration check.
+//! - Twilio's wire contract: HTTP Basic auth (account SID + auth token, or `SK` key + secret),
+//!   form-only create bodies with repeated keys, the create-time validation order and error codes,
+//!   Twilio's JSON error body, the Message resource with its string-typed numbers and RFC 2822
+//!   dates, and list paging through host-relative `next_page_uri`s.
+//! - Fault injection on creates (429, 5xx, non-JSON edge errors, hang-ups and slow answers both
+//!   before and *after* the message exists) and latency on every request, so the sender's retry and
+//!   reconciliation paths can be driven deterministically.
+//! - A record of what happened: every stored message and every request with its answer.
+//!
+//! # Invariants
+//! - A message is stored (and visible to `messages()`, list and fetch) *before* any byte of the
+//!   create response is written, so "created but the answer was lost" is observable exactly as it
+//!   is with the real service.
+//! - A create that is answered 4xx, 429, an `Error`/`NonJsonError` fault or `HangupBeforeCreate`
+//!   never stores anything: those outcomes are safe to retry, and tests rely on that.
+//! - SIDs are unique for the double's lifetime; stored messages are never removed or reordered.
+//! - Listing orders by `date_created` descending, ties broken by creation order descending, and a
+//!   `PageToken` is a cursor relative to one message (not an offset), so following `next_page_uri`
+//!   visits every matching message exactly once even while new messages are being created.
+//! - Only one account exists: the one in [`TwilioConfig`]; everything binds to 127.0.0.1.
+//!
+//! Not reproduced (out of scope for an SMS sender's tests): XML/CSV representations, message
+//! update/delete, status callbacks, test-credential 403s, channel addresses (`whatsapp:`).
+
+use crate::http::{self, Handler, Reply, Request, Response};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const API_VERSION: &str = "2010-04-01";
+/// Twilio's documented body limit; counted in UTF-16 units because how Twilio counts astral
+/// characters is undocumented and this is the stricter reading (reference §5.3).
+const MAX_BODY_UTF16: usize = 1600;
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// Who the double is and what the account owns.
+#[derive(Clone, Debug)]
+pub struct TwilioConfig {
+    /// The only account: `AC` + 32 hex. It must appear in every request path.
+    pub account_sid: String,
+    /// The account's auth token (Basic-auth password when the username is the account SID).
+    pub auth_token: String,
+    /// Extra accepted API keys (SK sid, secret): Basic auth with these is also valid for account_sid.
+    pub api_keys: Vec<(String, String)>,
+    /// Sender numbers the account owns; a `From` not in this list → 21606. Empty = accept any
+    /// E.164 (or alphanumeric / short code) `From`.
+    pub owned_numbers: Vec<String>,
+    /// Messaging service SIDs that exist; an unknown one → 400/21701. Empty = accept any
+    /// well-formed `MG` SID.
+    pub messaging_services: Vec<String>,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        TwilioConfig {
+            account_sid: "AC0123456789abcdef0123456789abcdef".to_string(),
+            auth_token: "test-auth-token".to_string(),
+            api_keys: Vec::new(),
+            owned_numbers: Vec::new(),
+            messaging_services: Vec::new(),
+        }
+    }
+}
+
+/// A message the double created (or was seeded with), as it would be read back from Twilio.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    /// `SM` + 32 lowercase hex (`MM` when media was attached).
+    pub sid: String,
+    pub account_sid: String,
+    pub to: String,
+    /// `None` when sent through a Messaging Service without `From` (no sender picked yet).
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub body: String,
+    pub status_callback: Option<String>,
+    /// `queued`, or `accepted` when a Messaging Service was given.
+    pub status: String,
+    /// 0 when sent through a Messaging Service without `From`, else computed by [`count_segments`].
+    pub num_segments: u32,
+    /// Every `MediaUrl` value, in request order (repeated keys kept).
+    pub media_urls: Vec<String>,
+    /// Also reported as `date_sent` and `date_updated`.
+    pub date_created: SystemTime,
+    /// When the create request reached the double (monotonic, for latency assertions).
+    pub received_at: Instant,
+}
+
+/// One request the double received and what it answered.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The path, still percent-encoded, without the query string.
+    pub path: String,
+    /// The decoded query pairs, in order.
+    pub query: Vec<(String, String)>,
+    /// The decoded form pairs (empty unless the body was declared form-encoded).
+    pub form: Vec<(String, String)>,
+    /// The HTTP status answered; `None` = hung up (or still being handled).
+    pub status: Option<u16>,
+    /// The `code` of the Twilio error body, when one was sent.
+    pub twilio_code: Option<u32>,
+    /// When the request arrived (before any injected latency).
+    pub at: Instant,
+    /// Whether the Basic credentials were valid for the configured account.
+    pub authorization_ok: bool,
+    pub content_type: Option<String>,
+}
+
+/// A failure to inject into create requests (`POST …/Messages.json`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this HTTP status and Twilio error body; the message is NOT created. Optional Retry-After seconds header.
+    Error {
+        status: u16,
+        code: u32,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// 429 / 20429 "Too Many Requests" (not created, safe to retry). Optional Retry-After.
+    TooManyRequests { retry_after: Option<u64> },
+    /// Close the connection after reading the request, before creating anything.
+    HangupBeforeCreate,
+    /// Create and store the message, then answer with this 5xx status and a Twilio error body (ambiguous failure).
+    ErrorAfterCreate { status: u16 },
+    /// Create and store the message, then close the connection without answering.
+    HangupAfterCreate,
+    /// Create and store the message, then sleep this long before answering normally (client timeout case).
+    DelayAfterCreate(Duration),
+    /// Answer 5xx with a non-JSON (HTML) body, message NOT created (edge proxy failure).
+    NonJsonError { status: u16 },
+}
+
+/// Mutable state behind one lock; every critical section is short and never sleeps.
+#[derive(Default)]
+struct State {
+    messages: Vec<StoredMessage>,
+    /// sid → position in `messages`, so fetch and uniqueness checks stay O(1) in long benchmarks.
+    by_sid: HashMap<String, usize>,
+    requests: Vec<RecordedRequest>,
+    create_requests: usize,
+    queued_faults: VecDeque<Fault>,
+    outage: Option<Fault>,
+    latency: Duration,
+}
+
+struct Shared {
+    config: TwilioConfig,
+    state: Mutex<State>,
+    /// Signalled whenever a message is stored (for `wait_for_messages`).
+    stored: Condvar,
+}
+
+impl Shared {
+    /// Lock, tolerating poison: a panicking test thread must not turn every later call into a
+    /// second, misleading panic.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running Twilio double on 127.0.0.1. Stops (cutting its connections) when dropped.
+pub struct TwilioDouble {
+    shared: Arc<Shared>,
+    server: http::HttpServer,
+}
+
+impl TwilioDouble {
+    /// Start on a free port of 127.0.0.1. Panics if no port can be bound (tests only).
+    pub fn start(config: TwilioConfig) -> TwilioDouble {
+        TwilioDouble::start_on(0, config).expect("bind the Twilio double on 127.0.0.1")
+    }
+
+    /// Start on `port` of 127.0.0.1 (0 = any free port).
+    pub fn start_on(port: u16, config: TwilioConfig) -> std::io::Result<TwilioDouble> {
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State::default()),
+            stored: Condvar::new(),
+        });
+        let handler = Arc::new(TwilioHandler {
+            shared: shared.clone(),
+        });
+        let server = http::HttpServer::start(port, handler)?;
+        Ok(TwilioDouble { shared, server })
+    }
+
+    /// The base URL, standing in for `https://api.twilio.com`: `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The configuration the double was started with.
+    pub fn config(&self) -> &TwilioConfig {
+        &self.shared.config
+    }
+
+    /// Every message the double CREATED (stored), in creation order — including ones whose response was then faulted.
+    /// Messages added with [`TwilioDouble::seed_message`] are included, in the order they were added.
+    pub fn messages(&self) -> Vec<StoredMessage> {
+        self.shared.lock().messages.clone()
+    }
+
+    /// Every request received (any path/method), in order, with what was answered.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Number of POST .../Messages.json requests received (whatever the outcome).
+    pub fn create_requests(&self) -> usize {
+        self.shared.lock().create_requests
+    }
+
+    /// Block until at least n messages are stored or the timeout passes; returns whether reached.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if state.messages.len() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = match self.shared.stored.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Fault injection on create (POST Messages.json): the next `n` creates get `fault`, then normal.
+    ///
+    /// A queued fault is consumed by the next authenticated create whatever its fate: an
+    /// `*AfterCreate` fault consumed by an invalid request yields the normal 400 and is gone.
+    pub fn fail_next_creates(&self, n: usize, fault: Fault) {
+        let mut state = self.shared.lock();
+        // (A loop rather than `repeat_n`, which is newer than the project's MSRV.)
+        for _ in 0..n {
+            state.queued_faults.push_back(fault.clone());
+        }
+    }
+
+    /// While set, EVERY create gets this fault (an outage); `None` ends it.
+    /// Faults queued by [`TwilioDouble::fail_next_creates`] are served first.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.shared.lock().outage = fault;
+    }
+
+    /// Latency added before answering any request (applied before the request is processed).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+
+    /// Stop the server (also on Drop) and cut open connections.
+    pub fn stop(&self) {
+        self.server.stop();
+    }
+
+    /// HTTP connections accepted so far (to check keep-alive reuse).
+    pub fn connections_accepted(&self) -> u64 {
+        self.server.connections_accepted()
+    }
+
+    /// Store a message as if it had been created earlier (e.g. before a crash), with status
+    /// `delivered` and the given creation date, so reconciliation through the list (`DateSent`
+    /// filters, ordering) can be tested against history. Returns what was stored.
+    pub fn seed_message(
+        &self,
+        to: &str,
+        from: &str,
+        body: &str,
+        date_created: SystemTime,
+    ) -> StoredMessage {
+        let new = NewMessage {
+            to: to.to_string(),
+            from: Some(from.to_string()),
+            messaging_service_sid: None,
+            body: body.to_string(),
+            media_urls: Vec::new(),
+            status_callback: None,
+        };
+        store(
+            &self.shared,
+            new,
+            date_created,
+            Instant::now(),
+            Some("delivered"),
+        )
+    }
+}
+
+/// The request handler the HTTP server calls; all behaviour lives here.
+struct TwilioHandler {
+    shared: Arc<Shared>,
+}
+
+/// What to do with one request.
+struct Outcome {
+    /// `None` = close the connection without answering.
+    response: Option<Response>,
+    /// The Twilio error code in the body, for the request record.
+    code: Option<u32>,
+    /// Sleep this long after deciding (and storing) but before answering.
+    delay: Duration,
+}
+
+impl Outcome {
+    fn respond(response: Response) -> Outcome {
+        Outcome {
+            response: Some(response),
+            code: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn hangup() -> Outcome {
+        Outcome {
+            response: None,
+            code: None,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The routes the double knows, each with the account SID taken from the path.
+enum Route<'a> {
+    Account(&'a str),
+    Messages(&'a str),
+    Message(&'a str, &'a str),
+    IncomingPhoneNumbers(&'a str),
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Route<'a>> {
+        let rest = path.strip_prefix("/2010-04-01/Accounts/")?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            [account] => Some(Route::Account(account.strip_suffix(".json")?)),
+            [account, "Messages.json"] => Some(Route::Messages(account)),
+            [account, "IncomingPhoneNumbers.json"] => Some(Route::IncomingPhoneNumbers(account)),
+            [account, "Messages", sid] => Some(Route::Message(account, sid.strip_suffix(".json")?)),
+            _ => None,
+        }
+    }
+
+    fn account(&self) -> &'a str {
+        match self {
+            Route::Account(a)
+            | Route::Messages(a)
+            | Route::Message(a, _)
+            | Route::IncomingPhoneNumbers(a) => a,
+        }
+    }
+
+    /// The methods this double serves on the route (for 405's `Allow`).
+    fn allowed(&self) -> &'static str {
+        match self {
+            Route::Messages(_) => "GET, POST",
+            _ => "GET",
+        }
+    }
+}
+
+impl Handler for TwilioHandler {
+    fn handle(&self, req: Request, _stream: &TcpStream) -> Reply {
+        let at = Instant::now();
+        let content_type = req.header("content-type").map(str::to_string);
+        // Twilio reads only form bodies; anything else is as if no parameter was sent (§1.3).
+        let form = if content_type.as_deref().is_some_and(is_form_content_type) {
+            req.form_pairs()
+        } else {
+            Vec::new()
+        };
+        let authorization_ok = credentials_ok(&self.shared.config, &req);
+        let is_create =
+            req.method == "POST" && matches!(Route::parse(&req.path), Some(Route::Messages(_)));
+        // Reserve the record's slot now so `requests()` is in arrival order even when answers
+        // overtake each other (latency, slow creates).
+        let (slot, latency) = {
+            let mut state = self.shared.lock();
+            if is_create {
+                state.create_requests += 1;
+            }
+            state.requests.push(RecordedRequest {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                query: req.query_pairs(),
+                form: form.clone(),
+                status: None,
+                twilio_code: None,
+                at,
+                authorization_ok,
+                content_type,
+            });
+            (state.requests.len() - 1, state.latency)
+        };
+        if !latency.is_zero() {
+            thread::sleep(latency);
+        }
+        let outcome = self.route(&req, &form, authorization_ok, at);
+        {
+            let mut state = self.shared.lock();
+            let record = &mut state.requests[slot];
+            record.status = outcome.response.as_ref().map(|r| r.status);
+            record.twilio_code = outcome.code;
+        }
+        if !outcome.delay.is_zero() {
+            thread::sleep(outcome.delay);
+        }
+        match outcome.response {
+            Some(response) => Reply::Respond(response),
+            None => Reply::Hangup,
+        }
+    }
+}
+
+impl TwilioHandler {
+    /// Auth, then routing, then the resource. Auth comes first so an unauthenticated probe
+    /// learns nothing about which resources exist.
+    fn route(
+        &self,
+        req: &Request,
+        form: &[(String, String)],
+        authorization_ok: bool,
+        received_at: Instant,
+    ) -> Outcome {
+        if !req.path.starts_with("/2010-04-01/") {
+            return not_found(&req.path);
+        }
+        if !authorization_ok {
+            return unauthorized();
+        }
+        let Some(route) = Route::parse(&req.path) else {
+            return not_found(&req.path);
+        };
+        let account = route.account();
+        if !is_sid(account, "AC") {
+            return not_found(&req.path);
+        }
+        // Credentials are only valid for the configured account; another (well-formed) account
+        // in the path is a permission failure, as Twilio reports it (20003).
+        if account != self.shared.config.account_sid {
+            return unauthorized();
+        }
+        match (&route, req.method.as_str()) {
+            (Route::Account(_), "GET") => {
+                Outcome::respond(Response::json(200, &self.account_json()))
+            }
+            (Route::Messages(_), "POST") => self.create(form, received_at),
+            (Route::Messages(_), "GET") => self.list(req),
+            (Route::Message(_, sid), "GET") => self.fetch(sid, &req.path),
+            (Route::IncomingPhoneNumbers(_), "GET") => self.incoming_phone_numbers(req),
+            (route, _) => {
+                let mut outcome = twilio_error(405, 20004, "Method not allowed");
+                outcome.response = outcome.response.map(|r| r.header("Allow", route.allowed()));
+                outcome
+            }
+        }
+    }
+
+    /// `POST …/Messages.json`: faults that precede creation, validation, store, then faults
+    /// that follow creation.
+    fn create(&self, form: &[(String, String)], received_at: Instant) -> Outcome {
+        let fault = {
+            let mut state = self.shared.lock();
+            let queued = state.queued_faults.pop_front();
+            queued.or_else(|| state.outage.clone())
+        };
+        match &fault {
+            Some(Fault::Error {
+                status,
+                code,
+                message,
+                retry_after,
+            }) => return with_retry_after(twilio_error(*status, *code, message), *retry_after),
+            Some(Fault::TooManyRequests { retry_after }) => {
+                return with_retry_after(
+                    twilio_error(429, 20429, "Too Many Requests"),
+                    *retry_after,
+                )
+            }
+            Some(Fault::NonJsonError { status }) => return non_json_error(*status),
+            Some(Fault::HangupBeforeCreate) => return Outcome::hangup(),
+            _ => {}
+        }
+        let new = match validate(&self.shared.config, form) {
+            Ok(new) => new,
+            Err((code, message)) => return twilio_error(400, code, &message),
+        };
+        let msg = store(&self.shared, new, SystemTime::now(), received_at, None);
+        let created = Response::json(201, &message_json(&msg));
+        match fault {
+            Some(Fault::ErrorAfterCreate { status }) => server_error(status),
+            Some(Fault::HangupAfterCreate) => Outcome::hangup(),
+            Some(Fault::DelayAfterCreate(delay)) => Outcome {
+                response: Some(created),
+                code: None,
+                delay,
+            },
+            _ => Outcome::respond(created),
+        }
+    }
+
+    /// `GET …/Messages/{Sid}.json`.
+    fn fetch(&self, sid: &str, path: &str) -> Outcome {
+        let state = self.shared.lock();
+        match state.by_sid.get(sid) {
+            Some(&idx) => {
+                Outcome::respond(Response::json(200, &message_json(&state.messages[idx])))
+            }
+            None => not_found(path),
+        }
+    }
+
+    /// `GET …/Messages.json`: filters, newest first, cursor paging (see the module invariants).
+    fn list(&self, req: &Request) -> Outcome {
+        let query = req.query_pairs();
+        let get = |key: &str| {
+            query
+                .iter()
+                .find(|(k, v)| k == key && !v.is_empty())
+                .map(|(_, v)| v.as_str())
+        };
+        let to = get("To");
+        let from = get("From");
+        // (wire name, raw value, parsed bound) in the order Twilio writes them into page URIs.
+        let mut dates: Vec<(&str, &str, DateBound)> = Vec::new();
+        for key in ["DateSent", "DateSent<", "DateSent>"] {
+            if let Some(raw) = get(key) {
+                match parse_date_filter(raw) {
+                    Some(bound) => dates.push((key, raw, bound)),
+                    None => {
+                        return twilio_error(400, 20001, &format!("Invalid {key} value: {raw}"))
+                    }
+                }
+            }
+        }
+        let page_size = match get("PageSize") {
+            None => DEFAULT_PAGE_SIZE,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+                _ => {
+                    return twilio_error(
+                        400,
+                        20001,
+                        &format!("Invalid PageSize {v}: must be between 1 and {MAX_PAGE_SIZE}"),
+                    )
+                }
+            },
+        };
+        let page = match get("Page") {
+            None => 0,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => return twilio_error(400, 20001, &format!("Invalid Page {v}")),
+            },
+        };
+        let token = get("PageToken");
+
+        let state = self.shared.lock();
+        let key = |i: usize| (state.messages[i].date_created, i);
+        let mut matching: Vec<usize> = (0..state.messages.len())
+            .filter(|&i| {
+                let m = &state.messages[i];
+                to.iter().all(|t| m.to == *t)
+                    && from.iter().all(|f| m.from.as_deref() == Some(*f))
+                    && dates.iter().all(|(name, _, bound)| {
+                        date_matches(name, *bound, unix_seconds(m.date_created))
+                    })
+            })
+            .collect();
+        matching.sort_by_key(|&i| std::cmp::Reverse(key(i)));
+
+        let (lo, hi) = match token {
+            None => {
+                let lo = page.saturating_mul(page_size).min(matching.len());
+                (lo, (lo + page_size).min(matching.len()))
+            }
+            Some(token) => {
+                let anchor = token
+                    .get(..2)
+                    .filter(|p| *p == "PA" || *p == "PB")
+                    .and_then(|_| state.by_sid.get(&token[2..]).copied());
+                let Some(anchor) = anchor else {
+                    return twilio_error(400, 20001, &format!("Invalid PageToken {token}"));
+                };
+                let anchor_key = key(anchor);
+                if token.starts_with("PA") {
+                    // Everything strictly after the anchor in newest-first order.
+                    let lo = matching.partition_point(|&i| key(i) >= anchor_key);
+                    (lo, (lo + page_size).min(matching.len()))
+                } else {
+                    // The page that ends just before the anchor.
+                    let hi = matching.partition_point(|&i| key(i) > anchor_key);
+                    (hi.saturating_sub(page_size), hi)
+                }
+            }
+        };
+        let items = &matching[lo..hi];
+
+        let account = &self.shared.config.account_sid;
+        let mut base = format!("/2010-04-01/Accounts/{account}/Messages.json?");
+        for (k, v) in [("To", to), ("From", from)] {
+            if let Some(v) = v {
+                base.push_str(&format!("{k}={}&", form_encode(v)));
+            }
+        }
+        for (k, raw, _) in &dates {
+            base.push_str(&format!("{}={}&", form_encode(k), form_encode(raw)));
+        }
+        base.push_str(&format!("PageSize={page_size}"));
+        let page_uri = |p: usize, token: Option<String>| match token {
+            Some(t) => format!("{base}&Page={p}&PageToken={t}"),
+            None => format!("{base}&Page={p}"),
+        };
+        let next = (hi < matching.len() && hi > lo).then(|| {
+            page_uri(
+                page + 1,
+                Some(format!("PA{}", state.messages[matching[hi - 1]].sid)),
+            )
+        });
+        let previous = (lo > 0 && hi > lo).then(|| {
+            page_uri(
+                page.saturating_sub(1),
+                Some(format!("PB{}", state.messages[matching[lo]].sid)),
+            )
+        });
+        let start = page.saturating_mul(page_size);
+        let end = if items.is_empty() {
+            start
+        } else {
+            start + items.len() - 1
+        };
+        let body = json!({
+            "messages": items.iter().map(|&i| message_json(&state.messages[i])).collect::<Vec<_>>(),
+            "end": end,
+            "first_page_uri": page_uri(0, None),
+            "next_page_uri": next,
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": previous,
+            "start": start,
+            "uri": page_uri(page, token.map(str::to_string)),
+        });
+        Outcome::respond(Response::json(200, &body))
+    }
+
+    /// `GET /2010-04-01/Accounts/{AccountSid}.json`: enough of the Account resource for a
+    /// credentials check.
+    fn account_json(&self) -> Value {
+        let sid = &self.shared.config.account_sid;
+        let base = format!("/2010-04-01/Accounts/{sid}");
+        let date = rfc2822(UNIX_EPOCH + Duration::from_secs(1_438_286_400));
+        json!({
+            "auth_token": self.shared.config.auth_token,
+            "date_created": date,
+            "date_updated": date,
+            "friendly_name": "sms-sender test account",
+            "owner_account_sid": sid,
+            "sid": sid,
+            "status": "active",
+            "subresource_uris": {
+                "incoming_phone_numbers": format!("{base}/IncomingPhoneNumbers.json"),
+                "messages": format!("{base}/Messages.json"),
+            },
+            "type": "Full",
+            "uri": format!("{base}.json"),
+        })
+    }
+
+    /// `GET …/IncomingPhoneNumbers.json[?PhoneNumber=…]`: the configured owned numbers, all
+    /// SMS-capable. `PhoneNumber` matches as a substring with `*` wildcards ignored, which is
+    /// how Twilio treats partial numbers.
+    fn incoming_phone_numbers(&self, req: &Request) -> Outcome {
+        let query = req.query_pairs();
+        let get = |key: &str| {
+            query
+                .iter()
+                .find(|(k, v)| k == key && !v.is_empty())
+                .map(|(_, v)| v.as_str())
+        };
+        let filter = get("PhoneNumber").map(|p| p.replace('*', ""));
+        let page_size = match get("PageSize").map(str::parse::<usize>) {
+            None => DEFAULT_PAGE_SIZE,
+            Some(Ok(n)) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            Some(_) => return twilio_error(400, 20001, "Invalid PageSize"),
+        };
+        let page = match get("Page").map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return twilio_error(400, 20001, "Invalid Page"),
+        };
+        let config = &self.shared.config;
+        let matching: Vec<&String> = config
+            .owned_numbers
+            .iter()
+            .filter(|n| filter.iter().all(|f| n.contains(f.as_str())))
+            .collect();
+        let lo = page.saturating_mul(page_size).min(matching.len());
+        let hi = (lo + page_size).min(matching.len());
+        let account = &config.account_sid;
+        let mut base = format!("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json?");
+        if let Some(p) = get("PhoneNumber") {
+            base.push_str(&format!("PhoneNumber={}&", form_encode(p)));
+        }
+        base.push_str(&format!("PageSize={page_size}"));
+        let date = rfc2822(UNIX_EPOCH + Duration::from_secs(1_438_298_344));
+        let numbers: Vec<Value> = matching[lo..hi]
+            .iter()
+            .map(|number| {
+                let sid = format!("PN{}", stable_hex(number));
+                json!({
+                    "account_sid": account,
+                    "api_version": API_VERSION,
+                    "capabilities": {"fax": false, "mms": true, "sms": true, "voice": true},
+                    "date_created": date,
+                    "date_updated": date,
+                    "friendly_name": number,
+                    "phone_number": number,
+                    "sid": sid,
+                    "sms_method": "POST",
+                    "sms_url": "",
+                    "status": "in-use",
+                    "status_callback": "",
+                    "uri": format!("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers/{sid}.json"),
+                })
+            })
+            .collect();
+        let start = page.saturating_mul(page_size);
+        let body = json!({
+            "end": if hi > lo { start + (hi - lo) - 1 } else { start },
+            "first_page_uri": format!("{base}&Page=0"),
+            "incoming_phone_numbers": numbers,
+            "next_page_uri": (hi < matching.len()).then(|| format!("{base}&Page={}", page + 1)),
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": (page > 0).then(|| format!("{base}&Page={}", page - 1)),
+            "start": start,
+            "uri": format!("{base}&Page={page}"),
+        });
+        Outcome::respond(Response::json(200, &body))
+    }
+}
+
+/// A create request that passed validation.
+struct NewMessage {
+    to: String,
+    from: Option<String>,
+    messaging_service_sid: Option<String>,
+    body: String,
+    media_urls: Vec<String>,
+    status_callback: Option<String>,
+}
+
+/// Apply Twilio's create-time checks in the order the reference gives (§8.2, §8.3): the first
+/// failing check decides the code, because clients classify retries by that code.
+fn validate(config: &TwilioConfig, form: &[(String, String)]) -> Result<NewMessage, (u32, String)> {
+    // An empty value is as good as absent: Twilio answers `To=` like a missing `To`.
+    let first = |key: &str| {
+        form.iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    let media_urls: Vec<String> = form
+        .iter()
+        .filter(|(k, v)| k == "MediaUrl" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .collect();
+    let Some(to) = first("To") else {
+        return Err((21604, "A 'To' phone number is required.".into()));
+    };
+    let from = first("From");
+    let service = first("MessagingServiceSid");
+    if from.is_none() && service.is_none() {
+        return Err((21603, "A 'From' phone number is required.".into()));
+    }
+    let body = first("Body");
+    if body.is_none() && media_urls.is_empty() && first("ContentSid").is_none() {
+        return Err((21602, "Message body is required.".into()));
+    }
+    let body = body.unwrap_or_default();
+    if body.encode_utf16().count() > MAX_BODY_UTF16 {
+        return Err((
+            21617,
+            "The concatenated message body exceeds the 1600 character limit.".into(),
+        ));
+    }
+    if !is_e164(&to) || to == "+15005550001" {
+        return Err((
+            21211,
+            format!("The 'To' number {to} is not a valid phone number."),
+        ));
+    }
+    if let Some(from) = &from {
+        let magic_applies = config.owned_numbers.is_empty() || config.owned_numbers.contains(from);
+        if !(is_e164(from) || is_alphanumeric_sender(from) || is_short_code(from))
+            || (magic_applies && from == "+15005550001")
+        {
+            return Err((
+                21212,
+                format!(
+                    "The 'From' number {from} is not a valid phone number, shortcode, or alphanumeric sender ID."
+                ),
+            ));
+        }
+        if (magic_applies && from == "+15005550007")
+            || (!config.owned_numbers.is_empty() && !config.owned_numbers.contains(from))
+        {
+            return Err((
+                21606,
+                format!(
+                    "The 'From' phone number provided ({from}) is not a valid message-capable Twilio phone number for this destination."
+                ),
+            ));
+        }
+        if magic_applies && from == "+15005550008" {
+            return Err((
+                21611,
+                "This 'From' number has exceeded the maximum number of queued messages".into(),
+            ));
+        }
+    }
+    if let Some(service) = &service {
+        let known =
+            config.messaging_services.is_empty() || config.messaging_services.contains(service);
+        if !is_sid(service, "MG") || !known {
+            return Err((
+                21701,
+                format!("The Messaging Service Sid {service} is invalid."),
+            ));
+        }
+    }
+    // Destination-specific refusals come last: they need a valid sender to be meaningful.
+    let from_text = from.as_deref().unwrap_or("");
+    let magic_to = match to.as_str() {
+        "+15005550002" => Some((
+            21612,
+            format!(
+                "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: {from_text} via SMS."
+            ),
+        )),
+        "+15005550003" => Some((
+            21408,
+            format!("Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}."),
+        )),
+        "+15005550004" => Some((21610, "Attempt to send to unsubscribed recipient".into())),
+        "+15005550009" => Some((21614, format!("'To' number {to} is not a valid mobile number"))),
+        _ => None,
+    };
+    if let Some(err) = magic_to {
+        return Err(err);
+    }
+    Ok(NewMessage {
+        to,
+        from,
+        messaging_service_sid: service,
+        body,
+        media_urls,
+        status_callback: first("StatusCallback"),
+    })
+}
+
+/// Store a validated message under a fresh SID and wake `wait_for_messages`. `status` overrides
+/// the initial one (`queued`, or `accepted` with a Messaging Service) for seeded history.
+fn store(
+    shared: &Shared,
+    new: NewMessage,
+    date_created: SystemTime,
+    received_at: Instant,
+    status: Option<&str>,
+) -> StoredMessage {
+    let via_service_only = new.from.is_none();
+    let num_segments = if via_service_only {
+        // No sender (hence no encoding decision) yet: Twilio reports "0" (§1.5).
+        0
+    } else {
+        count_segments(&new.body)
+    };
+    let prefix = if new.media_urls.is_empty() {
+        "SM"
+    } else {
+        "MM"
+    };
+    let mut state = shared.lock();
+    let sid = loop {
+        let candidate = format!("{prefix}{}", random_hex32());
+        if !state.by_sid.contains_key(&candidate) {
+            break candidate;
+        }
+    };
+    let msg = StoredMessage {
+        sid: sid.clone(),
+        account_sid: shared.config.account_sid.clone(),
+        to: new.to,
+        from: new.from,
+        status: status
+            .unwrap_or(if new.messaging_service_sid.is_some() {
+                "accepted"
+            } else {
+                "queued"
+            })
+            .to_string(),
+        messaging_service_sid: new.messaging_service_sid,
+        body: new.body,
+        status_callback: new.status_callback,
+        num_segments,
+        media_urls: new.media_urls,
+        date_created,
+        received_at,
+    };
+    let idx = state.messages.len();
+    state.messages.push(msg.clone());
+    state.by_sid.insert(sid, idx);
+    drop(state);
+    shared.stored.notify_all();
+    msg
+}
+
+/// The Message resource as Twilio renders it: numbers as strings, RFC 2822 dates, relative URIs.
+fn message_json(m: &StoredMessage) -> Value {
+    let base = format!("/2010-04-01/Accounts/{}/Messages/{}", m.account_sid, m.sid);
+    let date = rfc2822(m.date_created);
+    json!({
+        "account_sid": m.account_sid,
+        "api_version": API_VERSION,
+        "body": m.body,
+        "date_created": date,
+        "date_sent": date,
+        "date_updated": date,
+        "direction": "outbound-api",
+        "error_code": null,
+        "error_message": null,
+        "from": m.from,
+        "messaging_service_sid": m.messaging_service_sid,
+        "num_media": m.media_urls.len().to_string(),
+        "num_segments": m.num_segments.to_string(),
+        "price": null,
+        "price_unit": "USD",
+        "sid": m.sid,
+        "status": m.status,
+        "subresource_uris": {
+            "feedback": format!("{base}/Feedback.json"),
+            "media": format!("{base}/Media.json"),
+        },
+        "to": m.to,
+        "uri": format!("{base}.json"),
+    })
+}
+
+/// Twilio's JSON error body with the given HTTP status and code.
+fn twilio_error(status: u16, code: u32, message: &str) -> Outcome {
+    let body = json!({
+        "code": code,
+        "message": message,
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status,
+    });
+    Outcome {
+        response: Some(Response::json(status, &body)),
+        code: Some(code),
+        delay: Duration::ZERO,
+    }
+}
+
+fn with_retry_after(mut outcome: Outcome, retry_after: Option<u64>) -> Outcome {
+    if let Some(secs) = retry_after {
+        outcome.response = outcome
+            .response
+            .map(|r| r.header("Retry-After", secs.to_string()));
+    }
+    outcome
+}
+
+fn not_found(path: &str) -> Outcome {
+    twilio_error(
+        404,
+        20404,
+        &format!("The requested resource {path} was not found"),
+    )
+}
+
+fn unauthorized() -> Outcome {
+    let body = json!({
+        "code": 20003,
+        "detail": "Your AccountSid or AuthToken was incorrect.",
+        "message": "Authenticate",
+        "more_info": "https://www.twilio.com/docs/errors/20003",
+        "status": 401,
+    });
+    Outcome {
+        response: Some(
+            Response::json(401, &body).header("WWW-Authenticate", "Basic realm=\"Twilio API\""),
+        ),
+        code: Some(20003),
+        delay: Duration::ZERO,
+    }
+}
+
+/// A Twilio-side 5xx with Twilio's body (20500 internal error, 20503 unavailable).
+fn server_error(status: u16) -> Outcome {
+    if status == 503 {
+        twilio_error(503, 20503, "Service is unavailable. Please try again")
+    } else {
+        twilio_error(status, 20500, "An internal server error has occurred")
+    }
+}
+
+/// What an edge proxy answers when the API behind it is gone: HTML, no Twilio code.
+fn non_json_error(status: u16) -> Outcome {
+    let html = format!(
+        "<html><head><title>{status} Error</title></head><body><h1>{status} Error</h1><p>The server encountered a temporary error.</p></body></html>"
+    );
+    Outcome::respond(
+        Response::new(status)
+            .header("Content-Type", "text/html; charset=utf-8")
+            .body(html),
+    )
+}
+
+/// Whether the Basic credentials are the account's token or one of its API keys.
+fn credentials_ok(config: &TwilioConfig, req: &Request) -> bool {
+    let Some(value) = req.header("authorization") else {
+        return false;
+    };
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return false;
+    };
+    let Some((user, pass)) = decoded.split_once(':') else {
+        return false;
+    };
+    (user == config.account_sid && pass == config.auth_token)
+        || config
+            .api_keys
+            .iter()
+            .any(|(key, secret)| key == user && secret == pass)
+}
+
+fn is_form_content_type(value: &str) -> bool {
+    value.split(';').next().is_some_and(|media| {
+        media
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+/// `^<prefix>[0-9a-fA-F]{32}$`.
+fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `^\+[1-9]\d{7,14}$`.
+fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// An alphanumeric sender ID: up to 11 of letters, digits, spaces and `+ - _ &`, at least one letter.
+fn is_alphanumeric_sender(s: &str) -> bool {
+    (1..=11).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'+' | b'-' | b'_' | b'&'))
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// A short code: 3 to 8 digits (5–6 in the US, shorter or longer elsewhere).
+fn is_short_code(s: &str) -> bool {
+    (3..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn random_hex32() -> String {
+    (0..32)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).expect("a hex digit"))
+        .collect()
+}
+
+/// 32 hex digits derived from `s` (two FNV-1a passes), so a number's `PN` SID is the same on
+/// every call without storing it.
+fn stable_hex(s: &str) -> String {
+    let fnv = |seed: u64| {
+        s.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
+}
+
+/// Form-encode a value the way Twilio writes its page URIs: `%XX`, spaces as `+`.
+fn form_encode(s: &str) -> String {
+    http::percent_encode(s).replace("%20", "+")
+}
+
+// ------------------------------------------------------------------------------------------------
+// Segments
+
+/// The GSM 03.38 default alphabet (127 characters; the escape code itself excluded).
+const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+/// The GSM 03.38 extension table: each costs an escape plus the character (2 septets).
+const GSM7_EXTENSION: &str = "\u{0C}^{}\\[~]|€";
+
+/// Septets a character costs in GSM-7, or `None` if it forces UCS-2.
+fn gsm7_septets(c: char) -> Option<u32> {
+    if GSM7_BASIC.contains(c) {
+        Some(1)
+    } else if GSM7_EXTENSION.contains(c) {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+/// SMS segments for `body` (reference §5.3): GSM-7 when every character is in the GSM 03.38
+/// alphabet or its extension (extension characters cost 2 septets), else UCS-2 counted in UTF-16
+/// units. One segment holds 160 septets / 70 units; concatenated segments hold 153 / 67, and a
+/// 2-unit character (escape pair, surrogate pair) is never split across two segments.
+/// An empty body is one (empty) segment.
+pub fn count_segments(body: &str) -> u32 {
+    let gsm: Option<Vec<u32>> = body.chars().map(gsm7_septets).collect();
+    let (costs, single, concatenated) = match gsm {
+        Some(costs) => (costs, 160, 153),
+        None => (body.chars().map(|c| c.len_utf16() as u32).collect(), 70, 67),
+    };
+    if costs.iter().sum::<u32>() <= single {
+        return 1;
+    }
+    let mut segments = 1;
+    let mut used = 0;
+    for cost in costs {
+        if used + cost > concatenated {
+            segments += 1;
+            used = 0;
+        }
+        used += cost;
+    }
+    segments
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dates (no date crate: the civil-calendar arithmetic is small and exact)
+
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Whole seconds since the Unix epoch, flooring instants before it.
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (March-based year so leap days come last).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`]: (year, month 1–12, day 1–31).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Twilio's date format, always GMT: `Thu, 24 Aug 2023 05:01:45 +0000`.
+pub fn rfc2822(t: SystemTime) -> String {
+    let secs = unix_seconds(t);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = WEEKDAYS[(days + 4).rem_euclid(7) as usize];
+    format!(
+        "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} +0000",
+        MONTHS[month as usize - 1],
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// A `DateSent` filter value: a whole GMT day (the documented form) or an instant (what
+/// twilio-python sends for date-times).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DateBound {
+    Day(i64),
+    Instant(i64),
+}
+
+/// Whether a message sent at `sent` (unix seconds) passes the filter `name` (`DateSent`,
+/// `DateSent<`, `DateSent>`). Both bounds are inclusive, as Twilio documents (§3.1).
+fn date_matches(name: &str, bound: DateBound, sent: i64) -> bool {
+    match (name, bound) {
+        ("DateSent>", DateBound::Day(d)) => sent >= d * 86_400,
+        ("DateSent>", DateBound::Instant(t)) => sent >= t,
+        ("DateSent<", DateBound::Day(d)) => sent < (d + 1) * 86_400,
+        ("DateSent<", DateBound::Instant(t)) => sent <= t,
+        (_, DateBound::Day(d)) => sent.div_euclid(86_400) == d,
+        (_, DateBound::Instant(t)) => sent == t,
+    }
+}
+
+/// `YYYY-MM-DD` → days since the epoch, rejecting impossible dates.
+fn parse_ymd(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year: i64 = digits(&s[0..4])?;
+    let month: u32 = digits(&s[5..7])?;
+    let day: u32 = digits(&s[8..10])?;
+    let days = days_from_civil(year, month, day);
+    (civil_from_days(days) == (year, month, day)).then_some(days)
+}
+
+/// Parse an all-digit field (no sign, no spaces).
+fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `HH:MM:SS` → seconds of the day.
+fn parse_hms(s: &str) -> Option<i64> {
+    let mut it = s.split(':');
+    let (h, m, sec): (i64, i64, i64) = (
+        digits(it.next()?)?,
+        digits(it.next()?)?,
+        digits(it.next()?)?,
+    );
+    (it.next().is_none() && h < 24 && m < 60 && sec < 61).then_some(h * 3600 + m * 60 + sec)
+}
+
+/// `Z`, `GMT`, `UT`, `+HH:MM`, `-HHMM`, … → offset east of GMT in seconds.
+fn parse_zone(s: &str) -> Option<i64> {
+    match s {
+        "" | "Z" | "GMT" | "UT" | "UTC" => return Some(0),
+        _ => {}
+    }
+    let sign = match s.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let rest = s[1..].replace(':', "");
+    if rest.len() != 4 {
+        return None;
+    }
+    let h: i64 = digits(&rest[0..2])?;
+    let m: i64 = digits(&rest[2..4])?;
+    Some(sign * (h * 3600 + m * 60))
+}
+
+/// Accept the documented `YYYY-MM-DD`, ISO 8601 date-times (`2024-01-02T10:00:00Z`, optional
+/// fraction, offset or space separator) and RFC 2822 (`Wed, 19 Jun 2019 22:04:00 -0000`).
+fn parse_date_filter(s: &str) -> Option<DateBound> {
+    let s = s.trim();
+    if let Some(day) = parse_ymd(s) {
+        return Some(DateBound::Day(day));
+    }
+    if s.len() >= 19 && matches!(s.as_bytes().get(10), Some(b'T') | Some(b' ')) {
+        let day = parse_ymd(s.get(0..10)?)?;
+        let sod = parse_hms(s.get(11..19)?)?;
+        let mut rest = s.get(19..)?;
+        if let Some(fraction) = rest.strip_prefix('.') {
+            let end = fraction
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(fraction.len());
+            if end == 0 {
+                return None;
+            }
+            rest = &fraction[end..];
+        }
+        let offset = parse_zone(rest.trim())?;
+        return Some(DateBound::Instant(day * 86_400 + sod - offset));
+    }
+    let s = match s.split_once(',') {
+        Some((weekday, rest)) if WEEKDAYS.contains(&weekday.trim()) => rest.trim(),
+        _ => s,
+    };
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if let [day, month, year, time, zone] = fields.as_slice() {
+        let month = MONTHS.iter().position(|m| m == month)? as u32 + 1;
+        let (year, day): (i64, u32) = (digits(year)?, digits(day)?);
+        let days = days_from_civil(year, month, day);
+        if civil_from_days(days) != (year, month, day) {
+            return None;
+        }
+        let sod = parse_hms(time)?;
+        let offset = parse_zone(zone)?;
+        return Some(DateBound::Instant(days * 86_400 + sod - offset));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    // --------------------------------------------------------------------------------------------
+    // A tiny HTTP/1.1 client over std, so the tests exercise the real wire format.
+
+    struct Resp {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Resp {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+                panic!(
+                    "status {} body is not JSON ({e}): {}",
+                    self.status,
+                    String::from_utf8_lossy(&self.body)
+                )
+            })
+        }
+    }
+
+    struct Client {
+        reader: BufReader<TcpStream>,
+    }
+
+    impl Client {
+        fn connect(d: &TwilioDouble) -> Client {
+            let addr = d.url().trim_start_matches("http://").to_string();
+            let stream = TcpStream::connect(addr).expect("connect to the double");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            Client {
+                reader: BufReader::new(stream),
+            }
+        }
+
+        fn set_read_timeout(&self, t: Duration) {
+            self.reader.get_ref().set_read_timeout(Some(t)).unwrap();
+        }
+
+        /// `Ok(None)` when the server closed the connection without answering.
+        fn request(
+            &mut self,
+            method: &str,
+            target: &str,
+            headers: &[(&str, &str)],
+            body: &[u8],
+        ) -> std::io::Result<Option<Resp>> {
+            let mut out = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            for (k, v) in headers {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            let mut bytes = out.into_bytes();
+            bytes.extend_from_slice(body);
+            self.reader.get_mut().write_all(&bytes)?;
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("a status line");
+            let mut headers = Vec::new();
+            loop {
+                let mut h = String::new();
+                self.reader.read_line(&mut h)?;
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').expect("a header line");
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            self.reader.read_exact(&mut body)?;
+            Ok(Some(Resp {
+                status,
+                headers,
+                body,
+            }))
+        }
+    }
+
+    fn basic(user: &str, pass: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+    }
+
+    fn auth(d: &TwilioDouble) -> String {
+        basic(&d.config().account_sid, &d.config().auth_token)
+    }
+
+    fn messages_path(d: &TwilioDouble) -> String {
+        format!(
+            "/2010-04-01/Accounts/{}/Messages.json",
+            d.config().account_sid
+        )
+    }
+
+    fn encode_form(pairs: &[(&str, &str)]) -> String {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", http::percent_encode(k), http::percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// POST a raw form body on a fresh connection; `None` = hung up.
+    fn post_raw(d: &TwilioDouble, body: &str) -> Option<Resp> {
+        let a = auth(d);
+        Client::connect(d)
+            .request(
+                "POST",
+                &messages_path(d),
+                &[
+                    ("Authorization", &a),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                body.as_bytes(),
+            )
+            .expect("request")
+    }
+
+    fn create(d: &TwilioDouble, pairs: &[(&str, &str)]) -> Resp {
+        post_raw(d, &encode_form(pairs)).expect("an answer")
+    }
+
+    fn get(d: &TwilioDouble, target: &str) -> Resp {
+        let a = auth(d);
+        Client::connect(d)
+            .request("GET", target, &[("Authorization", &a)], b"")
+            .expect("request")
+            .expect("an answer")
+    }
+
+    fn assert_twilio_error(resp: &Resp, status: u16, code: u64) -> Value {
+        let body = resp.json();
+        assert_eq!(resp.status, status, "body: {body}");
+        assert_eq!(body["code"], code, "body: {body}");
+        assert_eq!(body["status"], status);
+        assert_eq!(
+            body["more_info"],
+            format!("https://www.twilio.com/docs/errors/{code}")
+        );
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(resp
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")));
+        body
+    }
+
+    const TO: &str = "+15551234567";
+    const FROM: &str = "+15557654321";
+
+    fn ok_form<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut v = vec![("To", TO), ("From", FROM), ("Body", "hello")];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    fn is_hex_sid(s: &str, prefix: &str) -> bool {
+        is_sid(s, prefix) && s[2..].bytes().all(|b| !b.is_ascii_uppercase())
+    }
+
+    // --------------------------------------------------------------------------------------------
+
+    #[test]
+    fn twilio_happy_create_returns_full_resource_and_stores_it() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        // `+` as %2B, a space as `+` (form encoding), a repeated MediaUrl-free create.
+        let raw = "To=%2B15551234567&From=%2B15557654321&Body=Hello+world&StatusCallback=https%3A%2F%2Fexample.com%2Fcb%3Fid%3D7";
+        let resp = post_raw(&d, raw).unwrap();
+        assert_eq!(resp.status, 201);
+        let m = resp.json();
+        let sid = m["sid"].as_str().unwrap().to_string();
+        assert!(is_hex_sid(&sid, "SM"), "{sid}");
+        assert_eq!(m["account_sid"], d.config().account_sid);
+        assert_eq!(m["api_version"], "2010-04-01");
+        assert_eq!(m["to"], "+15551234567");
+        assert_eq!(m["from"], "+15557654321");
+        assert_eq!(m["body"], "Hello world");
+        assert_eq!(m["status"], "queued");
+        assert_eq!(m["direction"], "outbound-api");
+        assert_eq!(m["num_segments"], "1");
+        assert_eq!(m["num_media"], "0");
+        assert_eq!(m["price"], Value::Null);
+        assert_eq!(m["error_code"], Value::Null);
+        assert_eq!(m["messaging_service_sid"], Value::Null);
+        let date = m["date_created"].as_str().unwrap();
+        assert!(date.ends_with(" +0000") && date.len() == 31, "{date}");
+        assert_eq!(m["date_sent"], date);
+        let uri = format!(
+            "/2010-04-01/Accounts/{}/Messages/{sid}.json",
+            d.config().account_sid
+        );
+        assert_eq!(m["uri"], uri);
+        assert_eq!(
+            m["subresource_uris"]["media"],
+            uri.replace(".json", "/Media.json")
+        );
+
+        let stored = d.messages();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].sid, sid);
+        assert_eq!(stored[0].to, "+15551234567");
+        assert_eq!(stored[0].from.as_deref(), Some("+15557654321"));
+        assert_eq!(stored[0].body, "Hello world");
+        assert_eq!(
+            stored[0].status_callback.as_deref(),
+            Some("https://example.com/cb?id=7")
+        );
+        assert_eq!(stored[0].num_segments, 1);
+        assert_eq!(d.create_requests(), 1);
+        let reqs = d.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].status, Some(201));
+        assert!(reqs[0].authorization_ok);
+        assert!(reqs[0].form.contains(&("To".into(), "+15551234567".into())));
+
+        // Fetch returns the same resource; an unknown SID is 20404.
+        let fetched = get(&d, &uri);
+        assert_eq!(fetched.status, 200);
+        assert_eq!(fetched.json(), m);
+        let missing = format!(
+            "/2010-04-01/Accounts/{}/Messages/SM{}.json",
+            d.config().account_sid,
+            "0".repeat(32)
+        );
+        assert_twilio_error(&get(&d, &missing), 404, 20404);
+
+        // Two creates never share a SID.
+        let second = create(&d, &ok_form(&[]));
+        assert_ne!(second.json()["sid"], m["sid"]);
+    }
+
+    #[test]
+    fn twilio_raw_plus_decodes_to_space_and_fails_21211() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let resp = post_raw(&d, "To=+15551234567&From=%2B15557654321&Body=hi").unwrap();
+        let body = assert_twilio_error(&resp, 400, 21211);
+        assert_eq!(
+            body["message"],
+            "The 'To' number  15551234567 is not a valid phone number."
+        );
+        assert!(d.messages().is_empty());
+    }
+
+    #[test]
+    fn twilio_validation_codes_in_order() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let long_gsm = "a".repeat(1601);
+        let emoji_800 = "😀".repeat(800); // exactly 1600 UTF-16 units: allowed
+        let emoji_801 = "😀".repeat(801); // 801 characters but 1602 units: rejected
+        let cases: Vec<(Vec<(&str, &str)>, u64)> = vec![
+            (vec![], 21604),
+            (vec![("To", ""), ("From", FROM), ("Body", "x")], 21604),
+            (vec![("Body", "x"), ("From", "garbage")], 21604),
+            (vec![("To", "garbage")], 21603),
+            (vec![("To", "garbage"), ("Body", "x")], 21603),
+            (vec![("To", "garbage"), ("From", "garbage")], 21602),
+            (
+                vec![("To", "garbage"), ("From", "garbage"), ("Body", &long_gsm)],
+                21617,
+            ),
+            (
+                vec![("To", TO), ("From", FROM), ("Body", &emoji_801)],
+                21617,
+            ),
+            (
+                vec![("To", "garbage"), ("From", "garbage"), ("Body", "x")],
+                21211,
+            ),
+            (
+                vec![("To", "15551234567"), ("From", FROM), ("Body", "x")],
+                21211,
+            ),
+            (
+                vec![("To", "+0551234567"), ("From", FROM), ("Body", "x")],
+                21211,
+            ),
+            (
+                vec![("To", "+1555123"), ("From", FROM), ("Body", "x")],
+                21211,
+            ),
+            (
+                vec![("To", TO), ("From", "not valid!"), ("Body", "x")],
+                21212,
+            ),
+            (vec![("To", TO), ("From", "+123"), ("Body", "x")], 21212),
+            (
+                vec![("To", TO), ("MessagingServiceSid", "MG123"), ("Body", "x")],
+                21701,
+            ),
+            // Magic numbers (reference §8.3).
+            (
+                vec![("To", "+15005550001"), ("From", FROM), ("Body", "x")],
+                21211,
+            ),
+            (
+                vec![("To", "+15005550002"), ("From", FROM), ("Body", "x")],
+                21612,
+            ),
+            (
+                vec![("To", "+15005550003"), ("From", FROM), ("Body", "x")],
+                21408,
+            ),
+            (
+                vec![("To", "+15005550004"), ("From", FROM), ("Body", "x")],
+                21610,
+            ),
+            (
+                vec![("To", "+15005550009"), ("From", FROM), ("Body", "x")],
+                21614,
+            ),
+            (
+                vec![("To", TO), ("From", "+15005550001"), ("Body", "x")],
+                21212,
+            ),
+            (
+                vec![("To", TO), ("From", "+15005550007"), ("Body", "x")],
+                21606,
+            ),
+            (
+                vec![("To", TO), ("From", "+15005550008"), ("Body", "x")],
+                21611,
+            ),
+            // From problems are reported before destination problems.
+            (
+                vec![
+                    ("To", "+15005550004"),
+                    ("From", "+15005550007"),
+                    ("Body", "x"),
+                ],
+                21606,
+            ),
+        ];
+        for (form, code) in &cases {
+            let resp = create(&d, form);
+            let body = assert_twilio_error(&resp, 400, *code);
+            if *code == 21604 {
+                assert_eq!(body["message"], "A 'To' phone number is required.");
+            }
+        }
+        assert!(d.messages().is_empty(), "no failed create may store");
+        assert_eq!(d.create_requests(), cases.len());
+        let recorded: Vec<Option<u32>> = d.requests().iter().map(|r| r.twilio_code).collect();
+        assert_eq!(
+            recorded,
+            cases
+                .iter()
+                .map(|(_, c)| Some(*c as u32))
+                .collect::<Vec<_>>()
+        );
+
+        // Boundaries that must pass: 1600 GSM chars, 1600 UTF-16 units, magic passing From,
+        // alphanumeric sender, short code, media without body.
+        let gsm_1600 = "a".repeat(1600);
+        for form in [
+            vec![("To", TO), ("From", FROM), ("Body", &gsm_1600)],
+            vec![("To", TO), ("From", FROM), ("Body", &emoji_800)],
+            vec![("To", TO), ("From", "+15005550006"), ("Body", "x")],
+            vec![("To", TO), ("From", "ACME Corp"), ("Body", "x")],
+            vec![("To", TO), ("From", "12345"), ("Body", "x")],
+            vec![
+                ("To", TO),
+                ("From", FROM),
+                ("MediaUrl", "https://example.com/a.png"),
+                ("MediaUrl", "https://example.com/b.png"),
+            ],
+        ] {
+            let resp = create(&d, &form);
+            assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
+        }
+        let stored = d.messages();
+        assert_eq!(stored[0].num_segments, 11); // 1600 septets / 153 per segment
+                                                // 1600 UTF-16 units; a surrogate pair is not split, so 33 emoji per 67-unit segment.
+        assert_eq!(stored[1].num_segments, 25);
+        let mms = stored.last().unwrap();
+        assert_eq!(mms.media_urls.len(), 2, "repeated MediaUrl keys are kept");
+        assert!(mms.sid.starts_with("MM"));
+    }
+
+    #[test]
+    fn twilio_ownership_and_messaging_services() {
+        let service = format!("MG{}", "ab".repeat(16));
+        let d = TwilioDouble::start(TwilioConfig {
+            owned_numbers: vec![FROM.to_string(), "+15005550008".to_string()],
+            messaging_services: vec![service.clone()],
+            ..TwilioConfig::default()
+        });
+        assert_twilio_error(
+            &create(&d, &[("To", TO), ("From", "+15559999999"), ("Body", "x")]),
+            400,
+            21606,
+        );
+        // Magic From numbers apply only to owned numbers once ownership is configured.
+        assert_twilio_error(
+            &create(&d, &[("To", TO), ("From", "+15005550001"), ("Body", "x")]),
+            400,
+            21606,
+        );
+        assert_twilio_error(
+            &create(&d, &[("To", TO), ("From", "+15005550008"), ("Body", "x")]),
+            400,
+            21611,
+        );
+        let unknown = format!("MG{}", "cd".repeat(16));
+        let body = assert_twilio_error(
+            &create(
+                &d,
+                &[("To", TO), ("MessagingServiceSid", &unknown), ("Body", "x")],
+            ),
+            400,
+            21701,
+        );
+        assert_eq!(
+            body["message"],
+            format!("The Messaging Service Sid {unknown} is invalid.")
+        );
+
+        let resp = create(
+            &d,
+            &[("To", TO), ("MessagingServiceSid", &service), ("Body", "x")],
+        );
+        assert_eq!(resp.status, 201);
+        let m = resp.json();
+        assert_eq!(m["from"], Value::Null);
+        assert_eq!(m["messaging_service_sid"], service);
+        assert_eq!(m["status"], "accepted");
+        assert_eq!(m["num_segments"], "0");
+        let ok = create(&d, &ok_form(&[]));
+        assert_eq!(ok.status, 201);
+        assert_eq!(d.messages().len(), 2);
+    }
+
+    #[test]
+    fn twilio_json_body_is_not_read() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let a = auth(&d);
+        let body = serde_json::to_vec(&json!({"To": TO, "From": FROM, "Body": "hi"})).unwrap();
+        let resp = Client::connect(&d)
+            .request(
+                "POST",
+                &messages_path(&d),
+                &[("Authorization", &a), ("Content-Type", "application/json")],
+                &body,
+            )
+            .unwrap()
+            .unwrap();
+        assert_twilio_error(&resp, 400, 21604);
+        // A form body without a Content-Type is not read either.
+        let resp = Client::connect(&d)
+            .request(
+                "POST",
+                &messages_path(&d),
+                &[("Authorization", &a)],
+                encode_form(&ok_form(&[])).as_bytes(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_twilio_error(&resp, 400, 21604);
+        // The charset parameter is fine.
+        let resp = Client::connect(&d)
+            .request(
+                "POST",
+                &messages_path(&d),
+                &[
+                    ("Authorization", &a),
+                    (
+                        "Content-Type",
+                        "application/x-www-form-urlencoded; charset=utf-8",
+                    ),
+                ],
+                encode_form(&ok_form(&[])).as_bytes(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status, 201);
+        assert_eq!(d.messages().len(), 1);
+    }
+
+    #[test]
+    fn twilio_auth_and_routing() {
+        let key = format!("SK{}", "12".repeat(16));
+        let d = TwilioDouble::start(TwilioConfig {
+            api_keys: vec![(key.clone(), "key-secret".to_string())],
+            ..TwilioConfig::default()
+        });
+        let ac = d.config().account_sid.clone();
+        let form = encode_form(&ok_form(&[]));
+        let send = |authz: Option<&str>, path: &str, method: &str| {
+            let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+            if let Some(a) = authz {
+                headers.push(("Authorization", a));
+            }
+            Client::connect(&d)
+                .request(method, path, &headers, form.as_bytes())
+                .unwrap()
+                .unwrap()
+        };
+        let path = messages_path(&d);
+
+        let resp = send(None, &path, "POST");
+        assert_eq!(resp.status, 401);
+        assert_eq!(
+            resp.json(),
+            json!({"code":20003,"detail":"Your AccountSid or AuthToken was incorrect.","message":"Authenticate","more_info":"https://www.twilio.com/docs/errors/20003","status":401})
+        );
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some("Basic realm=\"Twilio API\"")
+        );
+        assert_twilio_error(&send(Some(&basic(&ac, "wrong")), &path, "POST"), 401, 20003);
+        assert_twilio_error(
+            &send(Some(&basic(&key, "wrong")), &path, "POST"),
+            401,
+            20003,
+        );
+        assert_twilio_error(&send(Some("Bearer abc"), &path, "POST"), 401, 20003);
+        assert!(d.messages().is_empty());
+        assert_eq!(
+            d.create_requests(),
+            4,
+            "every POST counts, even unauthenticated"
+        );
+        assert!(!d.requests()[0].authorization_ok);
+
+        // The API key works, with the account SID in the path.
+        let resp = send(Some(&basic(&key, "key-secret")), &path, "POST");
+        assert_eq!(resp.status, 201);
+        assert_eq!(resp.json()["account_sid"], ac);
+        // …but the key SID in the path is not an account: 20404.
+        let key_path = format!("/2010-04-01/Accounts/{key}/Messages.json");
+        assert_twilio_error(
+            &send(Some(&basic(&key, "key-secret")), &key_path, "POST"),
+            404,
+            20404,
+        );
+        // Another well-formed account: permission failure.
+        let other = format!("/2010-04-01/Accounts/AC{}/Messages.json", "f".repeat(32));
+        assert_twilio_error(&send(Some(&auth(&d)), &other, "POST"), 401, 20003);
+        // No `.json`, unknown paths, wrong methods.
+        let no_json = format!("/2010-04-01/Accounts/{ac}/Messages");
+        let body = assert_twilio_error(&send(Some(&auth(&d)), &no_json, "POST"), 404, 20404);
+        assert_eq!(
+            body,
+            json!({"code":20404,"message":format!("The requested resource {no_json} was not found"),"more_info":"https://www.twilio.com/docs/errors/20404","status":404})
+        );
+        assert_twilio_error(&send(Some(&auth(&d)), "/nothing/here", "GET"), 404, 20404);
+        let resp = send(Some(&auth(&d)), &path, "DELETE");
+        assert_twilio_error(&resp, 405, 20004);
+        assert_eq!(resp.header("allow"), Some("GET, POST"));
+        assert_eq!(d.messages().len(), 1);
+
+        // Account fetch and owned numbers, for a configuration check.
+        let account = get(&d, &format!("/2010-04-01/Accounts/{ac}.json"));
+        assert_eq!(account.status, 200);
+        let a = account.json();
+        assert_eq!(a["sid"], ac);
+        assert_eq!(a["status"], "active");
+        assert_eq!(a["type"], "Full");
+        let numbers = get(
+            &d,
+            &format!(
+                "/2010-04-01/Accounts/{ac}/IncomingPhoneNumbers.json?PhoneNumber=%2B15557654321"
+            ),
+        );
+        assert_eq!(numbers.status, 200);
+        assert_eq!(numbers.json()["incoming_phone_numbers"], json!([]));
+    }
+
+    #[test]
+    fn twilio_incoming_phone_numbers_lists_owned() {
+        let d = TwilioDouble::start(TwilioConfig {
+            owned_numbers: vec![FROM.to_string(), "+447700900123".to_string()],
+            ..TwilioConfig::default()
+        });
+        let ac = d.config().account_sid.clone();
+        let path = format!("/2010-04-01/Accounts/{ac}/IncomingPhoneNumbers.json");
+        let all = get(&d, &path).json();
+        assert_eq!(all["incoming_phone_numbers"].as_array().unwrap().len(), 2);
+        let one = get(&d, &format!("{path}?PhoneNumber=%2B15557654321")).json();
+        let list = one["incoming_phone_numbers"].as_array().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["phone_number"], FROM);
+        assert_eq!(list[0]["capabilities"]["sms"], true);
+        assert!(is_sid(list[0]["sid"].as_str().unwrap(), "PN"));
+        assert_eq!(one["next_page_uri"], Value::Null);
+        assert_eq!(
+            all["incoming_phone_numbers"][0]["sid"], list[0]["sid"],
+            "stable PN sid"
+        );
+    }
+
+    #[test]
+    fn twilio_list_filters_and_pages_exactly_once() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let other = "+15550001111";
+        let mut created = Vec::new();
+        for i in 0..5 {
+            let body = format!("m{i}");
+            let resp = create(&d, &[("To", TO), ("From", FROM), ("Body", &body)]);
+            created.push(resp.json()["sid"].as_str().unwrap().to_string());
+            create(&d, &[("To", other), ("From", FROM), ("Body", "noise")]);
+        }
+        let today = rfc2822(SystemTime::now()); // for the day
+        let (y, m, day) = civil_from_days(unix_seconds(SystemTime::now()).div_euclid(86_400));
+        let ymd = format!("{y:04}-{m:02}-{day:02}");
+        assert!(today.contains(&format!("{day:02} ")));
+
+        let first = format!(
+            "{}?To=%2B15551234567&DateSent%3E={ymd}&PageSize=2",
+            messages_path(&d)
+        );
+        let mut target = first.clone();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut late = None;
+        loop {
+            let resp = get(&d, &target);
+            assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+            let page = resp.json();
+            assert_eq!(page["page_size"], 2);
+            assert_eq!(page["page"], pages);
+            assert_eq!(page["start"], pages * 2);
+            let uri = page["uri"].as_str().unwrap();
+            assert!(uri.contains("To=%2B15551234567&DateSent%3E="), "{uri}");
+            assert_eq!(
+                page["first_page_uri"],
+                format!(
+                    "/2010-04-01/Accounts/{}/Messages.json?To=%2B15551234567&DateSent%3E={ymd}&PageSize=2&Page=0",
+                    d.config().account_sid
+                )
+            );
+            if pages == 0 {
+                assert_eq!(page["previous_page_uri"], Value::Null);
+                // A message created while paging must not shift or repeat the remaining pages.
+                late = Some(
+                    create(&d, &ok_form(&[])).json()["sid"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                );
+            } else {
+                assert!(page["previous_page_uri"].is_string());
+            }
+            for m in page["messages"].as_array().unwrap() {
+                assert_eq!(m["to"], TO);
+                seen.push(m["sid"].as_str().unwrap().to_string());
+            }
+            pages += 1;
+            match page["next_page_uri"].as_str() {
+                Some(next) => {
+                    assert!(next.contains("PageToken="), "{next}");
+                    target = next.to_string();
+                }
+                None => break,
+            }
+            assert!(pages < 10, "paging does not terminate");
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<String> = created.iter().rev().cloned().collect();
+        assert_eq!(seen, expected, "newest first, every message exactly once");
+
+        // Going back from page 2 (via previous_page_uri) lands on page 1's content.
+        let p1 = get(&d, &format!("{first}&Page=0")).json();
+        let p2 = get(&d, p1["next_page_uri"].as_str().unwrap()).json();
+        let back = get(&d, p2["previous_page_uri"].as_str().unwrap()).json();
+        assert_eq!(back["messages"], p1["messages"]);
+        // p1 now starts with the late message, created after the first listing.
+        assert_eq!(p1["messages"][0]["sid"], late.unwrap().as_str());
+
+        // Tomorrow-onwards and before-yesterday find nothing; From filters; raw `>` key works.
+        let tomorrow = civil_from_days(unix_seconds(SystemTime::now()).div_euclid(86_400) + 1);
+        let tomorrow = format!("{:04}-{:02}-{:02}", tomorrow.0, tomorrow.1, tomorrow.2);
+        let none = get(&d, &format!("{}?DateSent>={tomorrow}", messages_path(&d))).json();
+        assert_eq!(none["messages"], json!([]));
+        assert_eq!(none["next_page_uri"], Value::Null);
+        assert!(none["uri"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("DateSent%3E={tomorrow}")));
+        let all = get(&d, &format!("{}?DateSent={ymd}", messages_path(&d))).json();
+        assert_eq!(all["messages"].as_array().unwrap().len(), 11);
+        assert_eq!(all["page_size"], 50);
+        let noise = get(
+            &d,
+            &format!(
+                "{}?To=%2B15550001111&From=%2B15557654321",
+                messages_path(&d)
+            ),
+        )
+        .json();
+        assert_eq!(noise["messages"].as_array().unwrap().len(), 5);
+        let nobody = get(&d, &format!("{}?From=%2B15550000000", messages_path(&d))).json();
+        assert_eq!(nobody["messages"], json!([]));
+
+        for bad in [
+            "PageSize=0",
+            "PageSize=1001",
+            "PageSize=x",
+            "DateSent%3E=yesterday",
+            "PageToken=PAnope",
+        ] {
+            assert_twilio_error(
+                &get(&d, &format!("{}?{bad}", messages_path(&d))),
+                400,
+                20001,
+            );
+        }
+    }
+
+    #[test]
+    fn twilio_list_date_filters_against_seeded_history() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        // 2020-01-01T11:00:00Z and 12:00:00Z, 2020-01-02T00:00:00Z.
+        let base = 1_577_836_800;
+        let a = d.seed_message(TO, FROM, "a", at(base + 11 * 3600)).sid;
+        let b = d.seed_message(TO, FROM, "b", at(base + 12 * 3600)).sid;
+        let c = d.seed_message(TO, FROM, "c", at(base + 86_400)).sid;
+        let fresh = create(&d, &ok_form(&[])).json()["sid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let list = |q: &str| -> Vec<String> {
+            let page = get(&d, &format!("{}?{q}", messages_path(&d))).json();
+            page["messages"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .map(|m| m["sid"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            list(""),
+            vec![fresh.clone(), c.clone(), b.clone(), a.clone()]
+        );
+        assert_eq!(list("DateSent=2020-01-01"), vec![b.clone(), a.clone()]);
+        assert_eq!(list("DateSent%3C=2020-01-01"), vec![b.clone(), a.clone()]);
+        assert_eq!(
+            list("DateSent%3E=2020-01-02"),
+            vec![fresh.clone(), c.clone()]
+        );
+        // Instants are inclusive.
+        assert_eq!(
+            list("DateSent%3E=2020-01-01T12:00:00Z&DateSent%3C=2020-01-02T00:00:00Z"),
+            vec![c.clone(), b.clone()]
+        );
+        assert_eq!(
+            list("DateSent%3E=2020-01-01T12%3A00%3A01Z&DateSent%3C=2020-01-01T23:59:59Z"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            list("DateSent%3C=Wed%2C+01+Jan+2020+11%3A00%3A00+-0000"),
+            vec![a.clone()]
+        );
+        let seeded = &d.messages()[0];
+        assert_eq!(seeded.status, "delivered");
+        let fetched = get(
+            &d,
+            &format!("{}/{a}.json", messages_path(&d).trim_end_matches(".json")),
+        )
+        .json();
+        assert_eq!(fetched["date_created"], "Wed, 01 Jan 2020 11:00:00 +0000");
+    }
+
+    #[test]
+    fn twilio_fault_too_many_requests_then_normal() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(
+            2,
+            Fault::TooManyRequests {
+                retry_after: Some(3),
+            },
+        );
+        for _ in 0..2 {
+            let resp = create(&d, &ok_form(&[]));
+            let body = assert_twilio_error(&resp, 429, 20429);
+            assert_eq!(body["message"], "Too Many Requests");
+            assert_eq!(resp.header("retry-after"), Some("3"));
+        }
+        assert!(d.messages().is_empty());
+        // Faults apply to creates only: listing still works.
+        assert_eq!(get(&d, &messages_path(&d)).status, 200);
+        let resp = create(&d, &ok_form(&[]));
+        assert_eq!(resp.status, 201);
+        assert_eq!(d.messages().len(), 1);
+        assert_eq!(d.create_requests(), 3);
+        // Without Retry-After.
+        d.fail_next_creates(1, Fault::TooManyRequests { retry_after: None });
+        let resp = create(&d, &ok_form(&[]));
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.header("retry-after"), None);
+    }
+
+    #[test]
+    fn twilio_fault_error_and_non_json_do_not_create() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(
+            1,
+            Fault::Error {
+                status: 503,
+                code: 20503,
+                message: "Service unavailable".into(),
+                retry_after: Some(7),
+            },
+        );
+        d.fail_next_creates(1, Fault::NonJsonError { status: 502 });
+        let resp = create(&d, &ok_form(&[]));
+        let body = assert_twilio_error(&resp, 503, 20503);
+        assert_eq!(body["message"], "Service unavailable");
+        assert_eq!(resp.header("retry-after"), Some("7"));
+        let resp = create(&d, &ok_form(&[]));
+        assert_eq!(resp.status, 502);
+        assert!(resp
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(serde_json::from_slice::<Value>(&resp.body).is_err());
+        assert!(d.messages().is_empty());
+        // Before-create faults win over validation.
+        d.fail_next_creates(1, Fault::TooManyRequests { retry_after: None });
+        assert_eq!(create(&d, &[]).status, 429);
+        let codes: Vec<_> = d
+            .requests()
+            .iter()
+            .map(|r| (r.status, r.twilio_code))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                (Some(503), Some(20503)),
+                (Some(502), None),
+                (Some(429), Some(20429))
+            ]
+        );
+    }
+
+    #[test]
+    fn twilio_fault_hangup_before_create() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(1, Fault::HangupBeforeCreate);
+        assert!(post_raw(&d, &encode_form(&ok_form(&[]))).is_none());
+        assert!(d.messages().is_empty());
+        assert_eq!(d.create_requests(), 1);
+        assert_eq!(d.requests()[0].status, None);
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+    }
+
+    #[test]
+    fn twilio_fault_error_after_create_stores() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(1, Fault::ErrorAfterCreate { status: 500 });
+        d.fail_next_creates(1, Fault::ErrorAfterCreate { status: 503 });
+        let resp = create(&d, &ok_form(&[]));
+        assert_twilio_error(&resp, 500, 20500);
+        assert_twilio_error(&create(&d, &ok_form(&[])), 503, 20503);
+        assert_eq!(d.messages().len(), 2, "the messages exist despite the 5xx");
+        // They are visible to reconciliation through the list.
+        let page = get(&d, &format!("{}?To=%2B15551234567", messages_path(&d))).json();
+        assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn twilio_fault_after_create_consumed_by_invalid_request() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(1, Fault::ErrorAfterCreate { status: 500 });
+        assert_twilio_error(&create(&d, &[("To", TO)]), 400, 21603);
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        assert_eq!(d.messages().len(), 1);
+    }
+
+    #[test]
+    fn twilio_fault_hangup_after_create_stores() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(1, Fault::HangupAfterCreate);
+        assert!(post_raw(&d, &encode_form(&ok_form(&[]))).is_none());
+        assert_eq!(d.messages().len(), 1);
+        assert_eq!(d.requests()[0].status, None);
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        assert_eq!(d.messages().len(), 2);
+    }
+
+    #[test]
+    fn twilio_fault_delay_after_create_times_out_client() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.fail_next_creates(1, Fault::DelayAfterCreate(Duration::from_millis(600)));
+        let mut client = Client::connect(&d);
+        client.set_read_timeout(Duration::from_millis(150));
+        let a = auth(&d);
+        let started = Instant::now();
+        let result = client.request(
+            "POST",
+            &messages_path(&d),
+            &[
+                ("Authorization", &a),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            encode_form(&ok_form(&[])).as_bytes(),
+        );
+        assert!(result.is_err(), "the client must time out");
+        assert!(started.elapsed() < Duration::from_millis(550));
+        assert!(d.wait_for_messages(1, Duration::from_secs(2)));
+        // A patient client gets the normal 201 after the delay.
+        d.fail_next_creates(1, Fault::DelayAfterCreate(Duration::from_millis(300)));
+        let started = Instant::now();
+        let resp = create(&d, &ok_form(&[]));
+        assert_eq!(resp.status, 201);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(d.messages().len(), 2);
+    }
+
+    #[test]
+    fn twilio_outage_and_queue_precedence() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.set_outage(Some(Fault::ErrorAfterCreate { status: 500 }));
+        d.fail_next_creates(1, Fault::TooManyRequests { retry_after: None });
+        assert_eq!(
+            create(&d, &ok_form(&[])).status,
+            429,
+            "the queue goes first"
+        );
+        assert_eq!(create(&d, &ok_form(&[])).status, 500);
+        assert_eq!(create(&d, &ok_form(&[])).status, 500);
+        assert_eq!(d.messages().len(), 2);
+        d.set_outage(None);
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+    }
+
+    #[test]
+    fn twilio_latency_applies_to_every_request() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.set_latency(Duration::from_millis(200));
+        let started = Instant::now();
+        assert_eq!(get(&d, &messages_path(&d)).status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let started = Instant::now();
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        d.set_latency(Duration::ZERO);
+        let started = Instant::now();
+        create(&d, &ok_form(&[]));
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn twilio_keep_alive_and_wait_and_stop() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let a = auth(&d);
+        let mut client = Client::connect(&d);
+        for _ in 0..3 {
+            let resp = client
+                .request(
+                    "POST",
+                    &messages_path(&d),
+                    &[
+                        ("Authorization", &a),
+                        ("Content-Type", "application/x-www-form-urlencoded"),
+                    ],
+                    encode_form(&ok_form(&[])).as_bytes(),
+                )
+                .unwrap()
+                .unwrap();
+            assert_eq!(resp.status, 201);
+        }
+        assert_eq!(d.connections_accepted(), 1);
+        assert!(d.wait_for_messages(3, Duration::from_millis(10)));
+        let started = Instant::now();
+        assert!(!d.wait_for_messages(4, Duration::from_millis(100)));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+
+        // A waiter is woken by a create from another thread.
+        let url = d.url();
+        let body = encode_form(&ok_form(&[]));
+        let path = messages_path(&d);
+        let poster = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            let mut s = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+            let req = format!(
+                "POST {path} HTTP/1.1\r\nAuthorization: {a}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        });
+        assert!(d.wait_for_messages(4, Duration::from_secs(5)));
+        assert!(poster.join().unwrap().starts_with("HTTP/1.1 201"));
+
+        // After stop, the kept-alive connection is cut and new connections fail or go unanswered.
+        d.stop();
+        let cut = client.request("GET", &messages_path(&d), &[], b"");
+        assert!(matches!(cut, Ok(None) | Err(_)));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let addr = d.url().trim_start_matches("http://").to_string();
+            match TcpStream::connect(&addr) {
+                Err(_) => break,
+                Ok(mut s) => {
+                    s.set_read_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
+                    let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+                    let mut buf = [0u8; 1];
+                    if !matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "still serving after stop");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn twilio_double_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TwilioDouble>();
+        assert_send_sync::<StoredMessage>();
+        assert_send_sync::<RecordedRequest>();
+    }
+
+    #[test]
+    fn twilio_count_segments_rules() {
+        assert_eq!(GSM7_BASIC.chars().count(), 127);
+        assert_eq!(count_segments(""), 1);
+        assert_eq!(count_segments("hello"), 1);
+        assert_eq!(count_segments(&"a".repeat(160)), 1);
+        assert_eq!(count_segments(&"a".repeat(161)), 2);
+        assert_eq!(count_segments(&"a".repeat(306)), 2);
+        assert_eq!(count_segments(&"a".repeat(307)), 3);
+        // '€' is an extension character: 2 septets, still GSM-7.
+        assert_eq!(count_segments(&"€".repeat(80)), 1);
+        assert_eq!(count_segments(&format!("{}€", "a".repeat(159))), 2);
+        // An escape pair is not split: 152 + '€' does not fit the 153-septet first segment.
+        assert_eq!(
+            count_segments(&format!("{}€{}", "a".repeat(152), "a".repeat(152))),
+            3
+        );
+        // One emoji switches the whole message to UCS-2 (70 / 67 units).
+        assert_eq!(count_segments(&format!("{}😀", "a".repeat(68))), 1);
+        assert_eq!(count_segments(&format!("{}😀", "a".repeat(69))), 2);
+        assert_eq!(
+            count_segments(&"é".repeat(160)),
+            1,
+            "é is in the GSM alphabet"
+        );
+        assert_eq!(count_segments(&"á".repeat(70)), 1, "á is not");
+        assert_eq!(count_segments(&"á".repeat(71)), 2);
+        assert_eq!(count_segments(&"á".repeat(134)), 2);
+        assert_eq!(count_segments(&"á".repeat(135)), 3);
+        assert_eq!(count_segments("“smart quotes”"), 1);
+    }
+
+    #[test]
+    fn twilio_rfc2822_and_calendar() {
+        assert_eq!(
+            rfc2822(UNIX_EPOCH + Duration::from_secs(1_692_853_305)),
+            "Thu, 24 Aug 2023 05:01:45 +0000"
+        );
+        assert_eq!(rfc2822(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc2822(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+        assert_eq!(
+            rfc2822(UNIX_EPOCH + Duration::from_secs(1_438_286_400)),
+            "Thu, 30 Jul 2015 20:00:00 +0000"
+        );
+        assert_eq!(
+            rfc2822(UNIX_EPOCH - Duration::from_secs(1)),
+            "Wed, 31 Dec 1969 23:59:59 +0000"
+        );
+        for days in -800_000..800_000 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(
+            parse_date_filter("2023-08-24"),
+            Some(DateBound::Day(19_593))
+        );
+        assert_eq!(parse_date_filter("2023-02-29"), None);
+        assert_eq!(
+            parse_date_filter("2023-08-24T05:01:45Z"),
+            Some(DateBound::Instant(1_692_853_305))
+        );
+        assert_eq!(
+            parse_date_filter("2023-08-24 07:01:45.000+02:00"),
+            Some(DateBound::Instant(1_692_853_305))
+        );
+        assert_eq!(
+            parse_date_filter("Thu, 24 Aug 2023 05:01:45 +0000"),
+            Some(DateBound::Instant(1_692_853_305))
+        );
+        assert_eq!(parse_date_filter("06/11/2019 22:05:25 MST"), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! The catch-up sweep: Realtime does not replay what changed while we were not subscribed, so
+//! after every (re)subscription we page through the queued outbound rows over REST and hand them
+//! to the senders too.
+//!
+//! One thread runs sweeps on request. Requests made while a sweep runs are coalesced into one
+//! more sweep afterwards. Pages are small and fetched only when the queue has taken the previous
+//! one, so a backlog of any size costs constant memory. Overlap with live events is harmless:
+//! the queue drops ids already waiting and the claim settles the rest.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::message::MessageId;
+use crate::postgrest::Rest;
+use crate::queue::{PushError, Pushed, WorkQueue};
+use crate::shutdown::Shutdown;
+
+/// Asks the sweeper to run (cheap, callable from async code: it never blocks for long).
+#[derive(Clone, Default)]
+pub struct SweepTrigger {
+    inner: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl SweepTrigger {
+    /// Request a sweep.
+    pub fn request(&self) {
+        let (lock, cv) = &*self.inner;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// Wait up to `timeout` for a request; consumes it.
+    fn take(&self, timeout: Duration) -> bool {
+        let (lock, cv) = &*self.inner;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut requested, _) = cv
+            .wait_timeout_while(guard, timeout, |requested| !*requested)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *requested)
+    }
+}
+
+/// The sweep's dependencies.
+pub struct Sweeper {
+    /// REST reads.
+    pub rest: Rest,
+    /// Where found ids go.
+    pub queue: WorkQueue,
+    /// Sweep requests.
+    pub trigger: SweepTrigger,
+    /// Stop.
+    pub shutdown: Shutdown,
+    /// Rows per REST page.
+    pub page_size: usize,
+    /// Delay between attempts when a page read fails.
+    pub backoff: Backoff,
+}
+
+/// Start the sweeper thread.
+pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("catch-up".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            while !sweeper.shutdown.is_triggered() {
+                if sweeper.trigger.take(Duration::from_millis(250)) {
+                    sweeper.sweep();
+                }
+            }
+        })
+}
+
+impl Sweeper {
+    /// Page through every queued outbound row once; retries a failing page until shutdown.
+    fn sweep(&self) {
+        let mut after: Option<MessageId> = None;
+        let (mut found, mut queued, mut failures) = (0usize, 0usize, 0u32);
+        loop {
+            let page = match self.rest.queued_page(after.as_ref(), self.page_size) {
+                Ok(page) => page,
+                Err(e) => {
+                    let delay = self.backoff.delay(failures);
+                    failures += 1;
+                    warn!(
+                        "catch-up read failed: {e}; retrying in {} ms",
+                        delay.as_millis()
+                    );
+                    if !self.shutdown.sleep(delay) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            failures = 0;
+            let full = page.len() == self.page_size;
+            found += page.len();
+            for id in page {
+                after = Some(id.clone());
+                match self.queue.push_blocking(id) {
+                    Ok(Pushed::Queued) => queued += 1,
+                    Ok(Pushed::AlreadyWaiting) => {}
+                    Err(PushError::Closed) => return,
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if found > 0 {
+            info!("catch-up found {found} queued message(s); {queued} handed to the senders");
+        } else {
+            debug!("catch-up found no queued messages");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_coalesce_and_are_consumed() {
+        let t = SweepTrigger::default();
+        assert!(!t.take(Duration::from_millis(10)));
+        t.request();
+        t.request();
+        assert!(t.take(Duration::from_millis(10)));
+        assert!(
+            !t.take(Duration::from_millis(10)),
+            "two requests before a take are one sweep"
+        );
+        let waiter = {
+            let t = t.clone();
+            std::thread::spawn(move || t.take(Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        t.request();
+        assert!(waiter.join().unwrap());
+    }
+}

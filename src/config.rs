@@ -1,0 +1,599 @@
+//! Configuration: raw environment values in, one validated [`Config`] out.
+//!
+//! Two layers, as ripgrep does it: [`Config::from_source`] reads named values through a lookup
+//! function (the process environment in production, a map in tests, so tests never mutate the
+//! environment) and turns each into a checked, derived value. The rest of the program trusts
+//! `Config` and never reads the environment itself.
+//!
+//! Invariants: every problem is reported as one [`ConfigError`] naming the variable; secret values
+//! (`SUPABASE_SERVICE_KEY`, `TWILIO_AUTH_TOKEN`, and the account SID, which users keep in secret
+//! stores) never appear in an error message or in `Debug` output.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::phone;
+
+/// A value that must never be printed: `Debug` and `Display` show a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it (an HTTP header, a URL parameter).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Which kind of Supabase key we hold; it decides how the key is sent (reference §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A legacy `service_role` JWT: sent as `apikey` and `Authorization: Bearer`, and as the
+    /// Realtime join `access_token`.
+    LegacyJwt,
+    /// A new `sb_secret_…` key: sent as `apikey` (and an identical Bearer for REST); never as a
+    /// join `access_token` (the server ignores `sb_` tokens there).
+    Secret,
+}
+
+/// Where and how to reach the Supabase project.
+#[derive(Debug, Clone)]
+pub struct SupabaseConfig {
+    /// `SUPABASE_URL` + `/rest/v1`, without a trailing slash.
+    pub rest_url: String,
+    /// `ws(s)://…/realtime/v1/websocket` (no query: the key is added when connecting).
+    pub realtime_url: String,
+    /// The service key (legacy JWT or `sb_secret_`).
+    pub key: Secret,
+    /// How `key` must be presented.
+    pub key_kind: KeyKind,
+}
+
+/// Who the SMS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsSender {
+    /// An E.164 number owned by the account, sent as `From`.
+    Number(String),
+    /// A Messaging Service SID (`MG…`), sent as `MessagingServiceSid` instead of `From`.
+    MessagingService(String),
+}
+
+/// Where and how to reach Twilio.
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    /// Base URL without a trailing slash (`https://api.twilio.com`, a regional edge, a test double).
+    pub api_url: String,
+    /// `AC` + 32 hex; also the Basic-auth user name.
+    pub account_sid: Secret,
+    /// The Basic-auth password.
+    pub auth_token: Secret,
+    /// `From` or `MessagingServiceSid`.
+    pub sender: SmsSender,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line with `severity` and `message` (Cloud Logging).
+    Json,
+}
+
+/// The validated configuration the service runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Supabase REST and Realtime.
+    pub supabase: SupabaseConfig,
+    /// Twilio Messages API.
+    pub twilio: TwilioConfig,
+    /// Health server port.
+    pub port: u16,
+    /// Number of blocking sender threads (and so of concurrent Twilio requests).
+    pub sender_threads: usize,
+    /// Retries after the first attempt for transient send failures.
+    pub max_retries: u32,
+    /// First retry delay; doubled on each further retry.
+    pub retry_backoff: Duration,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// The `RUST_LOG` filter (default `info`).
+    pub log_filter: String,
+    /// Realtime heartbeat period (`REALTIME_HEARTBEAT_MS`, default 25 s; shorter in tests).
+    pub heartbeat: Duration,
+}
+
+/// A configuration problem: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong, for an operator (never containing a secret value).
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// Reads named values; an empty value counts as unset.
+struct Source<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Source<'_> {
+    fn optional(&self, var: &'static str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.optional(var)
+            .ok_or_else(|| err(var, "is required but not set"))
+    }
+
+    /// A number in `range`, or `default` when unset.
+    fn number<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = self.optional(var) else {
+            return Ok(default);
+        };
+        let value: T = raw
+            .trim()
+            .parse()
+            .map_err(|_| err(var, format!("{raw:?} is not a whole number")))?;
+        if !range.contains(&value) {
+            return Err(err(
+                var,
+                format!(
+                    "{value} is out of range ({}–{})",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+impl Config {
+    /// Read and validate the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_source(&|name| std::env::var(name).ok())
+    }
+
+    /// Read and validate the configuration from `lookup` (variable name → value).
+    pub fn from_source(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let src = Source(lookup);
+
+        let base = parse_base_url("SUPABASE_URL", &src.required("SUPABASE_URL")?)?;
+        let key = src.required("SUPABASE_SERVICE_KEY")?;
+        let key_kind = classify_supabase_key(key.trim())?;
+        let supabase = SupabaseConfig {
+            rest_url: format!("{base}/rest/v1"),
+            realtime_url: format!("{}/realtime/v1/websocket", websocket_base(&base)),
+            key: Secret::new(key.trim()),
+            key_kind,
+        };
+
+        let account_sid = src.required("TWILIO_ACCOUNT_SID")?.trim().to_string();
+        if !is_sid(&account_sid, "AC") {
+            return Err(err(
+                "TWILIO_ACCOUNT_SID",
+                format!(
+                    "must be \"AC\" followed by 32 hex digits (the value has {} characters{})",
+                    account_sid.chars().count(),
+                    if account_sid.starts_with("SK") {
+                        "; an API key SID starts with SK, use the account SID"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let auth_token = src.required("TWILIO_AUTH_TOKEN")?;
+        if auth_token.trim() != auth_token || auth_token.chars().any(char::is_whitespace) {
+            return Err(err("TWILIO_AUTH_TOKEN", "contains white space"));
+        }
+        let service_sid = src.optional("TWILIO_MESSAGING_SERVICE_SID");
+        let phone = src.optional("TWILIO_PHONE_NUMBER");
+        if let Some(number) = &phone {
+            if !phone::is_e164(number) {
+                return Err(err(
+                    "TWILIO_PHONE_NUMBER",
+                    format!("{number:?} is not E.164 (+ and 8–15 digits)"),
+                ));
+            }
+        }
+        let sender = match service_sid {
+            Some(sid) => {
+                let sid = sid.trim().to_string();
+                if !is_sid(&sid, "MG") {
+                    return Err(err(
+                        "TWILIO_MESSAGING_SERVICE_SID",
+                        format!("{sid:?} is not \"MG\" followed by 32 hex digits"),
+                    ));
+                }
+                SmsSender::MessagingService(sid)
+            }
+            None => SmsSender::Number(phone.ok_or_else(|| {
+                err(
+                    "TWILIO_PHONE_NUMBER",
+                    "is required unless TWILIO_MESSAGING_SERVICE_SID is set",
+                )
+            })?),
+        };
+        let api_url = match src.optional("TWILIO_API_URL") {
+            Some(url) => parse_base_url("TWILIO_API_URL", &url)?,
+            None => "https://api.twilio.com".to_string(),
+        };
+        let twilio = TwilioConfig {
+            api_url,
+            account_sid: Secret::new(account_sid),
+            auth_token: Secret::new(auth_token),
+            sender,
+        };
+
+        let port = src.number("PORT", 8080u16, 1..=65535)?;
+        let sender_threads = src.number("SENDER_THREADS", 4usize, 1..=256)?;
+        let max_retries = src.number("MAX_RETRIES", 3u32, 0..=20)?;
+        let backoff_ms = src.number("RETRY_BACKOFF_MS", 1000u64, 1..=600_000)?;
+        let log_format = match src.optional("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(err(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ))
+            }
+        };
+        let log_filter = src
+            .optional("RUST_LOG")
+            .unwrap_or_else(|| "info".to_string());
+        let heartbeat_ms = src.number("REALTIME_HEARTBEAT_MS", 25_000u64, 100..=55_000)?;
+
+        Ok(Config {
+            supabase,
+            twilio,
+            port,
+            sender_threads,
+            max_retries,
+            retry_backoff: Duration::from_millis(backoff_ms),
+            log_format,
+            log_filter,
+            heartbeat: Duration::from_millis(heartbeat_ms),
+        })
+    }
+}
+
+/// Check an `http(s)://host[:port][/path]` URL and return it without a trailing slash.
+fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| err(var, format!("{url:?} must start with https:// or http://")))?;
+    let host = rest.split('/').next().unwrap_or("");
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => (name, Some(port)),
+        _ => (host, None),
+    };
+    if name.is_empty()
+        || host.contains('@')
+        || rest.contains(['?', '#', ' '])
+        || port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0))
+    {
+        return Err(err(
+            var,
+            format!("{url:?} is not a valid base URL (scheme://host[:port])"),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// `https://x` → `wss://x`, `http://x` → `ws://x`.
+fn websocket_base(base: &str) -> String {
+    match base.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", base.trim_start_matches("http://")),
+    }
+}
+
+/// `prefix` followed by exactly 32 hex digits.
+fn is_sid(value: &str, prefix: &str) -> bool {
+    value.len() == 34
+        && value.starts_with(prefix)
+        && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Decide how to present a Supabase key, refusing keys that cannot do the job.
+fn classify_supabase_key(key: &str) -> Result<KeyKind, ConfigError> {
+    const VAR: &str = "SUPABASE_SERVICE_KEY";
+    if key.starts_with("sb_secret_") {
+        return Ok(KeyKind::Secret);
+    }
+    if key.starts_with("sb_publishable_") {
+        return Err(err(
+            VAR,
+            "is a publishable key; use the secret key (sb_secret_…) or the service_role key",
+        ));
+    }
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(err(
+            VAR,
+            "is neither a JWT (service_role key) nor an sb_secret_ key",
+        ));
+    }
+    let claims = base64url_decode(parts[1])
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .ok_or_else(|| {
+            err(
+                VAR,
+                "is a malformed JWT (its payload is not base64url JSON)",
+            )
+        })?;
+    match claims.get("role").and_then(|r| r.as_str()) {
+        Some("service_role") => {}
+        Some("anon") => {
+            return Err(err(
+                VAR,
+                "is the anon key; the service_role key is needed to read and update messages",
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                VAR,
+                format!("is a JWT for role {other:?}, not service_role"),
+            ))
+        }
+        None => return Err(err(VAR, "is a JWT without a role claim")),
+    }
+    if let Some(exp) = claims.get("exp").and_then(|e| e.as_f64()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if exp < now {
+            return Err(err(VAR, "is a JWT that has expired (exp is in the past)"));
+        }
+    }
+    Ok(KeyKind::LegacyJwt)
+}
+
+/// Decode unpadded base64url (JWT segments); `None` on any invalid character.
+fn base64url_decode(input: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in input.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn b64url(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn jwt(claims: &str) -> String {
+        format!(
+            "{}.{}.sig",
+            b64url(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64url(claims.as_bytes())
+        )
+    }
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("SUPABASE_URL", "https://abc.supabase.co/".to_string()),
+            (
+                "SUPABASE_SERVICE_KEY",
+                jwt(r#"{"role":"service_role","exp":4102444800}"#),
+            ),
+            (
+                "TWILIO_ACCOUNT_SID",
+                format!("AC{}", "0123456789abcdef".repeat(2)),
+            ),
+            ("TWILIO_AUTH_TOKEN", "supersecrettoken".to_string()),
+            ("TWILIO_PHONE_NUMBER", "+15551234567".to_string()),
+        ])
+    }
+
+    fn load(vars: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+        Config::from_source(&|name| vars.get(name).cloned())
+    }
+
+    fn load_with(changes: &[(&'static str, Option<&str>)]) -> Result<Config, ConfigError> {
+        let mut vars = base();
+        for (k, v) in changes {
+            match v {
+                Some(v) => vars.insert(k, v.to_string()),
+                None => vars.remove(k),
+            };
+        }
+        load(&vars)
+    }
+
+    #[test]
+    fn defaults_and_derived_urls() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.supabase.rest_url, "https://abc.supabase.co/rest/v1");
+        assert_eq!(
+            c.supabase.realtime_url,
+            "wss://abc.supabase.co/realtime/v1/websocket"
+        );
+        assert_eq!(c.supabase.key_kind, KeyKind::LegacyJwt);
+        assert_eq!(c.twilio.api_url, "https://api.twilio.com");
+        assert_eq!(c.twilio.sender, SmsSender::Number("+15551234567".into()));
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.sender_threads, 4);
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.retry_backoff, Duration::from_millis(1000));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_filter, "info");
+    }
+
+    #[test]
+    fn local_http_url_maps_to_ws() {
+        let c = load_with(&[("SUPABASE_URL", Some("http://127.0.0.1:54321"))]).unwrap();
+        assert_eq!(
+            c.supabase.realtime_url,
+            "ws://127.0.0.1:54321/realtime/v1/websocket"
+        );
+        assert_eq!(c.supabase.rest_url, "http://127.0.0.1:54321/rest/v1");
+    }
+
+    #[test]
+    fn messaging_service_replaces_from() {
+        let sid = format!("MG{}", "ab".repeat(16));
+        let c = load_with(&[
+            ("TWILIO_PHONE_NUMBER", None),
+            ("TWILIO_MESSAGING_SERVICE_SID", Some(&sid)),
+        ])
+        .unwrap();
+        assert_eq!(c.twilio.sender, SmsSender::MessagingService(sid));
+    }
+
+    #[test]
+    fn each_problem_names_its_variable() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("SUPABASE_URL", None, "is required"),
+            ("SUPABASE_URL", Some("ftp://x"), "must start with https://"),
+            ("SUPABASE_URL", Some("https://"), "not a valid base URL"),
+            (
+                "SUPABASE_URL",
+                Some("http://h:99999"),
+                "not a valid base URL",
+            ),
+            ("SUPABASE_SERVICE_KEY", Some("hello"), "neither a JWT"),
+            (
+                "SUPABASE_SERVICE_KEY",
+                Some("sb_publishable_x"),
+                "publishable",
+            ),
+            ("TWILIO_ACCOUNT_SID", Some("AC123"), "32 hex digits"),
+            ("TWILIO_AUTH_TOKEN", None, "is required"),
+            ("TWILIO_AUTH_TOKEN", Some("a b"), "white space"),
+            ("TWILIO_PHONE_NUMBER", Some("555-1234"), "is not E.164"),
+            (
+                "TWILIO_PHONE_NUMBER",
+                None,
+                "unless TWILIO_MESSAGING_SERVICE_SID",
+            ),
+            ("TWILIO_MESSAGING_SERVICE_SID", Some("MGxyz"), "32 hex"),
+            ("TWILIO_API_URL", Some("api.twilio.com"), "must start with"),
+            ("PORT", Some("eighty"), "not a whole number"),
+            ("PORT", Some("0"), "out of range"),
+            ("SENDER_THREADS", Some("0"), "out of range"),
+            ("MAX_RETRIES", Some("-1"), "not a whole number"),
+            ("RETRY_BACKOFF_MS", Some("0"), "out of range"),
+            ("LOG_FORMAT", Some("xml"), "not \"text\" or \"json\""),
+            ("REALTIME_HEARTBEAT_MS", Some("60000"), "out of range"),
+        ];
+        for (var, value, expected) in cases {
+            let e = load_with(&[(var, *value)]).unwrap_err();
+            assert_eq!(e.var, *var, "{var}={value:?} gave {e}");
+            assert!(e.to_string().contains(expected), "{var}={value:?} gave {e}");
+            assert!(e.to_string().starts_with(&format!("{var}: ")));
+        }
+    }
+
+    #[test]
+    fn example_message_from_the_issue() {
+        let e = load_with(&[("TWILIO_PHONE_NUMBER", Some("555-1234"))]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "TWILIO_PHONE_NUMBER: \"555-1234\" is not E.164 (+ and 8–15 digits)"
+        );
+    }
+
+    #[test]
+    fn key_checks_read_the_jwt_claims() {
+        let anon = jwt(r#"{"role":"anon","exp":4102444800}"#);
+        let e = load_with(&[("SUPABASE_SERVICE_KEY", Some(&anon))]).unwrap_err();
+        assert!(e.problem.contains("anon key"), "{e}");
+        let expired = jwt(r#"{"role":"service_role","exp":1000}"#);
+        let e = load_with(&[("SUPABASE_SERVICE_KEY", Some(&expired))]).unwrap_err();
+        assert!(e.problem.contains("expired"), "{e}");
+        let c = load_with(&[("SUPABASE_SERVICE_KEY", Some("sb_secret_abc123"))]).unwrap();
+        assert_eq!(c.supabase.key_kind, KeyKind::Secret);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug() {
+        let secret_key = jwt(r#"{"role":"anon","exp":4102444800}"#);
+        let e = load_with(&[("SUPABASE_SERVICE_KEY", Some(&secret_key))]).unwrap_err();
+        assert!(!e.to_string().contains(&secret_key));
+        let sid = "ACnothexnothexnothexnothexnothex12";
+        let e = load_with(&[("TWILIO_ACCOUNT_SID", Some(sid))]).unwrap_err();
+        assert!(!e.to_string().contains(sid), "{e}");
+        let c = load(&base()).unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("supersecrettoken"));
+        assert!(!dump.contains(base()["SUPABASE_SERVICE_KEY"].as_str()));
+        assert!(!dump.contains("0123456789abcdef0123456789abcdef"));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = load_with(&[("PORT", Some("")), ("LOG_FORMAT", Some(" "))]).unwrap();
+        assert_eq!(c.port, 8080);
+        let e = load_with(&[("TWILIO_AUTH_TOKEN", Some(""))]).unwrap_err();
+        assert_eq!(e.var, "TWILIO_AUTH_TOKEN");
+    }
+}

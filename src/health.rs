@@ -1,0 +1,237 @@
+//! The health endpoint Cloud Run probes, and the connection state it reports.
+//!
+//! [`Health`] is shared state written by the Realtime task and read by the HTTP thread:
+//! `healthy` while subscribed or within [`GRACE`] of losing (or first seeking) the subscription,
+//! `unhealthy` after that so the platform restarts us, and `shutting_down` once shutdown began.
+//! The server is a `tiny_http` instance on its own thread; it answers `GET /health` only, reads
+//! no request body, and serves until the process exits (so probes see `shutting_down`).
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::clock;
+
+/// How long the service may be without a subscription before it reports itself unhealthy.
+pub const GRACE: Duration = Duration::from_secs(60);
+
+/// The WebSocket state shown in the health response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Subscribed (join ok and "Subscribed to PostgreSQL" received).
+    Connected,
+    /// Connecting, joining, or waiting for the subscription.
+    Connecting,
+    /// No socket (backing off before the next attempt).
+    Disconnected,
+}
+
+impl Link {
+    fn as_str(self) -> &'static str {
+        match self {
+            Link::Connected => "connected",
+            Link::Connecting => "connecting",
+            Link::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Shared health state.
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<State>,
+}
+
+struct State {
+    link: AtomicU8,
+    /// When the subscription was lost (or the service started); `None` while subscribed.
+    unsubscribed_since: Mutex<Option<Instant>>,
+    shutting_down: AtomicBool,
+}
+
+/// What `GET /health` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// 200 or 503.
+    pub http_status: u16,
+    /// `healthy`, `unhealthy` or `shutting_down`.
+    pub status: &'static str,
+    /// The WebSocket state.
+    pub link: Link,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new()
+    }
+}
+
+impl Health {
+    /// State at start: connecting, the grace period running.
+    pub fn new() -> Health {
+        Health {
+            inner: Arc::new(State {
+                link: AtomicU8::new(Link::Connecting as u8),
+                unsubscribed_since: Mutex::new(Some(Instant::now())),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Record a new WebSocket state.
+    pub fn set_link(&self, link: Link) {
+        self.inner.link.store(link as u8, Ordering::SeqCst);
+        let mut since = self
+            .inner
+            .unsubscribed_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match link {
+            Link::Connected => *since = None,
+            _ => {
+                since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// The current WebSocket state.
+    pub fn link(&self) -> Link {
+        match self.inner.link.load(Ordering::SeqCst) {
+            x if x == Link::Connected as u8 => Link::Connected,
+            x if x == Link::Connecting as u8 => Link::Connecting,
+            _ => Link::Disconnected,
+        }
+    }
+
+    /// Mark the service as shutting down (health turns 503).
+    pub fn set_shutting_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// The report for `now`.
+    pub fn report_at(&self, now: Instant) -> Report {
+        let link = self.link();
+        let since = *self
+            .inner
+            .unsubscribed_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (http_status, status) = if self.inner.shutting_down.load(Ordering::SeqCst) {
+            (503, "shutting_down")
+        } else if since.map_or(true, |t| now.saturating_duration_since(t) <= GRACE) {
+            (200, "healthy")
+        } else {
+            (503, "unhealthy")
+        };
+        Report {
+            http_status,
+            status,
+            link,
+        }
+    }
+
+    /// The response body for `report` at wall-clock `time`.
+    pub fn body(report: &Report, time: SystemTime) -> String {
+        serde_json::json!({
+            "status": report.status,
+            "service": "sms-sender",
+            "timestamp": clock::rfc3339_seconds(time),
+            "websocket": report.link.as_str(),
+        })
+        .to_string()
+    }
+}
+
+/// Start the health server on `0.0.0.0:port` in its own thread.
+pub fn serve(port: u16, health: Health) -> std::io::Result<()> {
+    let server = tiny_http::Server::http(("0.0.0.0", port))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                respond(request, &health);
+            }
+        })?;
+    Ok(())
+}
+
+fn respond(request: tiny_http::Request, health: &Health) {
+    let json = tiny_http::Header::from_bytes("Content-Type", "application/json")
+        .expect("static header is valid");
+    let path = request.url().split('?').next().unwrap_or("");
+    let response = match (request.method(), path) {
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/health") => {
+            let report = health.report_at(Instant::now());
+            tiny_http::Response::from_string(Health::body(&report, SystemTime::now()))
+                .with_status_code(report.http_status)
+                .with_header(json)
+        }
+        (_, "/health") => tiny_http::Response::from_string("{\"error\":\"method not allowed\"}")
+            .with_status_code(405)
+            .with_header(json),
+        _ => tiny_http::Response::from_string("{\"error\":\"not found\"}")
+            .with_status_code(404)
+            .with_header(json),
+    };
+    let _ = request.respond(response);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_within_grace_then_unhealthy() {
+        let h = Health::new();
+        let t0 = Instant::now();
+        assert_eq!(h.report_at(t0).status, "healthy");
+        assert_eq!(h.report_at(t0).link, Link::Connecting);
+        assert_eq!(
+            h.report_at(t0 + GRACE + Duration::from_secs(1)).http_status,
+            503
+        );
+        assert_eq!(
+            h.report_at(t0 + GRACE + Duration::from_secs(1)).status,
+            "unhealthy"
+        );
+
+        h.set_link(Link::Connected);
+        let r = h.report_at(t0 + Duration::from_secs(3600));
+        assert_eq!(
+            (r.http_status, r.status, r.link),
+            (200, "healthy", Link::Connected)
+        );
+
+        h.set_link(Link::Disconnected);
+        let lost = Instant::now();
+        assert_eq!(
+            h.report_at(lost + Duration::from_secs(59)).status,
+            "healthy"
+        );
+        h.set_link(Link::Connecting);
+        assert_eq!(
+            h.report_at(lost + Duration::from_secs(61)).status,
+            "unhealthy",
+            "reconnect attempts do not restart the grace period"
+        );
+        h.set_shutting_down();
+        assert_eq!(h.report_at(lost).status, "shutting_down");
+        assert_eq!(h.report_at(lost).http_status, 503);
+    }
+
+    #[test]
+    fn body_has_the_documented_fields() {
+        let r = Report {
+            http_status: 200,
+            status: "healthy",
+            link: Link::Connected,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&Health::body(&r, std::time::UNIX_EPOCH)).unwrap();
+        assert_eq!(v["status"], "healthy");
+        assert_eq!(v["service"], "sms-sender");
+        assert_eq!(v["timestamp"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["websocket"], "connected");
+    }
+}

@@ -1,0 +1,45 @@
+//! sms-sender: turns rows of a Supabase `messages` table into SMS through Twilio.
+//!
+//! A row moved to `status='queued_for_send'` is announced over Supabase Realtime; the service
+//! claims it (so no other instance sends it), sends it through Twilio's Messages API and records
+//! `sent` with the SID, or `failed`. Realtime has no replay, so every (re)subscription is followed
+//! by a catch-up sweep over REST.
+//!
+//! # Layout
+//! The modules follow the path a message takes:
+//! - [`realtime`] (+ [`realtime::frame`]): the WebSocket that says which messages are ready;
+//! - [`catchup`]: the REST sweep for what Realtime missed;
+//! - [`queue`]: the bounded hand-off to the sender threads;
+//! - [`sender`]: claim → check → send → record, per message, on blocking threads;
+//! - [`postgrest`]: every database request (claim, record, release, sweep pages);
+//! - [`twilio`]: the Messages API request and the reading of its answer;
+//! - [`retry`]: the one place that classifies a failed send; [`circuit`]: the pause gate;
+//!   [`backoff`]: delays.
+//!
+//! Around them: [`config`] (environment → validated `Config`), [`service`] (wiring and
+//! shutdown order), [`health`] (`GET /health`), [`shutdown`] and [`signals`], [`logging`],
+//! [`tls`] (CA bundle discovery for the static binary), and small helpers [`message`], [`phone`],
+//! [`clock`]. `main.rs` only reads the config, starts logging, runs, and maps exit codes.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub mod backoff;
+pub mod catchup;
+pub mod circuit;
+pub mod clock;
+pub mod config;
+pub mod health;
+pub mod logging;
+pub mod message;
+pub mod phone;
+pub mod postgrest;
+pub mod queue;
+pub mod realtime;
+pub mod retry;
+pub mod sender;
+pub mod service;
+pub mod shutdown;
+pub mod signals;
+pub mod tls;
+pub mod twilio;

@@ -1,0 +1,409 @@
+//! The Supabase REST (PostgREST) client: every database read and write the service makes.
+//!
+//! - [`Rest::claim`]: the atomic compare-and-set `queued_for_send → sending` that makes sending
+//!   exclusive across instances, returning the body and the conversation's phone number in the
+//!   same request (resource embedding), so the happy path costs one REST call before Twilio.
+//! - [`Rest::mark_sent`], [`Rest::mark_failed`], [`Rest::release`]: the state changes after it,
+//!   each conditional on `status=eq.sending` so a stale worker cannot overwrite newer state.
+//! - [`Rest::queued_page`]: keyset paging over queued outbound rows for the catch-up sweep.
+//!
+//! Keys are sent as the reference prescribes (`apikey` plus an identical Bearer). The response
+//! shapes are parsed into domain types here; nothing outside this file sees PostgREST JSON.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Secret, SupabaseConfig};
+use crate::message::{ClaimedMessage, MessageId};
+
+/// A REST call that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestError {
+    /// No connection was made: the request certainly had no effect.
+    Connect(String),
+    /// The connection failed mid-way (timeout, reset): the request may or may not have applied.
+    Transport(String),
+    /// PostgREST (or the gateway in front of it) answered with an error status.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// PostgREST's `code` (e.g. `PGRST204`, `42501`), absent for gateway errors.
+        code: Option<String>,
+        /// `message` (plus `hint` when given), or the start of a non-JSON body.
+        message: String,
+    },
+    /// A success status with a body we could not read.
+    Body(String),
+}
+
+impl std::fmt::Display for RestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestError::Connect(e) => write!(f, "cannot reach Supabase REST: {e}"),
+            RestError::Transport(e) => write!(f, "Supabase REST request interrupted: {e}"),
+            RestError::Status {
+                status,
+                code: Some(code),
+                message,
+            } => {
+                write!(
+                    f,
+                    "Supabase REST answered HTTP {status} ({code}): {message}"
+                )
+            }
+            RestError::Status {
+                status,
+                code: None,
+                message,
+            } => {
+                write!(f, "Supabase REST answered HTTP {status}: {message}")
+            }
+            RestError::Body(e) => write!(f, "unreadable Supabase REST response: {e}"),
+        }
+    }
+}
+
+/// The result of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This instance now owns the message (`status='sending'`).
+    Won(ClaimedMessage),
+    /// Another instance or an earlier event has it, or it is no longer queued: skip it.
+    Lost,
+    /// The row is ours but cannot be sent as it is (e.g. `content` is not text): fail it.
+    Malformed {
+        /// The row.
+        id: MessageId,
+        /// What is wrong, for the log.
+        reason: String,
+    },
+}
+
+/// A client for `/rest/v1`, cheap to clone (connections are pooled and kept alive).
+#[derive(Clone)]
+pub struct Rest {
+    agent: ureq::Agent,
+    base: Arc<str>,
+    key: Secret,
+    bearer: Arc<str>,
+}
+
+/// Columns the claim returns: just what sending needs.
+const CLAIM_SELECT: &str = "id,content,conversation:conversations(phone_number)";
+
+#[derive(Deserialize)]
+struct ClaimRow {
+    id: serde_json::Value,
+    #[serde(default)]
+    content: serde_json::Value,
+    #[serde(default)]
+    conversation: Option<ConversationRow>,
+}
+
+#[derive(Deserialize)]
+struct ConversationRow {
+    #[serde(default)]
+    phone_number: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
+}
+
+/// A ureq agent with the given limits and TLS verification from the system bundle.
+pub fn http_agent(
+    connect_timeout: Duration,
+    total_timeout: Duration,
+    pool_per_host: usize,
+) -> Result<ureq::Agent, String> {
+    let tls = native_tls::TlsConnector::new().map_err(|e| format!("TLS setup failed: {e}"))?;
+    Ok(ureq::AgentBuilder::new()
+        .tls_connector(Arc::new(tls))
+        .timeout_connect(connect_timeout)
+        .timeout(total_timeout)
+        .max_idle_connections_per_host(pool_per_host)
+        .max_idle_connections(pool_per_host * 2)
+        .user_agent(concat!("sms-sender/", env!("CARGO_PKG_VERSION")))
+        .redirects(0)
+        .build())
+}
+
+impl Rest {
+    /// A client for `config`, pooling up to `connections` keep-alive connections.
+    pub fn new(config: &SupabaseConfig, connections: usize) -> Result<Rest, String> {
+        let agent = http_agent(Duration::from_secs(5), Duration::from_secs(15), connections)?;
+        Ok(Rest {
+            agent,
+            base: config.rest_url.as_str().into(),
+            key: config.key.clone(),
+            bearer: format!("Bearer {}", config.key.expose()).into(),
+        })
+    }
+
+    fn request(&self, method: &str, query: &str) -> ureq::Request {
+        self.agent
+            .request(method, &format!("{}/messages?{query}", self.base))
+            .set("apikey", self.key.expose())
+            .set("Authorization", &self.bearer)
+            .set("Accept", "application/json")
+    }
+
+    fn call(
+        &self,
+        req: ureq::Request,
+        body: Option<&serde_json::Value>,
+    ) -> Result<String, RestError> {
+        let result = match body {
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => req.call(),
+        };
+        match result {
+            Ok(resp) => resp
+                .into_string()
+                .map_err(|e| RestError::Transport(e.to_string())),
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                Err(parse_error(status, &text))
+            }
+            Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
+        }
+    }
+
+    /// Try to take `id` for sending (`queued_for_send` outbound → `sending`).
+    pub fn claim(&self, id: &MessageId) -> Result<Claim, RestError> {
+        let query = format!(
+            "id=eq.{id}&status=eq.queued_for_send&direction=eq.outbound&select={CLAIM_SELECT}"
+        );
+        let req = self
+            .request("PATCH", &query)
+            .set("Prefer", "return=representation");
+        let text = self.call(req, Some(&serde_json::json!({"status": "sending"})))?;
+        parse_claim(id, &text)
+    }
+
+    /// Record a delivered-to-Twilio message. `Ok(false)` if the row was no longer `sending`.
+    pub fn mark_sent(&self, id: &MessageId, sid: &str, sent_at: &str) -> Result<bool, RestError> {
+        self.transition(
+            id,
+            serde_json::json!({"status": "sent", "twilio_message_sid": sid, "sent_at": sent_at}),
+        )
+    }
+
+    /// Record a message that will not be sent. `Ok(false)` if the row was no longer `sending`.
+    pub fn mark_failed(&self, id: &MessageId) -> Result<bool, RestError> {
+        self.transition(id, serde_json::json!({"status": "failed"}))
+    }
+
+    /// Give a claimed, unsent message back (`sending → queued_for_send`) for any instance to take.
+    pub fn release(&self, id: &MessageId) -> Result<bool, RestError> {
+        self.transition(id, serde_json::json!({"status": "queued_for_send"}))
+    }
+
+    /// Update a row we hold (`status=eq.sending`); tells whether it still was ours.
+    fn transition(&self, id: &MessageId, body: serde_json::Value) -> Result<bool, RestError> {
+        let query = format!("id=eq.{id}&status=eq.sending&select=id");
+        let req = self
+            .request("PATCH", &query)
+            .set("Prefer", "return=representation");
+        let text = self.call(req, Some(&body))?;
+        let rows: Vec<IdRow> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Up to `limit` queued outbound ids greater than `after`, in id order (keyset paging is
+    /// stable while rows leave the set under us, unlike offsets).
+    pub fn queued_page(
+        &self,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageId>, RestError> {
+        let mut query = format!(
+            "select=id&status=eq.queued_for_send&direction=eq.outbound&order=id.asc&limit={limit}"
+        );
+        if let Some(after) = after {
+            query.push_str(&format!("&id=gt.{after}"));
+        }
+        let text = self.call(self.request("GET", &query), None)?;
+        let rows: Vec<IdRow> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        rows.iter()
+            .map(|r| {
+                MessageId::parse(&r.id).ok_or_else(|| RestError::Body(format!("bad id {:?}", r.id)))
+            })
+            .collect()
+    }
+}
+
+/// Read a claim response: `[]` lost, one row won (or malformed), anything else unreadable.
+fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| RestError::Body(format!("claim response is not a JSON array: {e}")))?;
+    let Some(first) = rows.into_iter().next() else {
+        return Ok(Claim::Lost);
+    };
+    let row: ClaimRow = match serde_json::from_value(first) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Claim::Malformed {
+                id: id.clone(),
+                reason: format!("unreadable row: {e}"),
+            })
+        }
+    };
+    if row.id.as_str().and_then(MessageId::parse).as_ref() != Some(id) {
+        return Ok(Claim::Malformed {
+            id: id.clone(),
+            reason: "the claim returned a different row".into(),
+        });
+    }
+    let body = match row.content {
+        serde_json::Value::String(s) => s,
+        other => {
+            return Ok(Claim::Malformed {
+                id: id.clone(),
+                reason: format!("content is {} instead of text", json_kind(&other)),
+            })
+        }
+    };
+    let phone_number = match row.conversation.map(|c| c.phone_number) {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => {
+            return Ok(Claim::Malformed {
+                id: id.clone(),
+                reason: format!("conversation phone_number is {}", json_kind(&other)),
+            })
+        }
+    };
+    Ok(Claim::Won(ClaimedMessage {
+        id: id.clone(),
+        body,
+        phone_number,
+    }))
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Turn an error response into [`RestError::Status`], whatever its body (PostgREST JSON, the
+/// gateway's JSON without `code`, or an HTML page from an edge during an outage).
+pub fn parse_error(status: u16, text: &str) -> RestError {
+    #[derive(Deserialize)]
+    struct Body {
+        code: Option<serde_json::Value>,
+        message: Option<String>,
+        hint: Option<String>,
+    }
+    match serde_json::from_str::<Body>(text) {
+        Ok(b) => {
+            let mut message = b.message.unwrap_or_default();
+            if let Some(hint) = b.hint.filter(|h| !h.is_empty()) {
+                message = format!("{message} (hint: {hint})");
+            }
+            let code = b.code.map(|c| match c {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            });
+            RestError::Status {
+                status,
+                code,
+                message,
+            }
+        }
+        Err(_) => RestError::Status {
+            status,
+            code: None,
+            message: text.chars().filter(|c| !c.is_control()).take(200).collect(),
+        },
+    }
+}
+
+/// Map a ureq transport failure to "certainly not sent" or "maybe applied".
+pub fn transport_error(t: &ureq::Transport) -> RestError {
+    match t.kind() {
+        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::InvalidUrl => {
+            RestError::Connect(t.to_string())
+        }
+        _ => RestError::Transport(t.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> MessageId {
+        MessageId::parse("6f1c2e0a-0000-4000-8000-000000000001").unwrap()
+    }
+
+    #[test]
+    fn claim_responses() {
+        assert_eq!(parse_claim(&id(), "[]"), Ok(Claim::Lost));
+        let won = r#"[{"id":"6f1c2e0a-0000-4000-8000-000000000001","content":"hi",
+            "conversation":{"phone_number":"+15551234567"}}]"#;
+        assert_eq!(
+            parse_claim(&id(), won),
+            Ok(Claim::Won(ClaimedMessage {
+                id: id(),
+                body: "hi".into(),
+                phone_number: Some("+15551234567".into())
+            }))
+        );
+        let orphan =
+            r#"[{"id":"6f1c2e0a-0000-4000-8000-000000000001","content":"hi","conversation":null}]"#;
+        assert!(
+            matches!(parse_claim(&id(), orphan), Ok(Claim::Won(m)) if m.phone_number.is_none())
+        );
+        let bad =
+            r#"[{"id":"6f1c2e0a-0000-4000-8000-000000000001","content":null,"conversation":null}]"#;
+        assert!(
+            matches!(parse_claim(&id(), bad), Ok(Claim::Malformed { reason, .. }) if reason.contains("null"))
+        );
+        let other = r#"[{"id":"00000000-0000-4000-8000-000000000002","content":"x"}]"#;
+        assert!(matches!(
+            parse_claim(&id(), other),
+            Ok(Claim::Malformed { .. })
+        ));
+        assert!(matches!(parse_claim(&id(), "{}"), Err(RestError::Body(_))));
+        assert!(matches!(
+            parse_claim(&id(), "<html>"),
+            Err(RestError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn error_bodies() {
+        let pgrst = r#"{"code":"PGRST204","details":null,"hint":null,"message":"Could not find the 'x' column of 'messages' in the schema cache"}"#;
+        assert_eq!(
+            parse_error(400, pgrst),
+            RestError::Status {
+                status: 400,
+                code: Some("PGRST204".into()),
+                message: "Could not find the 'x' column of 'messages' in the schema cache".into()
+            }
+        );
+        let gateway = r#"{"message":"Invalid API key","hint":"Double check your Supabase `anon` or `service_role` API key."}"#;
+        let e = parse_error(401, gateway);
+        assert!(
+            matches!(&e, RestError::Status { status: 401, code: None, message } if message.starts_with("Invalid API key (hint:"))
+        );
+        let html = parse_error(502, "<html>\n<body>Bad gateway</body></html>");
+        assert!(
+            matches!(html, RestError::Status { status: 502, code: None, message } if message.contains("Bad gateway"))
+        );
+    }
+}

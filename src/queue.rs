@@ -1,0 +1,178 @@
+//! The bounded hand-off between whoever learns a message is ready (the WebSocket reader, the
+//! catch-up sweep) and the blocking sender threads.
+//!
+//! Invariants: at most `capacity` ids wait here, so memory does not grow with a backlog; a
+//! producer facing a full queue waits (async or blocking), nothing is dropped; an id already
+//! waiting is not queued twice (events and sweeps often name the same message), which saves a
+//! claim request. Closing the queue wakes every producer and consumer.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::message::MessageId;
+
+/// Why an id was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue was closed (shutdown): stop producing.
+    Closed,
+}
+
+/// A cloneable handle on the queue.
+#[derive(Clone)]
+pub struct WorkQueue {
+    tx: smol::channel::Sender<MessageId>,
+    rx: smol::channel::Receiver<MessageId>,
+    /// Ids currently waiting in the channel (not those being processed).
+    waiting: Arc<Mutex<HashSet<MessageId>>>,
+}
+
+/// What a push did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The id is now waiting for a sender thread.
+    Queued,
+    /// The id was already waiting; nothing to do.
+    AlreadyWaiting,
+}
+
+impl WorkQueue {
+    /// A queue holding at most `capacity` ids.
+    pub fn new(capacity: usize) -> WorkQueue {
+        let (tx, rx) = smol::channel::bounded(capacity.max(1));
+        WorkQueue {
+            tx,
+            rx,
+            waiting: Arc::default(),
+        }
+    }
+
+    fn reserve(&self, id: &MessageId) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
+    }
+
+    fn unreserve(&self, id: &MessageId) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Queue `id`, waiting (asynchronously) while the queue is full.
+    pub async fn push(&self, id: MessageId) -> Result<Pushed, PushError> {
+        if !self.reserve(&id) {
+            return Ok(Pushed::AlreadyWaiting);
+        }
+        match self.tx.send(id).await {
+            Ok(()) => Ok(Pushed::Queued),
+            Err(e) => {
+                self.unreserve(&e.0);
+                Err(PushError::Closed)
+            }
+        }
+    }
+
+    /// Queue `id`, blocking the thread while the queue is full.
+    pub fn push_blocking(&self, id: MessageId) -> Result<Pushed, PushError> {
+        if !self.reserve(&id) {
+            return Ok(Pushed::AlreadyWaiting);
+        }
+        match self.tx.send_blocking(id) {
+            Ok(()) => Ok(Pushed::Queued),
+            Err(e) => {
+                self.unreserve(&e.0);
+                Err(PushError::Closed)
+            }
+        }
+    }
+
+    /// Take the next id, blocking; `None` once the queue is closed (waiting ids are abandoned:
+    /// their rows are still `queued_for_send` and the next sweep, here or elsewhere, finds them).
+    pub fn pop_blocking(&self) -> Option<MessageId> {
+        if self.rx.is_closed() {
+            return None;
+        }
+        let id = self.rx.recv_blocking().ok()?;
+        self.unreserve(&id);
+        Some(id)
+    }
+
+    /// Stop the queue: pushes fail, pops return `None`.
+    pub fn close(&self) {
+        self.tx.close();
+    }
+
+    /// How many ids are waiting.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether no id is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn id(n: u32) -> MessageId {
+        MessageId::parse(&format!("00000000-0000-4000-8000-{n:012}")).unwrap()
+    }
+
+    #[test]
+    fn dedups_waiting_ids_but_not_popped_ones() {
+        let q = WorkQueue::new(4);
+        assert_eq!(q.push_blocking(id(1)), Ok(Pushed::Queued));
+        assert_eq!(q.push_blocking(id(1)), Ok(Pushed::AlreadyWaiting));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop_blocking(), Some(id(1)));
+        assert_eq!(
+            q.push_blocking(id(1)),
+            Ok(Pushed::Queued),
+            "popped ids may come again"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_makes_producers_wait_not_drop() {
+        let q = WorkQueue::new(2);
+        q.push_blocking(id(1)).unwrap();
+        q.push_blocking(id(2)).unwrap();
+        let producer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.push_blocking(id(3)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!producer.is_finished(), "the third push must wait for room");
+        assert_eq!(q.pop_blocking(), Some(id(1)));
+        assert_eq!(producer.join().unwrap(), Ok(Pushed::Queued));
+        assert_eq!(q.pop_blocking(), Some(id(2)));
+        assert_eq!(q.pop_blocking(), Some(id(3)));
+    }
+
+    #[test]
+    fn close_wakes_everyone() {
+        let q = WorkQueue::new(1);
+        q.push_blocking(id(1)).unwrap();
+        let producer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.push_blocking(id(2)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        q.close();
+        assert_eq!(producer.join().unwrap(), Err(PushError::Closed));
+        assert_eq!(q.pop_blocking(), None);
+        assert_eq!(smol::block_on(q.push(id(3))), Err(PushError::Closed));
+        assert_eq!(
+            q.push_blocking(id(2)),
+            Err(PushError::Closed),
+            "id 2 was un-reserved"
+        );
+    }
+}

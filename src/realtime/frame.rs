@@ -1,0 +1,467 @@
+//! Phoenix V1 frames (`vsn=1.0.0`, JSON objects) as Supabase Realtime speaks them: the few we
+//! send (join, heartbeat, leave) and a typed view of those we receive.
+//!
+//! Decoding never panics and never trusts shape: anything unexpected becomes
+//! [`ServerFrame::Other`] or a [`FrameError`]. A `postgres_changes` event is reduced at once to
+//! what the pipeline needs (the row's id, status and direction); the rest of the record, including
+//! the message body, is skipped by the parser and never kept.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+/// The one `postgres_changes` binding this service subscribes to.
+pub const BINDING_EVENT: &str = "UPDATE";
+/// Schema of the watched table.
+pub const BINDING_SCHEMA: &str = "public";
+/// The watched table.
+pub const BINDING_TABLE: &str = "messages";
+/// The row filter: only rows just moved to `queued_for_send`.
+pub const BINDING_FILTER: &str = "status=eq.queued_for_send";
+
+/// A frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "undecodable Realtime frame: {}", self.0)
+    }
+}
+
+/// The parts of a changed row the pipeline looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangedRow {
+    /// `record.id`, when present and a string.
+    pub id: Option<String>,
+    /// `record.status`, when present.
+    pub status: Option<String>,
+    /// `record.direction`, when present.
+    pub direction: Option<String>,
+}
+
+/// A `postgres_changes` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Binding ids (from the join reply) this change matched.
+    pub ids: Vec<u64>,
+    /// `data.schema`.
+    pub schema: String,
+    /// `data.table`.
+    pub table: String,
+    /// `data.type`: `INSERT`, `UPDATE` or `DELETE`.
+    pub kind: String,
+    /// The new row (absent for DELETE).
+    pub record: Option<ChangedRow>,
+    /// `data.errors` was non-null (e.g. 413): do not trust `record` beyond its id.
+    pub has_errors: bool,
+}
+
+/// A received frame, typed by its event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerFrame {
+    /// `phx_reply` to one of our pushes.
+    Reply {
+        /// The channel (or `phoenix` for heartbeats).
+        topic: String,
+        /// The echoed ref.
+        reference: Option<String>,
+        /// `ok` or `error`.
+        status: String,
+        /// `payload.response`.
+        response: Value,
+    },
+    /// `system`: subscription results and server notices.
+    System {
+        /// The channel.
+        topic: String,
+        /// `postgres_changes` or `system`.
+        extension: String,
+        /// `ok` or `error`.
+        status: String,
+        /// Human-readable text (match on it; there is no code).
+        message: String,
+    },
+    /// `postgres_changes`.
+    Change {
+        /// The channel.
+        topic: String,
+        /// The change.
+        change: Change,
+    },
+    /// `phx_close`: the channel with this join ref is gone.
+    Close {
+        /// The channel.
+        topic: String,
+        /// The join ref of the closed channel.
+        reference: Option<String>,
+    },
+    /// `phx_error`: the channel with this join ref crashed.
+    Error {
+        /// The channel.
+        topic: String,
+        /// The join ref of the crashed channel.
+        reference: Option<String>,
+    },
+    /// Anything else (presence, broadcast, unknown events): ignored.
+    Other {
+        /// The channel.
+        topic: String,
+        /// The event name.
+        event: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    topic: String,
+    event: String,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(rename = "ref", default)]
+    reference: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ReplyPayload {
+    status: String,
+    #[serde(default)]
+    response: Value,
+}
+
+#[derive(Deserialize)]
+struct SystemPayload {
+    #[serde(default)]
+    extension: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    message: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChangePayload {
+    #[serde(default)]
+    ids: Vec<Value>,
+    data: ChangeData,
+}
+
+#[derive(Deserialize)]
+struct ChangeData {
+    #[serde(default)]
+    schema: String,
+    #[serde(default)]
+    table: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    record: Option<RecordView>,
+    #[serde(default)]
+    errors: Option<Value>,
+}
+
+/// Only these fields of the record are read; serde skips the rest (body included).
+#[derive(Deserialize)]
+struct RecordView {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+    #[serde(default)]
+    direction: Option<Value>,
+}
+
+fn ref_string(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn string_of(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn payload<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    event: &str,
+) -> Result<T, FrameError> {
+    let raw = raw.ok_or_else(|| FrameError(format!("{event} without payload")))?;
+    serde_json::from_str(raw.get()).map_err(|e| FrameError(format!("{event} payload: {e}")))
+}
+
+/// Decode one text frame.
+pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
+    let env: Envelope<'_> =
+        serde_json::from_str(text).map_err(|e| FrameError(format!("envelope: {e}")))?;
+    let topic = env.topic;
+    Ok(match env.event.as_str() {
+        "phx_reply" => {
+            let p: ReplyPayload = payload(env.payload, "phx_reply")?;
+            ServerFrame::Reply {
+                topic,
+                reference: ref_string(env.reference),
+                status: p.status,
+                response: p.response,
+            }
+        }
+        "system" => {
+            let p: SystemPayload = payload(env.payload, "system")?;
+            let message = match p.message {
+                Some(Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            ServerFrame::System {
+                topic,
+                extension: p.extension.unwrap_or_default(),
+                status: p.status.unwrap_or_default(),
+                message,
+            }
+        }
+        "postgres_changes" => {
+            let p: ChangePayload = payload(env.payload, "postgres_changes")?;
+            let record = p.data.record.map(|r| ChangedRow {
+                id: string_of(r.id),
+                status: string_of(r.status),
+                direction: string_of(r.direction),
+            });
+            ServerFrame::Change {
+                topic,
+                change: Change {
+                    ids: p.ids.iter().filter_map(Value::as_u64).collect(),
+                    schema: p.data.schema,
+                    table: p.data.table,
+                    kind: p.data.kind,
+                    record,
+                    has_errors: p.data.errors.is_some_and(|e| !e.is_null()),
+                },
+            }
+        }
+        "phx_close" => ServerFrame::Close {
+            topic,
+            reference: ref_string(env.reference),
+        },
+        "phx_error" => ServerFrame::Error {
+            topic,
+            reference: ref_string(env.reference),
+        },
+        _ => ServerFrame::Other {
+            topic,
+            event: env.event,
+        },
+    })
+}
+
+/// The `phx_join` for our binding. `access_token` only for legacy JWT keys (reference §1.3).
+pub fn join(topic: &str, join_ref: &str, access_token: Option<&str>) -> String {
+    let mut payload = json!({
+        "config": {
+            "broadcast": {"ack": false, "self": false},
+            "presence": {"enabled": false, "key": ""},
+            "postgres_changes": [{
+                "event": BINDING_EVENT,
+                "schema": BINDING_SCHEMA,
+                "table": BINDING_TABLE,
+                "filter": BINDING_FILTER,
+            }],
+            "private": false,
+        }
+    });
+    if let Some(token) = access_token {
+        payload["access_token"] = Value::String(token.to_string());
+    }
+    json!({"topic": topic, "event": "phx_join", "payload": payload, "ref": join_ref, "join_ref": join_ref})
+        .to_string()
+}
+
+/// A heartbeat on the `phoenix` topic.
+pub fn heartbeat(reference: &str) -> String {
+    json!({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": reference}).to_string()
+}
+
+/// A `phx_leave` for the channel joined with `join_ref`.
+pub fn leave(topic: &str, reference: &str, join_ref: &str) -> String {
+    json!({"topic": topic, "event": "phx_leave", "payload": {}, "ref": reference, "join_ref": join_ref})
+        .to_string()
+}
+
+/// Check an `ok` join reply's `response`: exactly our binding echoed back with an integer id.
+/// Returns that id, or why the reply does not match (realtime-js calls this a binding mismatch).
+pub fn binding_id(response: &Value) -> Result<u64, String> {
+    let items = response
+        .get("postgres_changes")
+        .and_then(Value::as_array)
+        .ok_or("the reply has no postgres_changes list")?;
+    let [item] = items.as_slice() else {
+        return Err(format!(
+            "expected 1 postgres_changes binding, got {}",
+            items.len()
+        ));
+    };
+    let field = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("");
+    if !field("event").eq_ignore_ascii_case(BINDING_EVENT)
+        || field("schema") != BINDING_SCHEMA
+        || field("table") != BINDING_TABLE
+        || field("filter") != BINDING_FILTER
+    {
+        return Err(format!(
+            "mismatch between server and client bindings: {item}"
+        ));
+    }
+    item.get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("binding without an integer id: {item}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_frame_matches_the_protocol() {
+        let v: Value =
+            serde_json::from_str(&join("realtime:sms-sender", "3", Some("jwt"))).unwrap();
+        assert_eq!(v["topic"], "realtime:sms-sender");
+        assert_eq!(v["event"], "phx_join");
+        assert_eq!(v["ref"], "3");
+        assert_eq!(v["join_ref"], "3");
+        assert_eq!(v["payload"]["access_token"], "jwt");
+        let pc = &v["payload"]["config"]["postgres_changes"][0];
+        assert_eq!(pc["event"], "UPDATE");
+        assert_eq!(pc["schema"], "public");
+        assert_eq!(pc["table"], "messages");
+        assert_eq!(pc["filter"], "status=eq.queued_for_send");
+        assert_eq!(v["payload"]["config"]["private"], false);
+        let v: Value = serde_json::from_str(&join("realtime:x", "1", None)).unwrap();
+        assert!(v["payload"].get("access_token").is_none());
+    }
+
+    #[test]
+    fn heartbeat_and_leave() {
+        let v: Value = serde_json::from_str(&heartbeat("7")).unwrap();
+        assert_eq!(
+            v,
+            json!({"topic":"phoenix","event":"heartbeat","payload":{},"ref":"7"})
+        );
+        let v: Value = serde_json::from_str(&leave("realtime:x", "9", "1")).unwrap();
+        assert_eq!(v["event"], "phx_leave");
+        assert_eq!(v["join_ref"], "1");
+    }
+
+    #[test]
+    fn decodes_the_reference_frames() {
+        let reply = r#"{"topic":"realtime:sms-sender","event":"phx_reply","ref":"1",
+          "payload":{"status":"ok","response":{"postgres_changes":[
+          {"id":31339886,"event":"UPDATE","schema":"public","table":"messages","filter":"status=eq.queued_for_send"}]}}}"#;
+        let ServerFrame::Reply {
+            reference,
+            status,
+            response,
+            ..
+        } = decode(reply).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(reference.as_deref(), Some("1"));
+        assert_eq!(status, "ok");
+        assert_eq!(binding_id(&response), Ok(31339886));
+
+        let system = r#"{"topic":"realtime:sms-sender","event":"system","ref":null,
+          "payload":{"channel":"sms-sender","extension":"postgres_changes","status":"ok","message":"Subscribed to PostgreSQL"}}"#;
+        assert_eq!(
+            decode(system).unwrap(),
+            ServerFrame::System {
+                topic: "realtime:sms-sender".into(),
+                extension: "postgres_changes".into(),
+                status: "ok".into(),
+                message: "Subscribed to PostgreSQL".into()
+            }
+        );
+
+        let change = r#"{"topic":"realtime:sms-sender","event":"postgres_changes","ref":null,
+          "payload":{"ids":[31339886],"data":{"schema":"public","table":"messages","type":"UPDATE",
+          "commit_timestamp":"2026-08-21T10:15:30.123Z","columns":[{"name":"id","type":"uuid"}],
+          "record":{"id":"6f1c2e0a-0000-4000-8000-000000000001","status":"queued_for_send",
+          "direction":"outbound","content":"secret body","attempts":0},
+          "old_record":{"id":"6f1c2e0a-0000-4000-8000-000000000001"},"errors":null}}}"#;
+        let ServerFrame::Change { change, .. } = decode(change).unwrap() else {
+            panic!()
+        };
+        assert_eq!(change.ids, [31339886]);
+        assert_eq!(change.kind, "UPDATE");
+        assert!(!change.has_errors);
+        let rec = change.record.unwrap();
+        assert_eq!(
+            rec.id.as_deref(),
+            Some("6f1c2e0a-0000-4000-8000-000000000001")
+        );
+        assert_eq!(rec.status.as_deref(), Some("queued_for_send"));
+        assert_eq!(rec.direction.as_deref(), Some("outbound"));
+
+        let close = r#"{"topic":"realtime:x","event":"phx_close","ref":"1","payload":{}}"#;
+        assert_eq!(
+            decode(close).unwrap(),
+            ServerFrame::Close {
+                topic: "realtime:x".into(),
+                reference: Some("1".into())
+            }
+        );
+        let err = r#"{"topic":"realtime:x","event":"phx_error","ref":"4","payload":{"reason":"channel_crash"}}"#;
+        assert!(
+            matches!(decode(err).unwrap(), ServerFrame::Error { reference: Some(r), .. } if r == "4")
+        );
+    }
+
+    #[test]
+    fn oversized_change_with_errors_is_flagged() {
+        let f = r#"{"topic":"t","event":"postgres_changes","ref":null,"payload":{"ids":[1],
+          "data":{"schema":"public","table":"messages","type":"UPDATE","record":{"id":"x"},
+          "errors":["Error 413: Payload Too Large"]}}}"#;
+        let ServerFrame::Change { change, .. } = decode(f).unwrap() else {
+            panic!()
+        };
+        assert!(change.has_errors);
+    }
+
+    #[test]
+    fn binding_checks() {
+        let ok = json!({"postgres_changes":[{"id":5,"event":"update","schema":"public","table":"messages","filter":"status=eq.queued_for_send"}]});
+        assert_eq!(
+            binding_id(&ok),
+            Ok(5),
+            "event is compared case-insensitively"
+        );
+        let wrong = json!({"postgres_changes":[{"id":5,"event":"UPDATE","schema":"public","table":"other","filter":"status=eq.queued_for_send"}]});
+        assert!(binding_id(&wrong).unwrap_err().contains("mismatch"));
+        let string_id = json!({"postgres_changes":[{"id":"5","event":"UPDATE","schema":"public","table":"messages","filter":"status=eq.queued_for_send"}]});
+        assert!(binding_id(&string_id).is_err());
+        assert!(binding_id(&json!({"postgres_changes":[]})).is_err());
+        assert!(binding_id(&json!({})).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            "null",
+            "{\"topic\":1}",
+            "{\"topic\":\"t\",\"event\":\"phx_reply\"}",
+            "{\"topic\":\"t\",\"event\":\"postgres_changes\",\"payload\":{\"data\":5}}",
+            "\u{0}",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        let unknown = r#"{"topic":"t","event":"presence_state","payload":{},"ref":null}"#;
+        assert!(matches!(
+            decode(unknown).unwrap(),
+            ServerFrame::Other { .. }
+        ));
+    }
+}

@@ -1,0 +1,595 @@
+//! Realtime: the one WebSocket that tells us which messages are ready.
+//!
+//! [`run`] keeps a socket to `/realtime/v1/websocket` for the life of the service: connect,
+//! `phx_join` the `postgres_changes` binding, wait for the ok reply (binding checked) *and* the
+//! "Subscribed to PostgreSQL" system message, then hand every matching row id to the
+//! [`WorkQueue`]. Every (re)subscription asks the catch-up sweep to run, because Realtime never
+//! replays what happened while we were away. A heartbeat goes out every interval; one still
+//! unanswered at the next tick means the link is dead. Any ending other than shutdown leads to a
+//! reconnect after an exponential, jittered, capped backoff, forever.
+//!
+//! Invariants: this task never blocks a thread (sends happen on the sender threads); when the
+//! queue is full it stops reading the socket until there is room, but keeps heartbeating; the
+//! service key is put only into the connect URL, never into a log line.
+
+pub mod frame;
+
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::{self, Message};
+use futures_lite::future::or;
+use futures_lite::StreamExt;
+use log::{debug, error, info, warn};
+use smol::Timer;
+
+use crate::backoff::Backoff;
+use crate::catchup::SweepTrigger;
+use crate::config::{KeyKind, SupabaseConfig};
+use crate::health::{Health, Link};
+use crate::message::MessageId;
+use crate::queue::{PushError, WorkQueue};
+use crate::shutdown::Shutdown;
+use frame::ServerFrame;
+
+/// The channel topic (the subtopic is only a name; the binding does the filtering).
+pub const TOPIC: &str = "realtime:sms-sender";
+
+/// Timing of the Realtime link.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Heartbeat period (25 s, as realtime-js; the server drops sockets idle for 60 s).
+    pub heartbeat: Duration,
+    /// Reconnect delays (1 s doubling to 30 s, jittered).
+    pub reconnect: Backoff,
+    /// Limit for TCP + TLS + WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Limit for the join reply (the server delays join errors by 5 s).
+    pub join_timeout: Duration,
+    /// Limit from join reply to "Subscribed to PostgreSQL" (cold tenants take several seconds).
+    pub subscribe_timeout: Duration,
+}
+
+impl Timing {
+    /// Production timing with the given heartbeat period.
+    pub fn with_heartbeat(heartbeat: Duration) -> Timing {
+        Timing {
+            heartbeat,
+            reconnect: Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
+            connect_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(15),
+            subscribe_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the Realtime task needs from the rest of the service.
+pub struct Context {
+    /// Where and how to connect.
+    pub supabase: SupabaseConfig,
+    /// Timing.
+    pub timing: Timing,
+    /// Connection state for `/health`.
+    pub health: Health,
+    /// Where ready message ids go.
+    pub queue: WorkQueue,
+    /// Asks the catch-up sweep to run.
+    pub sweep: SweepTrigger,
+    /// Stops the task.
+    pub shutdown: Shutdown,
+}
+
+/// How one socket's life ended.
+enum End {
+    /// Shutdown was requested; the channel was left.
+    Shutdown,
+    /// Anything else: reconnect. `subscribed` tells whether the backoff may start over.
+    Lost { reason: String, subscribed: bool },
+}
+
+/// Keep the subscription alive until shutdown.
+pub async fn run(ctx: Context) {
+    let mut refs = Refs::default();
+    let mut failures: u32 = 0;
+    loop {
+        ctx.health.set_link(Link::Connecting);
+        match session(&ctx, &mut refs).await {
+            End::Shutdown => {
+                ctx.health.set_link(Link::Disconnected);
+                return;
+            }
+            End::Lost { reason, subscribed } => {
+                ctx.health.set_link(Link::Disconnected);
+                if subscribed {
+                    failures = 0;
+                }
+                let delay = ctx.timing.reconnect.delay(failures);
+                failures = failures.saturating_add(1);
+                warn!(
+                    "realtime disconnected: {reason}; reconnecting in {} ms",
+                    delay.as_millis()
+                );
+                let stop = or(
+                    async {
+                        Timer::after(delay).await;
+                        false
+                    },
+                    async {
+                        ctx.shutdown.wait().await;
+                        true
+                    },
+                );
+                if stop.await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Message refs: increasing decimal strings, shared by all pushes on all sockets.
+#[derive(Default)]
+struct Refs(u64);
+
+impl Refs {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        self.0.to_string()
+    }
+}
+
+/// A byte stream the socket runs on: plain TCP (`ws://`) or TLS over TCP (`wss://`).
+trait Io: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send {}
+impl<T: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = async_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// Host, port and TLS flag of a `ws://` or `wss://` URL we built ourselves from a checked base.
+fn endpoint(url: &str) -> Result<(String, u16, bool), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else {
+        return Err(format!("not a WebSocket URL: {url}"));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (
+            h,
+            p.parse().map_err(|_| format!("bad port in {authority}"))?,
+        ),
+        _ => (authority, default_port),
+    };
+    Ok((host.trim_matches(['[', ']']).to_string(), port, tls))
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    or(fut, async {
+        Timer::after(limit).await;
+        Err(format!("timed out after {} ms", limit.as_millis()))
+    })
+    .await
+}
+
+/// Open the socket: TCP, TLS for `wss`, then the WebSocket upgrade with the key as `apikey`.
+async fn connect(ctx: &Context) -> Result<Ws, String> {
+    let (host, port, tls) = endpoint(&ctx.supabase.realtime_url)?;
+    let tcp = smol::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if tls {
+        let tls = async_native_tls::connect(host.as_str(), tcp)
+            .await
+            .map_err(|e| format!("TLS with {host} failed: {e}"))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let url = format!(
+        "{}?apikey={}&vsn=1.0.0",
+        ctx.supabase.realtime_url,
+        ctx.supabase.key.expose()
+    );
+    match async_tungstenite::client_async(url.as_str(), stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let reason = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("error")
+                        .or_else(|| v.get("message"))
+                        .and_then(|m| m.as_str())
+                        .map(String::from)
+                })
+                .unwrap_or_else(|| body.chars().take(200).collect());
+            Err(format!(
+                "upgrade refused with HTTP {}: {reason}",
+                resp.status().as_u16()
+            ))
+        }
+        Err(e) => Err(format!("WebSocket handshake failed: {e}")),
+    }
+}
+
+/// What woke the session loop.
+enum Wake {
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Tick,
+    Stop,
+}
+
+/// Progress of our channel on this socket.
+struct Channel {
+    join_ref: String,
+    /// The binding id from the ok reply, once it came.
+    binding: Option<u64>,
+    subscribed: bool,
+    /// When the current wait (join reply, then subscription) gives up.
+    deadline: Option<Instant>,
+}
+
+/// One socket from connect to close.
+async fn session(ctx: &Context, refs: &mut Refs) -> End {
+    let lost = |reason: String, subscribed: bool| End::Lost { reason, subscribed };
+    let host = endpoint(&ctx.supabase.realtime_url)
+        .map(|e| e.0)
+        .unwrap_or_default();
+    info!("realtime connecting to {host}");
+    let connected = or(
+        async { Some(with_timeout(ctx.timing.connect_timeout, connect(ctx)).await) },
+        async {
+            ctx.shutdown.wait().await;
+            None
+        },
+    )
+    .await;
+    let mut ws = match connected {
+        None => return End::Shutdown,
+        Some(Ok(ws)) => ws,
+        Some(Err(e)) => return lost(e, false),
+    };
+
+    let access_token = match ctx.supabase.key_kind {
+        KeyKind::LegacyJwt => Some(ctx.supabase.key.expose()),
+        KeyKind::Secret => None,
+    };
+    let mut chan = Channel {
+        join_ref: refs.next(),
+        binding: None,
+        subscribed: false,
+        deadline: Some(Instant::now() + ctx.timing.join_timeout),
+    };
+    if let Err(e) = ws
+        .send(Message::text(frame::join(
+            TOPIC,
+            &chan.join_ref,
+            access_token,
+        )))
+        .await
+    {
+        return lost(format!("sending join failed: {e}"), false);
+    }
+    debug!(
+        "realtime socket open; joined {TOPIC} with ref {}",
+        chan.join_ref
+    );
+
+    let mut next_heartbeat = Instant::now() + ctx.timing.heartbeat;
+    let mut pending_heartbeat: Option<String> = None;
+
+    loop {
+        let wake_at = chan
+            .deadline
+            .map_or(next_heartbeat, |d| d.min(next_heartbeat));
+        let wake = or(
+            or(async { Wake::Frame(ws.next().await) }, async {
+                Timer::at(wake_at).await;
+                Wake::Tick
+            }),
+            async {
+                ctx.shutdown.wait().await;
+                Wake::Stop
+            },
+        )
+        .await;
+
+        match wake {
+            Wake::Stop => {
+                let leave = frame::leave(TOPIC, &refs.next(), &chan.join_ref);
+                let _ = ws.send(Message::text(leave)).await;
+                let _ = with_timeout(Duration::from_secs(1), async {
+                    ws.close(None).await.map_err(|e| e.to_string())
+                })
+                .await;
+                info!("realtime channel left for shutdown");
+                return End::Shutdown;
+            }
+            Wake::Tick => {
+                let now = Instant::now();
+                if chan.deadline.is_some_and(|d| now >= d) {
+                    let what = if chan.binding.is_none() {
+                        "no reply to the join"
+                    } else {
+                        "no \"Subscribed to PostgreSQL\" after the join"
+                    };
+                    return lost(format!("{what} within the time limit"), false);
+                }
+                if now >= next_heartbeat {
+                    if pending_heartbeat.is_some() {
+                        return lost(
+                            "heartbeat not answered before the next one was due".into(),
+                            chan.subscribed,
+                        );
+                    }
+                    let r = refs.next();
+                    if let Err(e) = ws.send(Message::text(frame::heartbeat(&r))).await {
+                        return lost(format!("sending heartbeat failed: {e}"), chan.subscribed);
+                    }
+                    pending_heartbeat = Some(r);
+                    next_heartbeat = now + ctx.timing.heartbeat;
+                }
+            }
+            Wake::Frame(None) => {
+                return lost("socket closed by the server".into(), chan.subscribed)
+            }
+            Wake::Frame(Some(Err(e))) => {
+                return lost(format!("socket error: {e}"), chan.subscribed)
+            }
+            Wake::Frame(Some(Ok(Message::Close(close)))) => {
+                let why = close
+                    .map(|c| format!("close {} {}", u16::from(c.code), c.reason))
+                    .unwrap_or_else(|| "close without code".into());
+                return lost(format!("server closed the socket ({why})"), chan.subscribed);
+            }
+            Wake::Frame(Some(Ok(Message::Text(text)))) => {
+                let decoded = match frame::decode(&text) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!("{e}");
+                        continue;
+                    }
+                };
+                match handle_frame(ctx, decoded, &mut chan, &mut pending_heartbeat) {
+                    Step::Continue => {}
+                    Step::Lost(reason) => return lost(reason, chan.subscribed),
+                    Step::Enqueue(id) => {
+                        match push_keeping_heartbeat(
+                            ctx,
+                            &mut ws,
+                            refs,
+                            id,
+                            &mut next_heartbeat,
+                            &mut pending_heartbeat,
+                        )
+                        .await
+                        {
+                            Ok(()) => {}
+                            Err(End::Shutdown) => return End::Shutdown,
+                            Err(end) => return end,
+                        }
+                    }
+                }
+            }
+            Wake::Frame(Some(Ok(_))) => {} // pings are answered by tungstenite; binary is unused
+        }
+    }
+}
+
+/// What a frame asks the session to do.
+enum Step {
+    Continue,
+    Enqueue(MessageId),
+    Lost(String),
+}
+
+fn handle_frame(
+    ctx: &Context,
+    frame: ServerFrame,
+    chan: &mut Channel,
+    pending_heartbeat: &mut Option<String>,
+) -> Step {
+    match frame {
+        ServerFrame::Reply {
+            topic,
+            reference,
+            status,
+            response,
+        } => {
+            if topic == "phoenix" {
+                if reference.is_some() && reference == *pending_heartbeat {
+                    *pending_heartbeat = None;
+                }
+                return Step::Continue;
+            }
+            if topic != TOPIC || reference.as_deref() != Some(chan.join_ref.as_str()) {
+                return Step::Continue;
+            }
+            if status != "ok" {
+                let reason = response
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .map(String::from)
+                    .unwrap_or_else(|| response.to_string());
+                error!("realtime join refused: {reason}");
+                return Step::Lost(format!("join refused: {reason}"));
+            }
+            match frame::binding_id(&response) {
+                Ok(id) => {
+                    chan.binding = Some(id);
+                    chan.deadline = Some(Instant::now() + ctx.timing.subscribe_timeout);
+                    debug!("realtime join ok (binding id {id}); waiting for the subscription");
+                    Step::Continue
+                }
+                Err(why) => {
+                    error!("realtime join reply rejected: {why}");
+                    Step::Lost(why)
+                }
+            }
+        }
+        ServerFrame::System {
+            topic,
+            extension,
+            status,
+            message,
+        } => {
+            if topic != TOPIC {
+                return Step::Continue;
+            }
+            match (extension.as_str(), status.as_str()) {
+                ("postgres_changes", "ok") => {
+                    if !chan.subscribed {
+                        info!(
+                            "realtime subscribed to UPDATE on public.messages ({})",
+                            message
+                        );
+                    } else {
+                        info!("realtime subscription re-established by the server ({message})");
+                    }
+                    chan.subscribed = true;
+                    chan.deadline = None;
+                    ctx.health.set_link(Link::Connected);
+                    ctx.sweep.request();
+                    Step::Continue
+                }
+                ("postgres_changes", _) => {
+                    error!(
+                        "realtime subscription failed: {message} (is `messages` in the \
+                         supabase_realtime publication, and does the key have access?)"
+                    );
+                    Step::Lost(format!("subscription failed: {message}"))
+                }
+                (_, "error") => {
+                    warn!("realtime server notice on {topic}: {message}");
+                    Step::Continue
+                }
+                _ => {
+                    info!("realtime server notice: {message}");
+                    Step::Continue
+                }
+            }
+        }
+        ServerFrame::Change { topic, change } => {
+            if topic != TOPIC || !chan.subscribed && chan.binding.is_none() {
+                return Step::Continue;
+            }
+            if let Some(binding) = chan.binding {
+                if !change.ids.contains(&binding) {
+                    return Step::Continue;
+                }
+            }
+            if change.kind != frame::BINDING_EVENT
+                || change.schema != frame::BINDING_SCHEMA
+                || change.table != frame::BINDING_TABLE
+            {
+                return Step::Continue; // older servers send every type that matched
+            }
+            let Some(row) = change.record else {
+                return Step::Continue;
+            };
+            let Some(id) = row.id.as_deref().and_then(MessageId::parse) else {
+                warn!("realtime change without a usable id; asking for a sweep");
+                ctx.sweep.request();
+                return Step::Continue;
+            };
+            // With `errors` set the record is trimmed: trust only the id; the claim re-checks.
+            if !change.has_errors
+                && (row.status.as_deref() != Some("queued_for_send")
+                    || row.direction.as_deref().is_some_and(|d| d != "outbound"))
+            {
+                return Step::Continue;
+            }
+            Step::Enqueue(id)
+        }
+        ServerFrame::Close { topic, reference } | ServerFrame::Error { topic, reference }
+            if topic == TOPIC && reference.as_deref().map_or(true, |r| r == chan.join_ref) =>
+        {
+            Step::Lost("the server closed our channel".into())
+        }
+        ServerFrame::Close { .. } | ServerFrame::Error { .. } | ServerFrame::Other { .. } => {
+            Step::Continue // stale closes from an earlier join, presence, broadcast
+        }
+    }
+}
+
+/// Queue `id`, waiting for room if needed, while still sending heartbeats on schedule. While we
+/// wait we do not read the socket, so a missing heartbeat reply then is not held against the link.
+async fn push_keeping_heartbeat(
+    ctx: &Context,
+    ws: &mut Ws,
+    refs: &mut Refs,
+    id: MessageId,
+    next_heartbeat: &mut Instant,
+    pending_heartbeat: &mut Option<String>,
+) -> Result<(), End> {
+    let mut push = pin!(ctx.queue.push(id));
+    loop {
+        enum W {
+            Pushed(Result<crate::queue::Pushed, PushError>),
+            Tick,
+            Stop,
+        }
+        let due = *next_heartbeat;
+        let w = or(
+            or(async { W::Pushed(push.as_mut().await) }, async {
+                Timer::at(due).await;
+                W::Tick
+            }),
+            async {
+                ctx.shutdown.wait().await;
+                W::Stop
+            },
+        )
+        .await;
+        match w {
+            W::Pushed(Ok(_)) => return Ok(()),
+            W::Pushed(Err(PushError::Closed)) | W::Stop => return Err(End::Shutdown),
+            W::Tick => {
+                let r = refs.next();
+                if let Err(e) = ws.send(Message::text(frame::heartbeat(&r))).await {
+                    return Err(End::Lost {
+                        reason: format!("sending heartbeat failed: {e}"),
+                        subscribed: true,
+                    });
+                }
+                *pending_heartbeat = None;
+                *next_heartbeat = Instant::now() + ctx.timing.heartbeat;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint("wss://abc.supabase.co/realtime/v1/websocket").unwrap(),
+            ("abc.supabase.co".into(), 443, true)
+        );
+        assert_eq!(
+            endpoint("ws://127.0.0.1:54321/realtime/v1/websocket").unwrap(),
+            ("127.0.0.1".into(), 54321, false)
+        );
+        assert!(endpoint("http://x").is_err());
+    }
+
+    #[test]
+    fn refs_increase() {
+        let mut r = Refs::default();
+        assert_eq!(r.next(), "1");
+        assert_eq!(r.next(), "2");
+    }
+}

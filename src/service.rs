@@ -1,0 +1,128 @@
+//! Wiring: builds every part from the [`Config`], runs until shutdown, then winds down in order.
+//!
+//! Threads: the Realtime task on the main thread (smol executor), `SENDER_THREADS` blocking
+//! senders, one catch-up sweeper, the health server, the signal watcher. Shutdown order: the
+//! Realtime task leaves its channel and returns; health turns `shutting_down`; the queue closes
+//! (waiting ids are abandoned: their rows are still `queued_for_send`); senders finish or release
+//! what they hold, within [`SHUTDOWN_DEADLINE`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::catchup::{self, SweepTrigger, Sweeper};
+use crate::circuit::Circuit;
+use crate::config::{Config, SmsSender};
+use crate::health::{self, Health};
+use crate::postgrest::{self, Rest};
+use crate::queue::WorkQueue;
+use crate::realtime::{self, Timing};
+use crate::sender::{self, Pipeline};
+use crate::shutdown::Shutdown;
+use crate::twilio::Twilio;
+use crate::{phone, signals};
+
+/// Time allowed from the shutdown signal to exit (Cloud Run kills at 10 s).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Rows per catch-up page.
+const SWEEP_PAGE: usize = 200;
+
+/// A failure to start (the service never ran).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Run the service until a signal stops it.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let shutdown = Shutdown::new();
+    signals::spawn(shutdown.clone()).map_err(|e| StartError(format!("signal setup: {e}")))?;
+
+    let health = Health::new();
+    health::serve(config.port, health.clone()).map_err(|e| {
+        StartError(format!(
+            "PORT {}: cannot serve health checks: {e}",
+            config.port
+        ))
+    })?;
+
+    let rest = Rest::new(&config.supabase, config.sender_threads + 2).map_err(StartError)?;
+    let twilio_agent = postgrest::http_agent(
+        Duration::from_secs(5),
+        Duration::from_secs(15),
+        config.sender_threads,
+    )
+    .map_err(StartError)?;
+    let twilio = Twilio::new(&config.twilio, twilio_agent);
+    let queue = WorkQueue::new((config.sender_threads * 2).max(8));
+    let sweep = SweepTrigger::default();
+
+    info!(
+        "sms-sender {} starting: {} sender thread(s), up to {} retries, from {}, health on :{}",
+        env!("CARGO_PKG_VERSION"),
+        config.sender_threads,
+        config.max_retries,
+        match &config.twilio.sender {
+            SmsSender::Number(n) => phone::mask(n),
+            SmsSender::MessagingService(sid) => format!("messaging service {sid}"),
+        },
+        config.port
+    );
+
+    let pipeline = Arc::new(Pipeline {
+        rest: rest.clone(),
+        twilio,
+        circuit: Circuit::new(Backoff::new(
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            true,
+        )),
+        shutdown: shutdown.clone(),
+        max_retries: config.max_retries,
+        retry_backoff: Backoff::new(config.retry_backoff, Duration::from_secs(60), false),
+        persist_backoff: sender::persist_backoff(),
+    });
+    let senders = sender::spawn(config.sender_threads, pipeline, queue.clone())
+        .map_err(|e| StartError(format!("cannot start sender threads: {e}")))?;
+    catchup::spawn(Sweeper {
+        rest,
+        queue: queue.clone(),
+        trigger: sweep.clone(),
+        shutdown: shutdown.clone(),
+        page_size: SWEEP_PAGE,
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
+    })
+    .map_err(|e| StartError(format!("cannot start the catch-up thread: {e}")))?;
+
+    smol::block_on(realtime::run(realtime::Context {
+        supabase: config.supabase.clone(),
+        timing: Timing::with_heartbeat(config.heartbeat),
+        health: health.clone(),
+        queue: queue.clone(),
+        sweep,
+        shutdown: shutdown.clone(),
+    }));
+
+    // Only shutdown ends the Realtime task.
+    let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+    health.set_shutting_down();
+    let abandoned = queue.len();
+    queue.close();
+    info!("shutting down: {abandoned} queued id(s) left for the next instance; waiting for in-flight sends");
+    while !senders.iter().all(|h| h.is_finished()) {
+        if Instant::now() >= deadline {
+            warn!("shutdown deadline reached with sends still in flight; exiting anyway");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The Twilio Messages API client: one create request per call, and the reading of its answer.
+//!
+//! `POST {TWILIO_API_URL}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded (`+` sent as
+//! `%2B`), HTTP Basic auth, `.json` so errors come back as `{code, message, more_info, status}`.
+//! It never retries by itself: create is not idempotent, so whether to try again is decided by
+//! [`crate::retry`] with the facts this module reports (was the request written? what did Twilio
+//! answer?).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{SmsSender, TwilioConfig};
+
+/// Twilio accepted the message (HTTP 201).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The Message SID (`SM…`/`MM…`).
+    pub sid: String,
+    /// Initial status (`queued`, `accepted`, …).
+    pub status: String,
+}
+
+/// Why a send did not produce an [`Accepted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// No connection was made: Twilio never saw the request.
+    NotSent(String),
+    /// Timeout or connection loss after the request may have been written: the message may exist.
+    NoResponse(String),
+    /// Twilio answered with an error status.
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// Twilio error code, when the body had one.
+        code: Option<u32>,
+        /// Twilio's message, or the start of a non-JSON body.
+        message: String,
+        /// `Retry-After`, when given in seconds.
+        retry_after: Option<Duration>,
+    },
+    /// A success status whose body we could not read: the message exists, its SID is unknown.
+    Unreadable {
+        /// HTTP status.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::NotSent(e) => write!(f, "Twilio not reached: {e}"),
+            SendError::NoResponse(e) => write!(f, "no answer from Twilio: {e}"),
+            SendError::Rejected {
+                status,
+                code: Some(code),
+                message,
+                ..
+            } => {
+                write!(f, "HTTP {status}, Twilio code {code}: {message}")
+            }
+            SendError::Rejected {
+                status,
+                code: None,
+                message,
+                ..
+            } => {
+                write!(f, "HTTP {status}: {message}")
+            }
+            SendError::Unreadable { status, detail } => {
+                write!(f, "HTTP {status} with an unreadable body: {detail}")
+            }
+        }
+    }
+}
+
+impl SendError {
+    /// The HTTP status, when Twilio answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            SendError::Rejected { status, .. } | SendError::Unreadable { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// The Twilio error code, when the answer had one.
+    pub fn twilio_code(&self) -> Option<u32> {
+        match self {
+            SendError::Rejected { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+/// A Twilio client, cheap to clone (connections are pooled and kept alive).
+#[derive(Clone)]
+pub struct Twilio {
+    agent: ureq::Agent,
+    messages_url: Arc<str>,
+    authorization: Arc<str>,
+    sender: SmsSender,
+}
+
+#[derive(Deserialize)]
+struct MessageResource {
+    sid: String,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<u32>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl Twilio {
+    /// A client for `config` using `agent` (timeouts and pool are the agent's).
+    pub fn new(config: &TwilioConfig, agent: ureq::Agent) -> Twilio {
+        let account = config.account_sid.expose();
+        let credentials = format!("{account}:{}", config.auth_token.expose());
+        Twilio {
+            agent,
+            messages_url: format!(
+                "{}/2010-04-01/Accounts/{account}/Messages.json",
+                config.api_url
+            )
+            .into(),
+            authorization: format!("Basic {}", base64(credentials.as_bytes())).into(),
+            sender: config.sender.clone(),
+        }
+    }
+
+    /// Create one SMS to `to` with `body`.
+    pub fn send(&self, to: &str, body: &str) -> Result<Accepted, SendError> {
+        let from = match &self.sender {
+            SmsSender::Number(n) => ("From", n.as_str()),
+            SmsSender::MessagingService(s) => ("MessagingServiceSid", s.as_str()),
+        };
+        let result = self
+            .agent
+            .post(&self.messages_url)
+            .set("Authorization", &self.authorization)
+            .set("Accept", "application/json")
+            .send_form(&[("To", to), from, ("Body", body)]);
+        match result {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp
+                    .into_string()
+                    .map_err(|e| SendError::NoResponse(format!("reading the answer: {e}")))?;
+                parse_created(status, &text)
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let retry_after = resp
+                    .header("Retry-After")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = resp.into_string().unwrap_or_default();
+                Err(parse_rejection(status, &text, retry_after))
+            }
+            Err(ureq::Error::Transport(t)) => Err(match t.kind() {
+                ureq::ErrorKind::Dns
+                | ureq::ErrorKind::ConnectionFailed
+                | ureq::ErrorKind::InvalidUrl => SendError::NotSent(t.to_string()),
+                _ => SendError::NoResponse(t.to_string()),
+            }),
+        }
+    }
+}
+
+/// Read a 2xx answer to a create.
+pub fn parse_created(status: u16, text: &str) -> Result<Accepted, SendError> {
+    match serde_json::from_str::<MessageResource>(text) {
+        Ok(m) if is_message_sid(&m.sid) => Ok(Accepted {
+            sid: m.sid,
+            status: m.status.unwrap_or_else(|| "queued".into()),
+        }),
+        Ok(m) => Err(SendError::Unreadable {
+            status,
+            detail: format!("sid {:?} is not a Message SID", m.sid),
+        }),
+        Err(e) => Err(SendError::Unreadable {
+            status,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Read an error answer, JSON or not.
+pub fn parse_rejection(status: u16, text: &str, retry_after: Option<Duration>) -> SendError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(b) => SendError::Rejected {
+            status,
+            code: b.code,
+            message: b.message.unwrap_or_default(),
+            retry_after,
+        },
+        Err(_) => SendError::Rejected {
+            status,
+            code: None,
+            message: text.chars().filter(|c| !c.is_control()).take(200).collect(),
+            retry_after,
+        },
+    }
+}
+
+/// `SM`/`MM` + 32 hex.
+fn is_message_sid(sid: &str) -> bool {
+    sid.len() == 34
+        && (sid.starts_with("SM") || sid.starts_with("MM"))
+        && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Standard, padded base64 (for the Basic credentials).
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_known_answers() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"ACxx:token"), "QUN4eDp0b2tlbg==");
+    }
+
+    #[test]
+    fn created_answers() {
+        let ok = r#"{"sid":"SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","status":"queued","num_segments":"1","price":null}"#;
+        assert_eq!(
+            parse_created(201, ok),
+            Ok(Accepted {
+                sid: "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into(),
+                status: "queued".into()
+            })
+        );
+        assert!(matches!(
+            parse_created(201, "<Response/>"),
+            Err(SendError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            parse_created(201, r#"{"sid":"XX1"}"#),
+            Err(SendError::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn rejections() {
+        let body = r#"{"code":21211,"message":"The 'To' number +1555 is not a valid phone number.","more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#;
+        let e = parse_rejection(400, body, None);
+        assert_eq!(e.twilio_code(), Some(21211));
+        assert_eq!(e.http_status(), Some(400));
+        assert!(e.to_string().contains("Twilio code 21211"));
+        let html = parse_rejection(
+            503,
+            "<html>Service Unavailable</html>",
+            Some(Duration::from_secs(3)),
+        );
+        assert!(matches!(
+            html,
+            SendError::Rejected {
+                code: None,
+                retry_after: Some(_),
+                ..
+            }
+        ));
+    }
+}
