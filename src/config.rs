@@ -295,11 +295,13 @@ impl Config {
 
 /// Check an `http(s)://host[:port][/path]` URL and return it without a trailing slash.
 fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
-    let url = raw.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| err(var, format!("{url:?} must start with https:// or http://")))?;
+    let raw = raw.trim();
+    let (scheme, rest) = ["https://", "http://"]
+        .iter()
+        .find_map(|s| raw.strip_prefix(s).map(|rest| (*s, rest)))
+        .ok_or_else(|| err(var, format!("{raw:?} must start with https:// or http://")))?;
+    let rest = rest.trim_end_matches('/');
+    let url = format!("{scheme}{rest}");
     let host = rest.split('/').next().unwrap_or("");
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => (name, Some(port)),
@@ -315,7 +317,7 @@ fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
             format!("{url:?} is not a valid base URL (scheme://host[:port])"),
         ));
     }
-    Ok(url.to_string())
+    Ok(url)
 }
 
 /// `https://x` → `wss://x`, `http://x` → `ws://x`.

@@ -63,7 +63,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// A JSON response with the given status.
@@ -153,7 +157,12 @@ impl HttpServer {
                     }
                 })?;
         }
-        Ok(HttpServer { addr, stopping, conns, accepted })
+        Ok(HttpServer {
+            addr,
+            stopping,
+            conns,
+            accepted,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -199,7 +208,9 @@ fn serve_connection(stream: &TcpStream, handler: &dyn Handler) -> bool {
         Ok(p) => p,
         Err(_) => return false,
     };
-    let Ok(read_half) = stream.try_clone() else { return false };
+    let Ok(read_half) = stream.try_clone() else {
+        return false;
+    };
     let mut reader = BufReader::new(read_half);
     loop {
         let req = match read_request(&mut reader, peer) {
@@ -286,7 +297,14 @@ fn read_request(
     if reader.read_exact(&mut body).is_err() {
         return Ok(None);
     }
-    Ok(Some(Request { method, path, query, headers, body, peer }))
+    Ok(Some(Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        peer,
+    }))
 }
 
 fn reason(status: u16) -> &'static str {

@@ -2,12 +2,14 @@
 //! PostgreSQL, shared by the integration tests, `make demo`, `make smoke` and the benchmark.
 //!
 //! # Layout
+//! - [`harness`]: the local world (PostgreSQL + doubles) and the service as a child process.
 //! - [`http`]: a small HTTP/1.1 server both doubles run on (faults need raw socket control).
 //! - [`pg`]: a throwaway PostgreSQL 15 cluster, started as an unprivileged user even under root.
 //! - [`twilio`]: the Twilio Messages API double (validation, error bodies, list, faults).
 //! - [`supabase`]: the Supabase double: PostgREST subset and Realtime (Phoenix) fed by
 //!   LISTEN/NOTIFY from PostgreSQL, on one port like the real project URL.
 
+pub mod harness;
 pub mod http;
 pub mod pg;
 pub mod supabase;

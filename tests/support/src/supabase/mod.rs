@@ -1,1 +1,595 @@
-//! (being written)
+//! The Supabase double: a PostgREST subset at `/rest/v1/<table>` and the Realtime Phoenix
+//! WebSocket at `/realtime/v1/websocket`, on one 127.0.0.1 port like a real project URL, both backed
+//! by a real PostgreSQL ([`crate::pg::Pg`]).
+//!
+//! What this module owns: the public API ([`SupabaseDouble`], [`SupabaseConfig`], faults and
+//! observations), request routing, the key checks shared by REST and Realtime, a small connection
+//! pool and the schema cache. `postgrest` renders REST answers (JSON built inside PostgreSQL so
+//! values look exactly like PostgREST's); `realtime` speaks Phoenix V1/V2 and fans out row
+//! changes that a trigger reports through LISTEN/NOTIFY. Starting a double installs, in the
+//! database it is given, a schema `sms_double` (notify function, sequence) and a row trigger
+//! `"00_sms_double_changes"` on every table in `public`.
+//!
+//! Invariants:
+//! - every SQL identifier comes from the schema cache (i.e. from PostgreSQL's catalogs) and is
+//!   quoted; every client-supplied value is a bind parameter;
+//! - every pooled session runs with `TimeZone=UTC`, like Supabase;
+//! - the contract followed is `shared/reference/supabase-protocols.md` (§ numbers in comments).
+
+mod postgrest;
+mod realtime;
+mod schema;
+#[cfg(test)]
+mod testkit;
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::http::{Handler, HttpServer, Reply, Request, Response};
+use crate::pg::Pg;
+
+pub use postgrest::RestRecord;
+
+/// base64url as JWTs use it: no padding on output, padding tolerated on input.
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// How the double is configured at start (faults are switched at run time instead).
+#[derive(Debug, Clone)]
+pub struct SupabaseConfig {
+    /// The key the double accepts as `apikey` (a legacy service_role JWT "eyJ…" or an
+    /// "sb_secret_…" key).
+    pub service_key: String,
+    /// Delay before pushing the "Subscribed to PostgreSQL" system message after a join ok.
+    pub subscribe_delay: Duration,
+    /// Close a socket after this long without any inbound frame (real server: 60 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for SupabaseConfig {
+    fn default() -> Self {
+        SupabaseConfig {
+            service_key: test_service_jwt(),
+            subscribe_delay: Duration::from_millis(50),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A legacy `service_role` key for tests: `{"role":"service_role","exp":<year 2100>}`, signed with
+/// a fake signature (the double does not verify signatures, only compares keys).
+pub fn test_service_jwt() -> String {
+    make_test_jwt(&json!({"iss": "supabase-demo", "role": "service_role", "exp": 4102444800u64}))
+}
+
+/// A JWT-shaped token (`header.payload.signature`, base64url) with these claims and a fake
+/// signature, e.g. an expired key for handshake tests.
+pub fn make_test_jwt(claims: &Value) -> String {
+    let header = B64URL.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = B64URL.encode(claims.to_string());
+    let signature = B64URL.encode(b"sms-sender-doubles-fake-signature");
+    format!("{header}.{payload}.{signature}")
+}
+
+/// Why a token is not a usable JWT (the texts Realtime uses, §2.2 / §3.5).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JwtProblem {
+    /// Not three base64url JSON parts.
+    NotJwt { parts: usize },
+    /// `role` or a numeric `exp` missing.
+    MissingClaims,
+    /// `exp` in the past, by this many seconds.
+    Expired(u64),
+}
+
+/// Decode a JWT's claims without verifying the signature and check `role`/`exp` like Realtime.
+pub(crate) fn jwt_claims(token: &str) -> Result<serde_json::Map<String, Value>, JwtProblem> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(JwtProblem::NotJwt { parts: parts.len() });
+    }
+    let decode = |s: &str| -> Option<Value> {
+        serde_json::from_slice(&B64URL.decode(s.as_bytes()).ok()?).ok()
+    };
+    let (Some(Value::Object(_)), Some(Value::Object(claims))) =
+        (decode(parts[0]), decode(parts[1]))
+    else {
+        return Err(JwtProblem::NotJwt { parts: 3 });
+    };
+    let exp = claims.get("exp").and_then(Value::as_f64);
+    if !claims.get("role").is_some_and(Value::is_string) || exp.is_none() {
+        return Err(JwtProblem::MissingClaims);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let exp = exp.unwrap_or(0.0);
+    if exp <= now {
+        return Err(JwtProblem::Expired((now - exp) as u64));
+    }
+    Ok(claims)
+}
+
+/// Whether `key` is shaped like a JWT (three dot-separated parts with a JSON header).
+pub(crate) fn looks_like_jwt(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    parts.len() == 3
+        && B64URL
+            .decode(parts[0].as_bytes())
+            .ok()
+            .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+            .is_some_and(|v| v.is_object())
+}
+
+/// A REST fault to inject (see [`SupabaseDouble::rest_fail_next`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestFault {
+    /// Answer with this status and a PostgREST error body `{code, details:null, hint:null, message}`.
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Answer with this status and an HTML body (an edge proxy's error page).
+    NonJson { status: u16 },
+    /// Read the request, then close the connection without answering or applying it.
+    Hangup,
+    /// Apply the request's effect (e.g. the PATCH), then close without answering.
+    HangupAfterApply,
+}
+
+impl RestFault {
+    /// 503 `PGRST001`, what PostgREST answers while its database is unreachable.
+    pub fn db_unavailable() -> RestFault {
+        RestFault::Status {
+            status: 503,
+            code: "PGRST001".into(),
+            message: "Database client error. Retrying the connection.".into(),
+        }
+    }
+}
+
+/// What happens after an ok join reply (§3.4).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum SubscribeMode {
+    /// Push "Subscribed to PostgreSQL" after the subscribe delay; events flow from then on.
+    #[default]
+    Ok,
+    /// Push a `system` `status:"error"` with this message instead; no events follow.
+    Error(String),
+    /// Never push the system message (and never deliver events).
+    Never,
+    /// Push the ok message, then the same message again one subscribe delay later.
+    Twice,
+}
+
+/// The running double. Stops (and cuts every connection) when dropped.
+pub struct SupabaseDouble {
+    shared: Arc<Shared>,
+    server: HttpServer,
+}
+
+/// State shared by the HTTP handler, the socket threads and the change listener.
+pub(crate) struct Shared {
+    pub(crate) config: SupabaseConfig,
+    pub(crate) conn_str: String,
+    pub(crate) pool: Pool,
+    pub(crate) schema: schema::SchemaCache,
+    pub(crate) rest: postgrest::RestState,
+    pub(crate) rt: realtime::RealtimeState,
+    pub(crate) stopping: AtomicBool,
+}
+
+impl SupabaseDouble {
+    /// Start on 127.0.0.1 on a free port. Panics if PostgreSQL cannot be set up.
+    pub fn start(pg: &Pg, config: SupabaseConfig) -> SupabaseDouble {
+        SupabaseDouble::start_on(pg, 0, config).expect("start the Supabase double")
+    }
+
+    /// Start on 127.0.0.1:`port` (0 = any). Installs the change trigger (idempotent) on every
+    /// table in `public`, starts the LISTEN thread and the HTTP server.
+    pub fn start_on(pg: &Pg, port: u16, config: SupabaseConfig) -> std::io::Result<SupabaseDouble> {
+        let conn_str = pg.conn_str();
+        let shared = Arc::new(Shared {
+            config,
+            pool: Pool::new(&conn_str),
+            conn_str,
+            schema: schema::SchemaCache::default(),
+            rest: postgrest::RestState::default(),
+            rt: realtime::RealtimeState::default(),
+            stopping: AtomicBool::new(false),
+        });
+        {
+            let mut client = shared
+                .pool
+                .get()
+                .map_err(|e| std::io::Error::other(format!("connect to PostgreSQL: {e}")))?;
+            realtime::install_change_triggers(&mut client, &shared)
+                .map_err(|e| std::io::Error::other(format!("install change triggers: {e}")))?;
+        }
+        realtime::start_listener(shared.clone());
+        let server = HttpServer::start(port, Arc::new(Router(shared.clone())))?;
+        Ok(SupabaseDouble { shared, server })
+    }
+
+    /// `http://127.0.0.1:PORT`: REST at `/rest/v1`, Realtime at `/realtime/v1/websocket`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The port the double listens on.
+    pub fn port(&self) -> u16 {
+        self.server.addr().port()
+    }
+
+    /// The key the double accepts.
+    pub fn service_key(&self) -> String {
+        self.shared.config.service_key.clone()
+    }
+
+    // ---- observation -------------------------------------------------------------------
+
+    /// Every REST request so far, in arrival order (`status` None = hung up / still running).
+    pub fn rest_requests(&self) -> Vec<RestRecord> {
+        self.shared.rest.records.lock().unwrap().clone()
+    }
+
+    /// Forget the recorded REST requests (long runs, e.g. a benchmark, record a lot).
+    pub fn clear_rest_requests(&self) {
+        self.shared.rest.records.lock().unwrap().clear();
+    }
+
+    /// WebSocket upgrades accepted so far.
+    pub fn realtime_connections(&self) -> u64 {
+        self.shared.rt.connections.load(Ordering::SeqCst)
+    }
+
+    /// Sockets open right now.
+    pub fn realtime_open_sockets(&self) -> usize {
+        self.shared.rt.conns.lock().unwrap().len()
+    }
+
+    /// Successful `phx_join` replies sent so far.
+    pub fn realtime_joins(&self) -> u64 {
+        self.shared.rt.joins.load(Ordering::SeqCst)
+    }
+
+    /// Channels currently live (they got "Subscribed to PostgreSQL" and are still joined).
+    pub fn subscribed_channels(&self) -> usize {
+        self.shared.rt.live_channels()
+    }
+
+    /// Every inbound client frame so far (parsed JSON; a non-JSON text frame as a JSON string).
+    pub fn frames_received(&self) -> Vec<Value> {
+        self.shared.rt.frames.lock().unwrap().clone()
+    }
+
+    /// Wait until [`subscribed_channels`](Self::subscribed_channels) `>= n`; false on timeout.
+    pub fn wait_subscribed(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.subscribed_channels() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    // ---- REST faults -------------------------------------------------------------------
+
+    /// The next `n` REST requests get `fault` (before any auth or database work).
+    pub fn rest_fail_next(&self, n: usize, fault: RestFault) {
+        let mut q = self.shared.rest.fail_next.lock().unwrap();
+        q.extend((0..n).map(|_| fault.clone()));
+    }
+
+    /// While `Some`, every REST request gets this fault.
+    pub fn set_rest_outage(&self, fault: Option<RestFault>) {
+        *self.shared.rest.outage.lock().unwrap() = fault;
+    }
+
+    /// Sleep this long before handling each REST request.
+    pub fn set_rest_latency(&self, d: Duration) {
+        *self.shared.rest.latency.lock().unwrap() = d;
+    }
+
+    // ---- Realtime faults ---------------------------------------------------------------
+
+    /// Abrupt TCP drop of every socket (no close frame).
+    pub fn realtime_drop_all(&self) {
+        self.shared.rt.drop_all();
+    }
+
+    /// `system` "Server requested disconnect" on every joined topic, then close 1012 (§6.5).
+    pub fn realtime_server_disconnect(&self) {
+        self.shared.rt.server_disconnect();
+    }
+
+    /// While `Some((status, text))`, answer upgrades with this status and `{"error":text}`.
+    pub fn set_realtime_refuse(&self, refuse: Option<(u16, String)>) {
+        *self.shared.rt.refuse.lock().unwrap() = refuse;
+    }
+
+    /// Off = swallow heartbeats silently (a half-open link as the client sees it).
+    pub fn set_heartbeat_replies(&self, on: bool) {
+        self.shared.rt.heartbeat_replies.store(on, Ordering::SeqCst);
+    }
+
+    /// On = open sockets stay open, but the server neither sends nor answers anything (events
+    /// are dropped, not buffered; the idle timeout is suspended).
+    pub fn set_blackhole(&self, on: bool) {
+        self.shared.rt.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// On = silently drop `postgres_changes` (the rate-limit behaviour, §7).
+    pub fn set_drop_events(&self, on: bool) {
+        self.shared.rt.drop_events.store(on, Ordering::SeqCst);
+    }
+
+    /// On = deliver every `postgres_changes` frame twice (duplicate delivery, §8).
+    pub fn set_duplicate_events(&self, on: bool) {
+        self.shared.rt.duplicate_events.store(on, Ordering::SeqCst);
+    }
+
+    /// On = treat every change as oversized: fields over 64 bytes of JSON are removed and
+    /// `errors` is `["Error 413: Payload Too Large"]` (§4.3).
+    pub fn set_oversized_events(&self, on: bool) {
+        self.shared.rt.oversized_events.store(on, Ordering::SeqCst);
+    }
+
+    /// On = the legacy server behaviour of sending every change type that matches table and
+    /// filter, whatever the binding's `event` (§5.2).
+    pub fn set_send_all_types(&self, on: bool) {
+        self.shared.rt.all_types.store(on, Ordering::SeqCst);
+    }
+
+    /// What follows an ok join (decided when the system message is due).
+    pub fn set_subscribe_status(&self, s: SubscribeMode) {
+        *self.shared.rt.subscribe_mode.lock().unwrap() = s;
+    }
+
+    /// While `Some(reason)`, joins get `phx_reply` `status:"error"` `{reason}`.
+    pub fn set_join_error(&self, reason: Option<String>) {
+        *self.shared.rt.join_error.lock().unwrap() = reason;
+    }
+
+    /// Delay before any join error reply (the real server sleeps 5 s, §3.5); default 0.
+    pub fn set_join_error_delay(&self, d: Duration) {
+        *self.shared.rt.join_error_delay.lock().unwrap() = d;
+    }
+
+    /// `phx_error` (ref = join_ref) on every joined channel; the channels are gone, the sockets stay.
+    pub fn phx_error_all(&self) {
+        self.shared.rt.phx_error_all();
+    }
+
+    /// `system` error "Token has expired 0 seconds ago" then `phx_close` on every joined channel
+    /// (§6.4); the sockets stay.
+    pub fn realtime_expire_tokens(&self) {
+        self.shared.rt.expire_tokens();
+    }
+
+    /// Forget the cached table definitions (after a migration in a test).
+    pub fn reload_schema(&self) {
+        self.shared.schema.clear();
+    }
+
+    /// Stop everything: HTTP server, sockets (dropped), change listener. Idempotent; also on drop.
+    pub fn stop(&self) {
+        if self.shared.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.server.stop();
+        self.shared.rt.drop_all();
+    }
+}
+
+impl std::fmt::Debug for SupabaseDouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupabaseDouble")
+            .field("url", &self.url())
+            .finish()
+    }
+}
+
+impl Drop for SupabaseDouble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Routes requests to REST or Realtime.
+struct Router(Arc<Shared>);
+
+impl Handler for Router {
+    fn handle(&self, req: Request, stream: &TcpStream) -> Reply {
+        let shared = &self.0;
+        if req.path.starts_with("/rest/v1/") {
+            postgrest::handle(shared, req)
+        } else if req.path == "/realtime/v1/websocket" || req.path == "/socket/websocket" {
+            realtime::handle_upgrade(shared, req, stream)
+        } else {
+            // Kong's answer for a path no route matches.
+            Reply::Respond(Response::json(
+                404,
+                &json!({"message": "no Route matched with those values"}),
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection pool.
+
+/// Idle connections to reuse; grown on demand up to [`Pool::MAX`], like PostgREST's pool.
+pub(crate) struct Pool {
+    conn_str: String,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<postgres::Client>,
+    open: usize,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub(crate) enum PoolError {
+    /// PostgreSQL refused or is down.
+    Connect(String),
+    /// Every connection is busy and none came back in time.
+    Timeout,
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolError::Connect(e) => write!(f, "{e}"),
+            PoolError::Timeout => write!(f, "timed out waiting for a pooled connection"),
+        }
+    }
+}
+
+impl Pool {
+    const MAX: usize = 16;
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn new(conn_str: &str) -> Pool {
+        Pool {
+            conn_str: format!("{conn_str} connect_timeout=2"),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// A connection (reused or new). Dropping the guard returns it unless it is closed.
+    pub(crate) fn get(&self) -> Result<Pooled<'_>, PoolError> {
+        let deadline = Instant::now() + Self::ACQUIRE_TIMEOUT;
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(mut c) = st.idle.pop() {
+                drop(st);
+                // A pooled session may have died with a PostgreSQL restart without the client
+                // noticing yet; a cheap round trip finds out before the request depends on it,
+                // so REST recovers as soon as the database is back.
+                if !c.is_closed() && c.is_valid(Duration::from_secs(2)).is_ok() {
+                    return Ok(Pooled {
+                        pool: self,
+                        client: Some(c),
+                    });
+                }
+                drop(c);
+                st = self.state.lock().unwrap();
+                st.open -= 1;
+                continue;
+            }
+            if st.open < Self::MAX {
+                st.open += 1;
+                drop(st);
+                return match self.connect() {
+                    Ok(c) => Ok(Pooled {
+                        pool: self,
+                        client: Some(c),
+                    }),
+                    Err(e) => {
+                        self.state.lock().unwrap().open -= 1;
+                        self.freed.notify_one();
+                        Err(PoolError::Connect(e.to_string()))
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PoolError::Timeout);
+            }
+            st = self.freed.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        let mut c = postgres::Client::connect(&self.conn_str, postgres::NoTls)?;
+        // Supabase sessions run in UTC; the service role inherits an 8 s statement timeout (§9.1).
+        c.batch_execute("SET TimeZone TO 'UTC'; SET statement_timeout TO '8s'")?;
+        Ok(c)
+    }
+}
+
+/// A checked-out connection.
+pub(crate) struct Pooled<'a> {
+    pool: &'a Pool,
+    client: Option<postgres::Client>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.client.as_ref().expect("client present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.client.as_mut().expect("client present until drop")
+    }
+}
+
+impl Pooled<'_> {
+    /// Drop this connection instead of returning it (it failed in a way that makes it suspect).
+    pub(crate) fn discard(mut self) {
+        self.client = None;
+        self.pool.state.lock().unwrap().open -= 1;
+        self.pool.freed.notify_one();
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let mut st = self.pool.state.lock().unwrap();
+            if c.is_closed() {
+                st.open -= 1;
+            } else {
+                st.idle.push(c);
+            }
+            drop(st);
+            self.pool.freed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_jwt_has_role_and_future_exp() {
+        let claims = jwt_claims(&test_service_jwt()).unwrap();
+        assert_eq!(claims["role"], "service_role");
+        assert!(looks_like_jwt(&test_service_jwt()));
+        assert!(!looks_like_jwt("sb_secret_abc"));
+        assert_eq!(jwt_claims("potato"), Err(JwtProblem::NotJwt { parts: 1 }));
+        let expired = make_test_jwt(&json!({"role": "service_role", "exp": 1000}));
+        assert!(matches!(jwt_claims(&expired), Err(JwtProblem::Expired(_))));
+        let no_exp = make_test_jwt(&json!({"role": "service_role"}));
+        assert_eq!(jwt_claims(&no_exp), Err(JwtProblem::MissingClaims));
+    }
+}

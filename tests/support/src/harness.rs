@@ -1,0 +1,383 @@
+//! The whole local world sms-sender runs in, for tests, `make demo`, `make smoke` and the bench:
+//! a [`Stack`] (PostgreSQL with the shipped schema, the Supabase double, the Twilio double, and a
+//! database connection to seed and inspect rows) and a [`Service`] (the real binary as a child
+//! process with an explicit environment, its log captured to a file).
+//!
+//! Everything listens on 127.0.0.1 and every wait is bounded.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::pg::{self, Pg};
+use crate::supabase::{SupabaseConfig, SupabaseDouble};
+use crate::twilio::{TwilioConfig, TwilioDouble};
+
+/// The Twilio number the service sends from in the local world.
+pub const FROM_NUMBER: &str = "+15005550006";
+
+/// PostgreSQL + doubles + a database connection.
+pub struct Stack {
+    /// The database (dropped last: fields drop in declaration order, so it is declared last).
+    pub supabase: SupabaseDouble,
+    /// The Twilio double.
+    pub twilio: TwilioDouble,
+    db: Mutex<Option<postgres::Client>>,
+    /// The database.
+    pub pg: Pg,
+}
+
+/// A message row as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    /// `id`.
+    pub id: String,
+    /// `status`.
+    pub status: Option<String>,
+    /// `twilio_message_sid`.
+    pub twilio_message_sid: Option<String>,
+    /// `sent_at`, as text.
+    pub sent_at: Option<String>,
+}
+
+impl Stack {
+    /// Start everything with default configs.
+    pub fn start() -> Stack {
+        Stack::start_with(SupabaseConfig::default(), TwilioConfig::default())
+    }
+
+    /// Start everything with these double configs.
+    pub fn start_with(supabase: SupabaseConfig, twilio: TwilioConfig) -> Stack {
+        let pg = Pg::start();
+        pg.execute_batch(pg::schema_sql());
+        let supabase = SupabaseDouble::start(&pg, supabase);
+        let twilio = TwilioDouble::start(twilio);
+        Stack {
+            supabase,
+            twilio,
+            db: Mutex::new(None),
+            pg,
+        }
+    }
+
+    /// The environment the service needs to run against this stack (no PORT: see [`free_port`]).
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        let t = self.twilio.config();
+        vec![
+            ("SUPABASE_URL".into(), self.supabase.url()),
+            ("SUPABASE_SERVICE_KEY".into(), self.supabase.service_key()),
+            ("TWILIO_ACCOUNT_SID".into(), t.account_sid.clone()),
+            ("TWILIO_AUTH_TOKEN".into(), t.auth_token.clone()),
+            ("TWILIO_PHONE_NUMBER".into(), FROM_NUMBER.into()),
+            ("TWILIO_API_URL".into(), self.twilio.url()),
+        ]
+    }
+
+    /// Run `f` with the shared database connection, reconnecting (and re-running `f`) when the
+    /// connection was lost, e.g. across a PostgreSQL restart.
+    pub fn db<T>(
+        &self,
+        mut f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> T {
+        let mut guard = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..100 {
+            if guard.as_ref().is_none_or(|c| c.is_closed()) {
+                *guard = Some(self.pg.client());
+            }
+            let client = guard.as_mut().expect("connected above");
+            match f(client) {
+                Ok(v) => return v,
+                Err(_) if client.is_closed() => {
+                    *guard = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!(
+                    "database call failed: {}",
+                    e.as_db_error()
+                        .map_or(e.to_string(), |d| d.message().to_string())
+                ),
+            }
+        }
+        panic!("the database stayed unreachable")
+    }
+
+    /// A new user and conversation with this phone number; returns the conversation id.
+    pub fn create_conversation(&self, phone: &str) -> String {
+        self.db(|c| {
+            let user: String = c
+                .query_one("INSERT INTO users DEFAULT VALUES RETURNING id::text", &[])?
+                .get(0);
+            let row = c.query_one(
+                "INSERT INTO conversations (user_id, phone_number) VALUES ($1::text::uuid, $2) RETURNING id::text",
+                &[&user, &phone],
+            )?;
+            Ok(row.get(0))
+        })
+    }
+
+    /// Insert one outbound `pending` message (the trigger queues it); returns its id.
+    pub fn insert_outbound(&self, conversation: &str, body: &str) -> String {
+        self.insert_many(conversation, &[body.to_string()])
+            .remove(0)
+    }
+
+    /// Insert several outbound `pending` messages in one transaction; returns their ids in order.
+    pub fn insert_many(&self, conversation: &str, bodies: &[String]) -> Vec<String> {
+        self.db(|c| {
+            let mut tx = c.transaction()?;
+            let stmt = tx.prepare(
+                "INSERT INTO messages (conversation_id, user_id, role, content, direction, status) \
+                 SELECT c.id, c.user_id, 'assistant', $2, 'outbound', 'pending' \
+                 FROM conversations c WHERE c.id = $1::text::uuid RETURNING id::text",
+            )?;
+            let mut ids = Vec::with_capacity(bodies.len());
+            for body in bodies {
+                ids.push(tx.query_one(&stmt, &[&conversation, body])?.get(0));
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// Run arbitrary SQL (seeding odd rows, breaking things on purpose).
+    pub fn sql(&self, sql: &str) {
+        self.db(|c| c.batch_execute(sql))
+    }
+
+    /// One message row.
+    pub fn message(&self, id: &str) -> MessageRow {
+        self.db(|c| {
+            let r = c.query_one(
+                "SELECT id::text, status, twilio_message_sid, sent_at::text FROM messages WHERE id = $1::text::uuid",
+                &[&id],
+            )?;
+            Ok(MessageRow { id: r.get(0), status: r.get(1), twilio_message_sid: r.get(2), sent_at: r.get(3) })
+        })
+    }
+
+    /// How many messages have each status.
+    pub fn status_counts(&self) -> BTreeMap<String, i64> {
+        self.db(|c| {
+            let rows = c.query(
+                "SELECT coalesce(status, 'NULL'), count(*) FROM messages GROUP BY 1",
+                &[],
+            )?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    /// Wait until `status_counts()[status] == n` (bounded); returns whether it happened.
+    pub fn wait_status_count(&self, status: &str, n: i64, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.status_counts().get(status).copied().unwrap_or(0) == n
+        })
+    }
+}
+
+/// Poll `cond` every 20 ms until true or `timeout`; returns the last result.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port nobody listens on right now (bind :0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// The service binary running as a child process.
+pub struct Service {
+    child: Child,
+    /// Health port.
+    pub port: u16,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start the service.
+pub struct Launch<'a> {
+    /// The binary.
+    pub binary: &'a Path,
+    /// The complete environment (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    /// Working directory (default: a fresh temp dir).
+    pub cwd: Option<&'a Path>,
+    /// Run as this uid/gid (root only).
+    pub uid_gid: Option<(u32, u32)>,
+}
+
+impl Service {
+    /// Start the binary with `env` plus `PORT` (a free port) and `RUST_LOG=info` unless given.
+    pub fn start(binary: &Path, env: Vec<(String, String)>) -> Service {
+        Service::launch(Launch {
+            binary,
+            env,
+            cwd: None,
+            uid_gid: None,
+        })
+    }
+
+    /// Start with full control over the process.
+    pub fn launch(l: Launch<'_>) -> Service {
+        let dir = TempDir::new("sms-sender-svc");
+        let log_path = dir.0.join("service.log");
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let mut env = l.env;
+        let port = match env.iter().find(|(k, _)| k == "PORT") {
+            Some((_, p)) => p.parse().expect("PORT is a number"),
+            None => {
+                let p = free_port();
+                env.push(("PORT".into(), p.to_string()));
+                p
+            }
+        };
+        if !env.iter().any(|(k, _)| k == "RUST_LOG") {
+            env.push(("RUST_LOG".into(), "info".into()));
+        }
+        let mut cmd = Command::new(l.binary);
+        cmd.env_clear()
+            .envs(env)
+            .current_dir(l.cwd.unwrap_or(&dir.0))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        if let Some((uid, gid)) = l.uid_gid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", l.binary.display()));
+        Service {
+            child,
+            port,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the service logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `GET path` on the health port: status and body, or `None` if it does not answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// The parsed `/health` answer.
+    pub fn health(&self) -> Option<(u16, serde_json::Value)> {
+        let (status, body) = self.get("/health")?;
+        Some((status, serde_json::from_str(&body).ok()?))
+    }
+
+    /// Wait until `/health` says `websocket: connected` (subscribed).
+    pub fn wait_subscribed(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.health()
+                .is_some_and(|(_, v)| v["websocket"] == "connected")
+        })
+    }
+
+    /// Send a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety requirements.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Send SIGTERM, as Cloud Run does before stopping an instance.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Wait for the process to exit (bounded).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kill at once (SIGKILL) and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1:port (bounded to 2 s).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
