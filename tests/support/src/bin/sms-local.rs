@@ -20,14 +20,10 @@ fn main() -> ExitCode {
         eprintln!("usage: sms-local demo|smoke PATH-TO-sms-sender");
         return ExitCode::from(2);
     };
-    let binary = PathBuf::from(binary);
-    if !binary.is_file() {
-        eprintln!(
-            "sms-local: {} does not exist (run `make build` first)",
-            binary.display()
-        );
+    let Ok(binary) = PathBuf::from(binary).canonicalize() else {
+        eprintln!("sms-local: {binary} does not exist (run `make build` first)");
         return ExitCode::from(2);
-    }
+    };
     let result = match cmd.as_str() {
         "demo" => demo(&binary),
         "smoke" => smoke(&binary),
@@ -122,7 +118,7 @@ fn demo(binary: &Path) -> Result<(), String> {
     let status = svc
         .wait_exit(Duration::from_secs(10))
         .ok_or("did not exit within 10 s")?;
-    println!("    exit status: {status}");
+    println!("    {status}");
     step("the service's log");
     for line in svc.log().lines() {
         println!("    {line}");
