@@ -241,7 +241,7 @@ impl Rest {
 }
 
 /// Read a claim response: `[]` lost, one row won (or malformed), anything else unreadable.
-fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
+pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
     let rows: Vec<serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| RestError::Body(format!("claim response is not a JSON array: {e}")))?;
     let Some(first) = rows.into_iter().next() else {
