@@ -1,6 +1,7 @@
 //! The catch-up sweep: Realtime does not replay what changed while we were not subscribed, so
 //! after every (re)subscription we page through the queued outbound rows over REST and hand them
-//! to the senders too.
+//! to the senders too. It also runs every `SWEEP_INTERVAL_SECS`, which catches events the server
+//! dropped on a socket that still looks healthy, and keeps messages moving while Realtime is down.
 //!
 //! One thread runs sweeps on request. Requests made while a sweep runs are coalesced into one
 //! more sweep afterwards. Pages are small and fetched only when the queue has taken the previous
@@ -58,6 +59,8 @@ pub struct Sweeper {
     pub page_size: usize,
     /// Delay between attempts when a page read fails.
     pub backoff: Backoff,
+    /// Sweep at least this often, requested or not.
+    pub interval: Duration,
 }
 
 /// Start the sweeper thread.
@@ -66,8 +69,11 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
         .name("catch-up".into())
         .stack_size(256 * 1024)
         .spawn(move || {
+            let mut last = std::time::Instant::now();
             while !sweeper.shutdown.is_triggered() {
-                if sweeper.trigger.take(Duration::from_millis(250)) {
+                let requested = sweeper.trigger.take(Duration::from_millis(250));
+                if requested || last.elapsed() >= sweeper.interval {
+                    last = std::time::Instant::now();
                     sweeper.sweep();
                 }
             }

@@ -112,6 +112,15 @@ pub struct Config {
     pub log_filter: String,
     /// Realtime heartbeat period (`REALTIME_HEARTBEAT_MS`, default 25 s; shorter in tests).
     pub heartbeat: Duration,
+    /// Total time limit of one HTTP request to Twilio or Supabase REST (`HTTP_TIMEOUT_MS`).
+    pub http_timeout: Duration,
+    /// A claim's lease (`SENDING_TIMEOUT_SECS`): a row `sending` for longer belongs to a dead
+    /// instance. The sender never starts a Twilio request it could not finish inside the lease.
+    pub sending_timeout: Duration,
+    /// How often to look for orphaned `sending` rows (`ORPHAN_CHECK_SECS`).
+    pub orphan_check: Duration,
+    /// How often to sweep `queued_for_send` besides (re)subscriptions (`SWEEP_INTERVAL_SECS`).
+    pub sweep_interval: Duration,
 }
 
 /// A configuration problem: which variable, and what is wrong with it.
@@ -278,6 +287,20 @@ impl Config {
             .optional("RUST_LOG")
             .unwrap_or_else(|| "info".to_string());
         let heartbeat_ms = src.number("REALTIME_HEARTBEAT_MS", 25_000u64, 100..=55_000)?;
+        let http_timeout_ms = src.number("HTTP_TIMEOUT_MS", 15_000u64, 200..=120_000)?;
+        let sending_timeout_secs = src.number("SENDING_TIMEOUT_SECS", 300u64, 1..=86_400)?;
+        if sending_timeout_secs * 1000 < 4 * http_timeout_ms {
+            return Err(err(
+                "SENDING_TIMEOUT_SECS",
+                format!(
+                    "{sending_timeout_secs} s is too short: a claim must outlive the longest send, \
+                     at least 4 × HTTP_TIMEOUT_MS = {} s",
+                    (4 * http_timeout_ms).div_ceil(1000)
+                ),
+            ));
+        }
+        let orphan_check_secs = src.number("ORPHAN_CHECK_SECS", 60u64, 1..=86_400)?;
+        let sweep_interval_secs = src.number("SWEEP_INTERVAL_SECS", 60u64, 1..=86_400)?;
 
         Ok(Config {
             supabase,
@@ -289,6 +312,10 @@ impl Config {
             log_format,
             log_filter,
             heartbeat: Duration::from_millis(heartbeat_ms),
+            http_timeout: Duration::from_millis(http_timeout_ms),
+            sending_timeout: Duration::from_secs(sending_timeout_secs),
+            orphan_check: Duration::from_secs(orphan_check_secs),
+            sweep_interval: Duration::from_secs(sweep_interval_secs),
         })
     }
 }
@@ -488,6 +515,10 @@ mod tests {
         assert_eq!(c.retry_backoff, Duration::from_millis(1000));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.http_timeout, Duration::from_secs(15));
+        assert_eq!(c.sending_timeout, Duration::from_secs(300));
+        assert_eq!(c.orphan_check, Duration::from_secs(60));
+        assert_eq!(c.sweep_interval, Duration::from_secs(60));
     }
 
     #[test]
@@ -546,6 +577,14 @@ mod tests {
             ("RETRY_BACKOFF_MS", Some("0"), "out of range"),
             ("LOG_FORMAT", Some("xml"), "not \"text\" or \"json\""),
             ("REALTIME_HEARTBEAT_MS", Some("60000"), "out of range"),
+            (
+                "SENDING_TIMEOUT_SECS",
+                Some("30"),
+                "at least 4 × HTTP_TIMEOUT_MS = 60 s",
+            ),
+            ("ORPHAN_CHECK_SECS", Some("0"), "out of range"),
+            ("SWEEP_INTERVAL_SECS", Some("x"), "not a whole number"),
+            ("HTTP_TIMEOUT_MS", Some("50"), "out of range"),
         ];
         for (var, value, expected) in cases {
             let e = load_with(&[(var, *value)]).unwrap_err();

@@ -47,6 +47,8 @@ struct State {
     /// When the subscription was lost (or the service started); `None` while subscribed.
     unsubscribed_since: Mutex<Option<Instant>>,
     shutting_down: AtomicBool,
+    /// Shared with the REST client: set while Supabase REST is failing.
+    database_failing: Arc<AtomicBool>,
 }
 
 /// What `GET /health` answers.
@@ -58,6 +60,9 @@ pub struct Report {
     pub status: &'static str,
     /// The WebSocket state.
     pub link: Link,
+    /// Whether Supabase REST answered the last request (informational: restarting would not
+    /// help, so it does not change the status code).
+    pub database_ok: bool,
 }
 
 impl Default for Health {
@@ -74,6 +79,7 @@ impl Health {
                 link: AtomicU8::new(Link::Connecting as u8),
                 unsubscribed_since: Mutex::new(Some(Instant::now())),
                 shutting_down: AtomicBool::new(false),
+                database_failing: Arc::default(),
             }),
         }
     }
@@ -103,6 +109,11 @@ impl Health {
         }
     }
 
+    /// The flag the REST client keeps up to date (reported as `database`).
+    pub fn database_status(&self) -> Arc<AtomicBool> {
+        self.inner.database_failing.clone()
+    }
+
     /// Mark the service as shutting down (health turns 503).
     pub fn set_shutting_down(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
@@ -123,10 +134,12 @@ impl Health {
         } else {
             (503, "unhealthy")
         };
+        let database_ok = !self.inner.database_failing.load(Ordering::Relaxed);
         Report {
             http_status,
             status,
             link,
+            database_ok,
         }
     }
 
@@ -137,6 +150,7 @@ impl Health {
             "service": "sms-sender",
             "timestamp": clock::rfc3339_seconds(time),
             "websocket": report.link.as_str(),
+            "database": if report.database_ok { "ok" } else { "failing" },
         })
         .to_string()
     }
@@ -226,6 +240,7 @@ mod tests {
             http_status: 200,
             status: "healthy",
             link: Link::Connected,
+            database_ok: false,
         };
         let v: serde_json::Value =
             serde_json::from_str(&Health::body(&r, std::time::UNIX_EPOCH)).unwrap();
@@ -233,5 +248,6 @@ mod tests {
         assert_eq!(v["service"], "sms-sender");
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00Z");
         assert_eq!(v["websocket"], "connected");
+        assert_eq!(v["database"], "failing");
     }
 }

@@ -11,6 +11,7 @@
 //! - [`catchup`]: the REST sweep for what Realtime missed;
 //! - [`queue`]: the bounded hand-off to the sender threads;
 //! - [`sender`]: claim → check → send → record, per message, on blocking threads;
+//! - [`orphans`]: settles rows left `sending` by dead instances, reconciling with Twilio;
 //! - [`postgrest`]: every database request (claim, record, release, sweep pages);
 //! - [`twilio`]: the Messages API request and the reading of its answer;
 //! - [`retry`]: the one place that classifies a failed send; [`circuit`]: the pause gate;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod message;
+pub mod orphans;
 pub mod phone;
 pub mod postgrest;
 pub mod queue;

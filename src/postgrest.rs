@@ -5,11 +5,15 @@
 //!   same request (resource embedding), so the happy path costs one REST call before Twilio.
 //! - [`Rest::mark_sent`], [`Rest::mark_failed`], [`Rest::release`]: the state changes after it,
 //!   each conditional on `status=eq.sending` so a stale worker cannot overwrite newer state.
-//! - [`Rest::queued_page`]: keyset paging over queued outbound rows for the catch-up sweep.
+//! - [`Rest::queued_page`]: keyset paging over queued outbound rows for the catch-up sweep;
+//! - [`Rest::sending_page`], [`Rest::sid_owner`], [`Rest::has_column`]: what orphan recovery
+//!   reads (rows stuck in `sending`, whether a Twilio SID is already recorded, whether the
+//!   optional `claimed_at` migration is installed).
 //!
 //! Keys are sent as the reference prescribes (`apikey` plus an identical Bearer). The response
 //! shapes are parsed into domain types here; nothing outside this file sees PostgREST JSON.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +92,8 @@ pub struct Rest {
     base: Arc<str>,
     key: Secret,
     bearer: Arc<str>,
+    /// Set while Supabase is unreachable or answering 5xx; cleared by any answer.
+    failing: Arc<AtomicBool>,
 }
 
 /// Columns the claim returns: just what sending needs.
@@ -113,6 +119,32 @@ struct IdRow {
     id: String,
 }
 
+/// A row in `sending`, as orphan recovery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendingRow {
+    /// The row.
+    pub id: MessageId,
+    /// Its body and phone number, as a claim would return them.
+    pub message: ClaimedMessage,
+    /// `created_at` (a lower bound for when it could have been sent).
+    pub created_at: Option<String>,
+    /// `claimed_at`, when the optional migration is installed and the trigger stamped it.
+    pub claimed_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendingRowJson {
+    id: String,
+    #[serde(default)]
+    content: serde_json::Value,
+    #[serde(default)]
+    conversation: Option<ConversationRow>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    claimed_at: Option<String>,
+}
+
 /// A ureq agent with the given limits and TLS verification from the system bundle.
 pub fn http_agent(
     connect_timeout: Duration,
@@ -132,14 +164,22 @@ pub fn http_agent(
 }
 
 impl Rest {
-    /// A client for `config`, pooling up to `connections` keep-alive connections.
-    pub fn new(config: &SupabaseConfig, connections: usize) -> Result<Rest, String> {
-        let agent = http_agent(Duration::from_secs(5), Duration::from_secs(15), connections)?;
+    /// A client for `config`, pooling up to `connections` keep-alive connections, reporting
+    /// whether Supabase answers into `status` (shown by `/health`).
+    pub fn new(
+        config: &SupabaseConfig,
+        connections: usize,
+        connect_timeout: Duration,
+        timeout: Duration,
+        status: Arc<AtomicBool>,
+    ) -> Result<Rest, String> {
+        let agent = http_agent(connect_timeout, timeout, connections)?;
         Ok(Rest {
             agent,
             base: config.rest_url.as_str().into(),
             key: config.key.clone(),
             bearer: format!("Bearer {}", config.key.expose()).into(),
+            failing: status,
         })
     }
 
@@ -162,7 +202,7 @@ impl Rest {
                 .send_string(&b.to_string()),
             None => req.call(),
         };
-        match result {
+        let outcome = match result {
             Ok(resp) => resp
                 .into_string()
                 .map_err(|e| RestError::Transport(e.to_string())),
@@ -171,7 +211,14 @@ impl Rest {
                 Err(parse_error(status, &text))
             }
             Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
-        }
+        };
+        let down = match &outcome {
+            Ok(_) => false,
+            Err(RestError::Status { status, .. }) => *status >= 500,
+            Err(_) => true,
+        };
+        self.failing.store(down, Ordering::Relaxed);
+        outcome
     }
 
     /// Try to take `id` for sending (`queued_for_send` outbound → `sending`).
@@ -186,10 +233,13 @@ impl Rest {
         parse_claim(id, &text)
     }
 
-    /// Record a delivered-to-Twilio message. `Ok(false)` if the row was no longer `sending`.
+    /// Record a message Twilio accepted. Also applies to a row that orphan recovery put back in
+    /// the queue meanwhile: the SMS exists, so the row must say so before anyone claims it again.
+    /// `Ok(false)` if the row was neither `sending` nor `queued_for_send`.
     pub fn mark_sent(&self, id: &MessageId, sid: &str, sent_at: &str) -> Result<bool, RestError> {
-        self.transition(
+        self.update_where(
             id,
+            "in.(sending,queued_for_send)",
             serde_json::json!({"status": "sent", "twilio_message_sid": sid, "sent_at": sent_at}),
         )
     }
@@ -206,7 +256,17 @@ impl Rest {
 
     /// Update a row we hold (`status=eq.sending`); tells whether it still was ours.
     fn transition(&self, id: &MessageId, body: serde_json::Value) -> Result<bool, RestError> {
-        let query = format!("id=eq.{id}&status=eq.sending&select=id");
+        self.update_where(id, "eq.sending", body)
+    }
+
+    /// Update row `id` if its status matches the PostgREST `condition`; tells whether it did.
+    fn update_where(
+        &self,
+        id: &MessageId,
+        condition: &str,
+        body: serde_json::Value,
+    ) -> Result<bool, RestError> {
+        let query = format!("id=eq.{id}&status={condition}&select=id");
         let req = self
             .request("PATCH", &query)
             .set("Prefer", "return=representation");
@@ -237,6 +297,71 @@ impl Rest {
                 MessageId::parse(&r.id).ok_or_else(|| RestError::Body(format!("bad id {:?}", r.id)))
             })
             .collect()
+    }
+}
+
+impl Rest {
+    /// Up to `limit` outbound rows in `sending` with ids greater than `after`, in id order.
+    pub fn sending_page(
+        &self,
+        after: Option<&MessageId>,
+        limit: usize,
+        with_claimed_at: bool,
+    ) -> Result<Vec<SendingRow>, RestError> {
+        let mut query = format!(
+            "select={CLAIM_SELECT},created_at{}&status=eq.sending&direction=eq.outbound&order=id.asc&limit={limit}",
+            if with_claimed_at { ",claimed_at" } else { "" }
+        );
+        if let Some(after) = after {
+            query.push_str(&format!("&id=gt.{after}"));
+        }
+        let text = self.call(self.request("GET", &query), None)?;
+        let rows: Vec<SendingRowJson> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let id = MessageId::parse(&r.id)?;
+                let phone_number = r
+                    .conversation
+                    .and_then(|c| c.phone_number.as_str().map(String::from));
+                let body = r.content.as_str().unwrap_or_default().to_string();
+                Some(SendingRow {
+                    message: ClaimedMessage {
+                        id: id.clone(),
+                        body,
+                        phone_number,
+                    },
+                    id,
+                    created_at: r.created_at,
+                    claimed_at: r.claimed_at,
+                })
+            })
+            .collect())
+    }
+
+    /// The row that already records Twilio message `sid`, if any.
+    pub fn sid_owner(&self, sid: &str) -> Result<Option<MessageId>, RestError> {
+        if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        let query = format!("select=id&twilio_message_sid=eq.{sid}&limit=1");
+        let text = self.call(self.request("GET", &query), None)?;
+        let rows: Vec<IdRow> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        Ok(rows.first().and_then(|r| MessageId::parse(&r.id)))
+    }
+
+    /// Whether `messages` has column `name` (an unknown column is PostgREST error 42703).
+    pub fn has_column(&self, name: &str) -> Result<bool, RestError> {
+        let query = format!("select={name}&limit=1");
+        match self.call(self.request("GET", &query), None) {
+            Ok(_) => Ok(true),
+            Err(RestError::Status {
+                code: Some(code), ..
+            }) if code == "42703" || code == "PGRST204" || code == "PGRST100" => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

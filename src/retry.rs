@@ -58,6 +58,17 @@ pub fn classify(error: &SendError) -> Verdict {
     }
 }
 
+/// Whether Twilio may have created the message despite the failure: the request may have been
+/// written (timeout, cut connection), Twilio failed while handling it (5xx), or it answered 2xx
+/// in a way we could not read. 429 and connection failures are safe: nothing was processed.
+pub fn is_ambiguous(error: &SendError) -> bool {
+    match error {
+        SendError::NotSent(_) => false,
+        SendError::NoResponse(_) | SendError::Unreadable { .. } => true,
+        SendError::Rejected { status, .. } => *status >= 500,
+    }
+}
+
 /// Whether the failure says something about Twilio's availability (outage signal), as opposed
 /// to this one message or throttling.
 pub fn is_outage_signal(error: &SendError) -> bool {
@@ -133,6 +144,19 @@ mod tests {
             classify(&SendError::NoResponse("timeout".into())),
             Verdict::Retry { after: None }
         );
+    }
+
+    #[test]
+    fn ambiguity() {
+        assert!(is_ambiguous(&rejected(500, Some(20500))));
+        assert!(is_ambiguous(&SendError::NoResponse("timed out".into())));
+        assert!(is_ambiguous(&SendError::Unreadable {
+            status: 201,
+            detail: String::new()
+        }));
+        assert!(!is_ambiguous(&SendError::NotSent("refused".into())));
+        assert!(!is_ambiguous(&rejected(429, Some(20429))));
+        assert!(!is_ambiguous(&rejected(400, Some(21211))));
     }
 
     #[test]

@@ -3,19 +3,28 @@
 //! Each of `SENDER_THREADS` blocking threads takes ids from the [`WorkQueue`] and runs
 //! [`Pipeline::process`]. The flow and its promises:
 //! - **claim** first (atomic in the database), so no two instances send the same message; a lost
-//!   claim is skipped silently;
+//!   claim is skipped silently. A claim is a *lease* of `SENDING_TIMEOUT_SECS`: no Twilio request
+//!   is started that could end after it, so when orphan recovery takes over a row, nobody is still
+//!   working on it;
 //! - **check** the row: a missing conversation or a number that is not E.164 fails the message
 //!   without calling Twilio;
 //! - **send** with retries: the verdict of [`crate::retry::classify`] decides between another
 //!   attempt after the backoff (honouring a clamped `Retry-After`), `failed` at once, or a pause
 //!   of all sending (account problems) with the message given back;
+//! - after an **ambiguous** failure (timeout, cut connection, 5xx: Twilio may have created the
+//!   message) the next try first asks Twilio's list whether it exists, and records that SID
+//!   instead of sending again;
+//! - during a Twilio **outage** (the [`Circuit`] is open) attempts do not count against
+//!   `MAX_RETRIES`: the message waits inside its lease, then is given back;
 //! - **record** `sent` with the SID, retrying the database write alone if it fails: a message
 //!   Twilio accepted is never sent again because the database was unavailable.
 //!
-//! Database faults never turn a message `failed`. On shutdown a claimed message that has not
-//! been handed to Twilio yet is released back to `queued_for_send`.
+//! Database faults never turn a message `failed`. A message given back goes to
+//! `queued_for_send` when it certainly was not sent; when it may have been and Twilio cannot tell
+//! right now, it stays `sending` for orphan recovery ([`crate::orphans`]) to settle.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,9 +37,9 @@ use crate::message::{ClaimedMessage, MessageId};
 use crate::phone;
 use crate::postgrest::{Claim, Rest, RestError};
 use crate::queue::WorkQueue;
-use crate::retry::{classify, Verdict};
+use crate::retry::{classify, is_ambiguous, is_outage_signal, Verdict};
 use crate::shutdown::Shutdown;
-use crate::twilio::Twilio;
+use crate::twilio::{Found, SendError, Twilio};
 
 /// Everything a sender thread needs; shared by all of them.
 pub struct Pipeline {
@@ -48,12 +57,72 @@ pub struct Pipeline {
     pub retry_backoff: Backoff,
     /// Delay between attempts of a database write.
     pub persist_backoff: Backoff,
+    /// Upper bound of one HTTP request.
+    pub http_timeout: Duration,
+    /// The claim's lease.
+    pub sending_timeout: Duration,
+    /// Ids held by this instance right now.
+    pub in_flight: InFlight,
+}
+
+/// Ids this instance has claimed and not yet settled, so its own orphan recovery leaves them be.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<MessageId>>>);
+
+impl InFlight {
+    /// Whether `id` is being processed here.
+    pub fn contains(&self, id: &MessageId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn hold(&self, id: &MessageId) -> InFlightGuard<'_> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        InFlightGuard(self, id.clone())
+    }
+}
+
+struct InFlightGuard<'a>(&'a InFlight, MessageId);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+/// A claim's time limits.
+struct Lease {
+    /// Earliest time Twilio may have created the message (with slack for clock differences).
+    since: SystemTime,
+    /// Last moment a Twilio request may start and still end inside the lease.
+    last_start: Instant,
 }
 
 /// How many times a database write is tried before giving up and logging the loss.
 const PERSIST_ATTEMPTS: u32 = 12;
 /// How many times a claim is tried; an unclaimed message just waits for the next sweep.
 const CLAIM_ATTEMPTS: u32 = 3;
+/// Allowance for clocks (ours, Twilio's) disagreeing when matching a message's creation time.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
+
+/// What one try produced.
+enum Try {
+    /// Twilio accepted a new message.
+    Sent(String),
+    /// A message from an earlier, ambiguous attempt was found: it was sent already.
+    Found(Found),
+    /// Nothing was accepted; `ambiguous` when Twilio may have created it anyway.
+    Failed { error: SendError, ambiguous: bool },
+}
 
 /// Start `count` sender threads reading `queue`. They end when the queue is closed.
 pub fn spawn(
@@ -83,18 +152,21 @@ pub fn spawn(
 impl Pipeline {
     /// Take one message from `queued_for_send` to `sent` or `failed` (or leave it queued).
     pub fn process(&self, id: MessageId) {
-        let mut pass = match self.circuit.enter(&self.shutdown) {
-            Pass::Shutdown => return,
+        let pass = match self.circuit.enter(&self.shutdown) {
+            Pass::Shutdown | Pass::Expired => return,
             p => p,
         };
-        let message = match self.claim(&id) {
-            Some(m) => m,
-            None => {
-                if pass == Pass::Probe {
-                    self.circuit.abandon_probe();
-                }
-                return;
+        let claimed = Instant::now();
+        let Some(message) = self.claim(&id) else {
+            if pass == Pass::Probe {
+                self.circuit.abandon_probe();
             }
+            return;
+        };
+        let _held = self.in_flight.hold(&id);
+        let lease = Lease {
+            since: SystemTime::now() - CLOCK_SLACK,
+            last_start: claimed + self.sending_timeout.saturating_sub(self.http_timeout * 3),
         };
         let to = match check(&message) {
             Ok(to) => to,
@@ -108,88 +180,234 @@ impl Pipeline {
             }
         };
         trace!("message {id} body: {:?}", message.body);
+        self.deliver(&message, to, pass, &lease);
+    }
 
+    /// The attempt loop for a claimed, checked message.
+    fn deliver(&self, message: &ClaimedMessage, to: &str, mut pass: Pass, lease: &Lease) {
+        let id = &message.id;
         let attempts = self.max_retries + 1;
-        for attempt in 1..=attempts {
-            if attempt > 1 {
-                pass = match self.circuit.enter(&self.shutdown) {
-                    Pass::Shutdown => return self.release(&id),
-                    p => p,
-                };
+        let mut counted = 0u32;
+        let mut maybe_sent = false;
+        let mut first = true;
+        loop {
+            if !first {
+                pass = self
+                    .circuit
+                    .enter_until(&self.shutdown, Some(lease.last_start));
             }
-            if self.shutdown.is_triggered() {
+            first = false;
+            if matches!(pass, Pass::Shutdown | Pass::Expired)
+                || self.shutdown.is_triggered()
+                || Instant::now() > lease.last_start
+            {
                 if pass == Pass::Probe {
                     self.circuit.abandon_probe();
                 }
-                return self.release(&id);
+                let why = if self.shutdown.is_triggered() {
+                    "shutdown"
+                } else {
+                    "its lease ran out"
+                };
+                return self.give_back(message, to, maybe_sent, lease, why);
             }
             let started = Instant::now();
-            let result = self.twilio.send(to, &message.body);
+            let outcome = self.try_once(message, to, maybe_sent, lease);
             let took = started.elapsed().as_millis();
-            let error = match result {
-                Ok(accepted) => {
+            let (error, ambiguous) = match outcome {
+                Try::Sent(sid) => {
                     self.circuit.record_ok();
                     info!(
-                        "message {id} sent to {} as {} (attempt {attempt}, {took} ms)",
+                        "message {id} sent to {} as {sid} (attempt {}, {took} ms)",
                         phone::mask(to),
-                        accepted.sid
+                        counted + 1
                     );
-                    let sent_at = clock::rfc3339_millis(SystemTime::now());
-                    let sid = accepted.sid;
-                    let recorded = self.persist(&id, "record sent", || {
-                        self.rest.mark_sent(&id, &sid, &sent_at)
-                    });
-                    if !recorded {
-                        error!(
-                            "message {id} WAS SENT as {sid} but could not be recorded; \
-                             it stays 'sending' (set status='sent', twilio_message_sid='{sid}')"
-                        );
-                    }
-                    return;
+                    return self.record_sent(id, &sid, SystemTime::now());
                 }
-                Err(e) => e,
+                Try::Found(found) => {
+                    self.circuit.record_ok();
+                    info!(
+                        "message {id} had been created by Twilio as {} despite the failed attempt; \
+                         recording it, not sending again",
+                        found.sid
+                    );
+                    return self.record_sent(id, &found.sid, found.created);
+                }
+                Try::Failed { error, ambiguous } => (error, ambiguous),
             };
+            maybe_sent |= ambiguous;
             warn!(
-                "message {id} attempt {attempt}/{attempts} failed after {took} ms: HTTP {}, Twilio code {}: {error}",
+                "message {id} attempt {}/{attempts} failed after {took} ms: HTTP {}, Twilio code {}: {error}",
+                counted + 1,
                 error.http_status().map_or("-".to_string(), |s| s.to_string()),
                 error.twilio_code().map_or("-".to_string(), |c| c.to_string()),
             );
             match classify(&error) {
                 Verdict::Fail => {
-                    self.circuit.record_ok(); // Twilio judged the message: the account works
+                    self.circuit.record_ok(); // Twilio judged the message: it is up
                     error!("message {id} failed permanently: {error}");
-                    self.persist(&id, "record failed", || self.rest.mark_failed(&id));
+                    self.persist(id, "record failed", || self.rest.mark_failed(id));
                     return;
                 }
                 Verdict::Pause => {
                     let pause = self.circuit.trip();
                     error!(
-                        "Twilio refused our account or URL ({error}); message {id} goes back to \
-                         the queue and all sending pauses for {} s. Check TWILIO_ACCOUNT_SID, \
-                         TWILIO_AUTH_TOKEN and TWILIO_API_URL.",
+                        "Twilio refused our account or URL ({error}); all sending pauses for {} s \
+                         and message {id} goes back. Check TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN \
+                         and TWILIO_API_URL.",
                         pause.as_secs()
                     );
-                    return self.release(&id);
+                    return self.give_back(
+                        message,
+                        to,
+                        maybe_sent,
+                        lease,
+                        "Twilio refused the account",
+                    );
                 }
                 Verdict::Retry { after } => {
-                    if pass == Pass::Probe {
-                        self.circuit.abandon_probe();
+                    let outage = if is_outage_signal(&error) {
+                        self.circuit.record_outage(id)
+                    } else {
+                        if pass == Pass::Probe {
+                            self.circuit.abandon_probe();
+                        }
+                        None
+                    };
+                    if let Some(pause) = outage {
+                        // Twilio is down for everyone: this attempt does not count.
+                        warn!(
+                            "Twilio looks down; sending pauses for {} ms (message {id} waits)",
+                            pause.as_millis()
+                        );
+                        continue;
                     }
-                    if attempt == attempts {
-                        error!("message {id} failed after {attempts} attempts: {error}");
-                        self.persist(&id, "record failed", || self.rest.mark_failed(&id));
-                        return;
+                    counted += 1;
+                    if counted >= attempts {
+                        return self.exhausted(message, to, maybe_sent, lease, &error);
                     }
                     let delay = after.map_or_else(
-                        || self.retry_backoff.delay(attempt - 1),
+                        || self.retry_backoff.delay(counted - 1),
                         |a| self.retry_backoff.clamp(a),
                     );
                     debug!("message {id} retrying in {} ms", delay.as_millis());
                     if !self.shutdown.sleep(delay) {
-                        return self.release(&id);
+                        return self.give_back(message, to, maybe_sent, lease, "shutdown");
                     }
                 }
             }
+        }
+    }
+
+    /// One try: if an earlier attempt may have created the message, look for it first.
+    fn try_once(&self, message: &ClaimedMessage, to: &str, maybe_sent: bool, lease: &Lease) -> Try {
+        if maybe_sent {
+            match self.lookup(message, to, lease) {
+                Ok(Some(found)) => return Try::Found(found),
+                Ok(None) => debug!("message {}: not created by the earlier attempt", message.id),
+                Err(error) => {
+                    return Try::Failed {
+                        error,
+                        ambiguous: true,
+                    }
+                }
+            }
+        }
+        match self.twilio.send(to, &message.body) {
+            Ok(accepted) => Try::Sent(accepted.sid),
+            Err(error) => {
+                let ambiguous = is_ambiguous(&error);
+                Try::Failed { error, ambiguous }
+            }
+        }
+    }
+
+    /// Ask Twilio whether it holds this message already (one not recorded on another row).
+    fn lookup(
+        &self,
+        message: &ClaimedMessage,
+        to: &str,
+        lease: &Lease,
+    ) -> Result<Option<Found>, SendError> {
+        let candidates = self.twilio.find_sent(to, &message.body, lease.since)?;
+        for found in candidates {
+            match self.rest.sid_owner(&found.sid) {
+                Ok(Some(owner)) if owner != message.id => continue, // an earlier identical SMS
+                Ok(_) => return Ok(Some(found)),
+                // Cannot tell whether it is ours: safer to count it as ours than to send twice.
+                Err(_) => return Ok(Some(found)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Retries are used up.
+    fn exhausted(
+        &self,
+        message: &ClaimedMessage,
+        to: &str,
+        maybe_sent: bool,
+        lease: &Lease,
+        error: &SendError,
+    ) {
+        let id = &message.id;
+        let attempts = self.max_retries + 1;
+        if maybe_sent {
+            match self.lookup(message, to, lease) {
+                Ok(Some(found)) => {
+                    info!("message {id} turned out to be sent as {}", found.sid);
+                    return self.record_sent(id, &found.sid, found.created);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error!(
+                        "message {id} failed {attempts} times and Twilio cannot say whether one \
+                         attempt went through ({e}); leaving it 'sending' for orphan recovery"
+                    );
+                    return;
+                }
+            }
+        }
+        error!("message {id} failed after {attempts} attempts: {error}");
+        self.persist(id, "record failed", || self.rest.mark_failed(id));
+    }
+
+    /// Hand a claimed message back: to the queue when it certainly was not sent; otherwise after
+    /// asking Twilio, or, when Twilio cannot answer, to orphan recovery (left `sending`).
+    fn give_back(
+        &self,
+        message: &ClaimedMessage,
+        to: &str,
+        maybe_sent: bool,
+        lease: &Lease,
+        why: &str,
+    ) {
+        let id = &message.id;
+        if maybe_sent {
+            match self.lookup(message, to, lease) {
+                Ok(Some(found)) => return self.record_sent(id, &found.sid, found.created),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(
+                        "message {id} ({why}) may have been sent and Twilio cannot tell now ({e}); \
+                         leaving it 'sending' for orphan recovery"
+                    );
+                    return;
+                }
+            }
+        }
+        if self.persist(id, "release", || self.rest.release(id)) {
+            info!("message {id} released back to queued_for_send ({why})");
+        }
+    }
+
+    fn record_sent(&self, id: &MessageId, sid: &str, at: SystemTime) {
+        let sent_at = clock::rfc3339_millis(at);
+        if !self.persist(id, "record sent", || self.rest.mark_sent(id, sid, &sent_at)) {
+            error!(
+                "message {id} WAS SENT as {sid} but could not be recorded; orphan recovery will \
+                 record it (or set status='sent', twilio_message_sid='{sid}')"
+            );
         }
     }
 
@@ -212,20 +430,13 @@ impl Pipeline {
                     if attempt + 1 == CLAIM_ATTEMPTS
                         || !self.shutdown.sleep(self.persist_backoff.delay(attempt))
                     {
-                        warn!("message {id} left queued; the next sweep will pick it up");
+                        warn!("message {id} left queued; a later sweep will pick it up");
                         return None;
                     }
                 }
             }
         }
         None
-    }
-
-    /// Give a claimed, unsent message back to the queue.
-    fn release(&self, id: &MessageId) {
-        if self.persist(id, "release", || self.rest.release(id)) {
-            info!("message {id} released back to queued_for_send");
-        }
     }
 
     /// Run a database write until it succeeds (or attempts run out). `true` when written and the
@@ -240,7 +451,7 @@ impl Pipeline {
             match write() {
                 Ok(true) => return true,
                 Ok(false) => {
-                    warn!("message {id}: {what}: the row was no longer 'sending'; left as it is");
+                    warn!("message {id}: {what}: the row was no longer ours; left as it is");
                     return false;
                 }
                 Err(e) => {
@@ -256,7 +467,7 @@ impl Pipeline {
 }
 
 /// Whether a claimed message can be sent; returns the destination number.
-fn check(message: &ClaimedMessage) -> Result<&str, String> {
+pub(crate) fn check(message: &ClaimedMessage) -> Result<&str, String> {
     let Some(number) = message.phone_number.as_deref() else {
         return Err("its conversation does not exist".into());
     };

@@ -1,7 +1,7 @@
 //! Wiring: builds every part from the [`Config`], runs until shutdown, then winds down in order.
 //!
 //! Threads: the Realtime task on the main thread (smol executor), `SENDER_THREADS` blocking
-//! senders, one catch-up sweeper, the health server, the signal watcher. Shutdown order: the
+//! senders, one catch-up sweeper, one orphan checker, the health server, the signal watcher. Shutdown order: the
 //! Realtime task leaves its channel and returns; health turns `shutting_down`; the queue closes
 //! (waiting ids are abandoned: their rows are still `queued_for_send`); senders finish or release
 //! what they hold, within [`SHUTDOWN_DEADLINE`].
@@ -16,10 +16,11 @@ use crate::catchup::{self, SweepTrigger, Sweeper};
 use crate::circuit::Circuit;
 use crate::config::{Config, SmsSender};
 use crate::health::{self, Health};
+use crate::orphans::{self, OrphanCheck};
 use crate::postgrest::{self, Rest};
 use crate::queue::WorkQueue;
 use crate::realtime::{self, Timing};
-use crate::sender::{self, Pipeline};
+use crate::sender::{self, InFlight, Pipeline};
 use crate::shutdown::Shutdown;
 use crate::twilio::Twilio;
 use crate::{phone, signals};
@@ -53,11 +54,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         ))
     })?;
 
-    let rest = Rest::new(&config.supabase, config.sender_threads + 2).map_err(StartError)?;
+    let connect_timeout = config.http_timeout.min(Duration::from_secs(5));
+    let rest = Rest::new(
+        &config.supabase,
+        config.sender_threads + 3,
+        connect_timeout,
+        config.http_timeout,
+        health.database_status(),
+    )
+    .map_err(StartError)?;
     let twilio_agent = postgrest::http_agent(
-        Duration::from_secs(5),
-        Duration::from_secs(15),
-        config.sender_threads,
+        connect_timeout,
+        config.http_timeout,
+        config.sender_threads + 1,
     )
     .map_err(StartError)?;
     let twilio = Twilio::new(&config.twilio, twilio_agent);
@@ -76,21 +85,33 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.port
     );
 
+    let in_flight = InFlight::default();
     let pipeline = Arc::new(Pipeline {
         rest: rest.clone(),
-        twilio,
-        circuit: Circuit::new(Backoff::new(
-            Duration::from_secs(5),
-            Duration::from_secs(300),
-            true,
-        )),
+        twilio: twilio.clone(),
+        circuit: Circuit::new(
+            Backoff::new(Duration::from_secs(5), Duration::from_secs(300), true),
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
+        ),
         shutdown: shutdown.clone(),
         max_retries: config.max_retries,
         retry_backoff: Backoff::new(config.retry_backoff, Duration::from_secs(60), false),
         persist_backoff: sender::persist_backoff(),
+        http_timeout: config.http_timeout,
+        sending_timeout: config.sending_timeout,
+        in_flight: in_flight.clone(),
     });
     let senders = sender::spawn(config.sender_threads, pipeline, queue.clone())
         .map_err(|e| StartError(format!("cannot start sender threads: {e}")))?;
+    orphans::spawn(OrphanCheck {
+        rest: rest.clone(),
+        twilio,
+        in_flight,
+        sending_timeout: config.sending_timeout,
+        interval: config.orphan_check,
+        shutdown: shutdown.clone(),
+    })
+    .map_err(|e| StartError(format!("cannot start the orphan checker: {e}")))?;
     catchup::spawn(Sweeper {
         rest,
         queue: queue.clone(),
@@ -98,6 +119,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         shutdown: shutdown.clone(),
         page_size: SWEEP_PAGE,
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
+        interval: config.sweep_interval,
     })
     .map_err(|e| StartError(format!("cannot start the catch-up thread: {e}")))?;
 

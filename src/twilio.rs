@@ -5,12 +5,18 @@
 //! It never retries by itself: create is not idempotent, so whether to try again is decided by
 //! [`crate::retry`] with the facts this module reports (was the request written? what did Twilio
 //! answer?).
+//!
+//! Twilio has no idempotency key, so after an ambiguous failure the only way to learn whether a
+//! message was created is the list endpoint: [`Twilio::find_sent`] lists messages to the same
+//! recipient from the same sender since the claim's day (`DateSent>=`, paged through
+//! `next_page_uri`) and returns those with exactly our body created since the claim.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
 
 /// Twilio accepted the message (HTTP 201).
@@ -101,10 +107,59 @@ impl SendError {
 #[derive(Clone)]
 pub struct Twilio {
     agent: ureq::Agent,
+    api_url: Arc<str>,
     messages_url: Arc<str>,
     authorization: Arc<str>,
     sender: SmsSender,
 }
+
+/// A message Twilio already has that matches what we were sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its SID.
+    pub sid: String,
+    /// When Twilio created it.
+    pub created: SystemTime,
+}
+
+/// One page of `GET …/Messages.json`, reduced to what reconciliation reads.
+#[derive(Debug, Deserialize)]
+pub struct ListPage {
+    /// The messages on this page (newest first).
+    #[serde(default)]
+    pub messages: Vec<ListedMessage>,
+    /// Host-relative URI of the next page, `null` on the last.
+    #[serde(default)]
+    pub next_page_uri: Option<String>,
+}
+
+/// A listed message; every field is optional because Twilio marks them all nullable.
+#[derive(Debug, Deserialize)]
+pub struct ListedMessage {
+    /// SID.
+    #[serde(default)]
+    pub sid: Option<String>,
+    /// Body (may be redacted or discarded by retention settings).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `outbound-api` for REST-created messages.
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// RFC 2822 creation time.
+    #[serde(default)]
+    pub date_created: Option<String>,
+    /// The service the message went through, if any.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+}
+
+/// Read a list page.
+pub fn parse_list_page(text: &str) -> Result<ListPage, String> {
+    serde_json::from_str(text).map_err(|e| format!("unreadable message list: {e}"))
+}
+
+/// At most this many pages are read per lookup (100 messages each).
+const MAX_LIST_PAGES: usize = 20;
 
 #[derive(Deserialize)]
 struct MessageResource {
@@ -128,6 +183,7 @@ impl Twilio {
         let credentials = format!("{account}:{}", config.auth_token.expose());
         Twilio {
             agent,
+            api_url: config.api_url.as_str().into(),
             messages_url: format!(
                 "{}/2010-04-01/Accounts/{account}/Messages.json",
                 config.api_url
@@ -172,6 +228,79 @@ impl Twilio {
                 | ureq::ErrorKind::InvalidUrl => SendError::NotSent(t.to_string()),
                 _ => SendError::NoResponse(t.to_string()),
             }),
+        }
+    }
+}
+
+impl Twilio {
+    /// Messages Twilio created to `to` from our sender with exactly `body`, created at or after
+    /// `since`, newest first. An error means the question could not be answered (do not send).
+    pub fn find_sent(
+        &self,
+        to: &str,
+        body: &str,
+        since: SystemTime,
+    ) -> Result<Vec<Found>, SendError> {
+        let mut request = self
+            .agent
+            .get(&self.messages_url)
+            .query("To", to)
+            .query("DateSent>", &clock::utc_date(since))
+            .query("PageSize", "100");
+        if let SmsSender::Number(from) = &self.sender {
+            request = request.query("From", from);
+        }
+        let mut found = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let page = self.get_page(request)?;
+            for m in page.messages {
+                let (Some(sid), Some(created)) = (
+                    m.sid,
+                    m.date_created.as_deref().and_then(clock::parse_rfc2822),
+                ) else {
+                    continue;
+                };
+                let ours = m.body.as_deref() == Some(body)
+                    && m.direction
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("outbound"))
+                    && created >= since
+                    && match &self.sender {
+                        SmsSender::MessagingService(mg) => {
+                            m.messaging_service_sid.as_ref() == Some(mg)
+                        }
+                        SmsSender::Number(_) => true,
+                    };
+                if ours {
+                    found.push(Found { sid, created });
+                }
+            }
+            match page.next_page_uri.filter(|u| u.starts_with('/')) {
+                Some(uri) => request = self.agent.get(&format!("{}{uri}", self.api_url)),
+                None => return Ok(found),
+            }
+        }
+        Ok(found)
+    }
+
+    fn get_page(&self, request: ureq::Request) -> Result<ListPage, SendError> {
+        let result = request
+            .set("Authorization", &self.authorization)
+            .set("Accept", "application/json")
+            .call();
+        match result {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp
+                    .into_string()
+                    .map_err(|e| SendError::NoResponse(format!("reading the list: {e}")))?;
+                parse_list_page(&text).map_err(|detail| SendError::Unreadable { status, detail })
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                Err(parse_rejection(status, &text, None))
+            }
+            Err(ureq::Error::Transport(t)) => Err(SendError::NotSent(t.to_string())),
         }
     }
 }
@@ -268,6 +397,22 @@ mod tests {
             parse_created(201, r#"{"sid":"XX1"}"#),
             Err(SendError::Unreadable { .. })
         ));
+    }
+
+    #[test]
+    fn list_pages() {
+        let page = parse_list_page(
+            r#"{"messages":[{"sid":"SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","body":"hi","direction":"outbound-api",
+            "date_created":"Thu, 24 Aug 2023 05:01:45 +0000","num_segments":"1","price":null}],
+            "next_page_uri":"/2010-04-01/Accounts/AC1/Messages.json?PageToken=PA1","page":0}"#,
+        )
+        .unwrap();
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(page.messages[0].body.as_deref(), Some("hi"));
+        assert!(page.next_page_uri.is_some());
+        let last = parse_list_page(r#"{"messages":[],"next_page_uri":null}"#).unwrap();
+        assert!(last.next_page_uri.is_none());
+        assert!(parse_list_page("<Response/>").is_err());
     }
 
     #[test]
