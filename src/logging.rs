@@ -10,10 +10,26 @@ use std::io::Write;
 use crate::clock;
 use crate::config::LogFormat;
 
+/// Libraries whose debug output would print request headers or URLs carrying our keys
+/// (ureq logs every header, `apikey` included; the WebSocket URL carries the key). They are
+/// capped at `info` whatever `RUST_LOG` says, so no filter can make a secret reach the log.
+const CAPPED: &[&str] = &[
+    "ureq",
+    "tungstenite",
+    "async_tungstenite",
+    "native_tls",
+    "tiny_http",
+];
+
 /// Install the global logger. Call once, before any thread starts logging.
 pub fn init(format: LogFormat, filter: &str) {
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(filter);
+    for module in CAPPED {
+        // A directive for the same module replaces the one parsed from RUST_LOG.
+        let level = log::LevelFilter::Info.min(max_level_for(filter, module));
+        builder.filter_module(module, level);
+    }
     builder.target(env_logger::Target::Stderr);
     match format {
         LogFormat::Text => {
@@ -44,6 +60,29 @@ pub fn init(format: LogFormat, filter: &str) {
     let _ = builder.try_init();
 }
 
+/// The level `filter` would give `module` (its most specific directive, else the default),
+/// used so that capping never *raises* a library's level above what the operator asked for.
+fn max_level_for(filter: &str, module: &str) -> log::LevelFilter {
+    let mut best: Option<(usize, log::LevelFilter)> = None;
+    for directive in filter.split('/').next().unwrap_or("").split(',') {
+        let directive = directive.trim();
+        if directive.is_empty() {
+            continue;
+        }
+        let (name, level) = match directive.split_once('=') {
+            Some((name, level)) => (name, level.parse().unwrap_or(log::LevelFilter::Trace)),
+            None => match directive.parse::<log::LevelFilter>() {
+                Ok(level) => ("", level),
+                Err(_) => (directive, log::LevelFilter::Trace),
+            },
+        };
+        if module.starts_with(name) && best.map_or(true, |(len, _)| name.len() >= len) {
+            best = Some((name.len(), level));
+        }
+    }
+    best.map_or(log::LevelFilter::Off, |(_, level)| level)
+}
+
 /// Cloud Logging's severity names for `log` levels.
 pub fn severity(level: log::Level) -> &'static str {
     match level {
@@ -57,6 +96,24 @@ pub fn severity(level: log::Level) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capping_follows_the_most_specific_directive() {
+        assert_eq!(max_level_for("debug", "ureq"), log::LevelFilter::Debug);
+        assert_eq!(
+            max_level_for("info,ureq=trace", "ureq"),
+            log::LevelFilter::Trace
+        );
+        assert_eq!(
+            max_level_for("trace,ureq=off", "ureq"),
+            log::LevelFilter::Off
+        );
+        assert_eq!(
+            max_level_for("sms_sender=debug", "ureq"),
+            log::LevelFilter::Off
+        );
+        assert_eq!(max_level_for("warn", "tungstenite"), log::LevelFilter::Warn);
+    }
 
     #[test]
     fn severities_match_cloud_logging() {

@@ -461,10 +461,25 @@ pub fn parse_error(status: u16, text: &str) -> RestError {
 pub fn transport_error(t: &ureq::Transport) -> RestError {
     match t.kind() {
         ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::InvalidUrl => {
-            RestError::Connect(t.to_string())
+            RestError::Connect(describe_transport(t))
         }
-        _ => RestError::Transport(t.to_string()),
+        _ => RestError::Transport(describe_transport(t)),
     }
+}
+
+/// A transport failure in words, without its URL: Twilio URLs carry the account SID, which
+/// operators keep secret.
+pub fn describe_transport(t: &ureq::Transport) -> String {
+    let mut text = t.kind().to_string();
+    if let Some(message) = t.message() {
+        text.push_str(": ");
+        text.push_str(message);
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
 }
 
 #[cfg(test)]

@@ -226,12 +226,7 @@ impl Pipeline {
                 }
                 Try::Found(found) => {
                     self.circuit.record_ok();
-                    info!(
-                        "message {id} had been created by Twilio as {} despite the failed attempt; \
-                         recording it, not sending again",
-                        found.sid
-                    );
-                    return self.record_sent(id, &found.sid, found.created);
+                    return self.adopt(id, &found);
                 }
                 Try::Failed { error, ambiguous } => (error, ambiguous),
             };
@@ -354,10 +349,7 @@ impl Pipeline {
         let attempts = self.max_retries + 1;
         if maybe_sent {
             match self.lookup(message, to, lease) {
-                Ok(Some(found)) => {
-                    info!("message {id} turned out to be sent as {}", found.sid);
-                    return self.record_sent(id, &found.sid, found.created);
-                }
+                Ok(Some(found)) => return self.adopt(id, &found),
                 Ok(None) => {}
                 Err(e) => {
                     error!(
@@ -385,7 +377,7 @@ impl Pipeline {
         let id = &message.id;
         if maybe_sent {
             match self.lookup(message, to, lease) {
-                Ok(Some(found)) => return self.record_sent(id, &found.sid, found.created),
+                Ok(Some(found)) => return self.adopt(id, &found),
                 Ok(None) => {}
                 Err(e) => {
                     warn!(
@@ -399,6 +391,16 @@ impl Pipeline {
         if self.persist(id, "release", || self.rest.release(id)) {
             info!("message {id} released back to queued_for_send ({why})");
         }
+    }
+
+    /// Record a message Twilio turned out to have created after an ambiguous failure.
+    fn adopt(&self, id: &MessageId, found: &Found) {
+        info!(
+            "message {id} had been created by Twilio as {} despite the failed attempt; \
+             recording it, not sending again",
+            found.sid
+        );
+        self.record_sent(id, &found.sid, found.created);
     }
 
     fn record_sent(&self, id: &MessageId, sid: &str, at: SystemTime) {

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
+use crate::postgrest::describe_transport;
 
 /// Twilio accepted the message (HTTP 201).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,8 +226,8 @@ impl Twilio {
             Err(ureq::Error::Transport(t)) => Err(match t.kind() {
                 ureq::ErrorKind::Dns
                 | ureq::ErrorKind::ConnectionFailed
-                | ureq::ErrorKind::InvalidUrl => SendError::NotSent(t.to_string()),
-                _ => SendError::NoResponse(t.to_string()),
+                | ureq::ErrorKind::InvalidUrl => SendError::NotSent(describe_transport(&t)),
+                _ => SendError::NoResponse(describe_transport(&t)),
             }),
         }
     }
@@ -300,7 +301,7 @@ impl Twilio {
                 let text = resp.into_string().unwrap_or_default();
                 Err(parse_rejection(status, &text, None))
             }
-            Err(ureq::Error::Transport(t)) => Err(SendError::NotSent(t.to_string())),
+            Err(ureq::Error::Transport(t)) => Err(SendError::NotSent(describe_transport(&t))),
         }
     }
 }

@@ -611,3 +611,48 @@ fn json_logs_are_one_object_per_line() {
     }
     assert_clean_log(&svc, &stack, &["json please"]);
 }
+
+#[test]
+fn no_secret_reaches_the_log_at_any_level() {
+    let stack = Stack::start();
+    let svc = start(
+        &stack,
+        &[
+            ("RUST_LOG", "trace"),
+            ("HTTP_TIMEOUT_MS", "300"),
+            ("RETRY_BACKOFF_MS", "20"),
+        ],
+    );
+    // Exercise the error paths too: a cut connection, a timeout, a REST failure.
+    stack.twilio.fail_next_creates(1, Fault::HangupBeforeCreate);
+    stack
+        .twilio
+        .fail_next_creates(1, Fault::DelayAfterCreate(Duration::from_millis(800)));
+    stack
+        .supabase
+        .rest_fail_next(1, sms_sender_doubles::supabase::RestFault::db_unavailable());
+    let conv = stack.create_conversation(TO);
+    stack.insert_outbound(&conv, "trace me");
+    assert!(
+        stack.wait_status_count("sent", 1, WAIT),
+        "log:\n{}",
+        svc.log()
+    );
+    let log = svc.log();
+    assert!(log.contains("TRACE"), "trace level was on");
+    assert!(
+        log.contains("trace me"),
+        "bodies appear at trace level only"
+    );
+    for (k, v) in stack.service_env() {
+        if [
+            "SUPABASE_SERVICE_KEY",
+            "TWILIO_AUTH_TOKEN",
+            "TWILIO_ACCOUNT_SID",
+        ]
+        .contains(&k.as_str())
+        {
+            assert!(!log.contains(v.as_str()), "{k} leaked at trace level");
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Chaos: crashes, ambiguous Twilio failures, outages of Twilio, Supabase REST, Realtime and
+//! PostgreSQL, and rolling restarts. Every test ends with [`assert_settled`]: each message is
+//! `sent` with exactly one Twilio create carrying its body and SID, or `failed` for a stated
+//! reason; nothing is left `sending` or `queued_for_send`.
+//!
+//! Timings are shortened through the service's own variables (lease 6 s, checks every second) so
+//! the tests stay bounded; the logic is the production logic.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sms_sender_doubles::harness::{wait_until, Service, Stack};
+use sms_sender_doubles::supabase::RestFault;
+use sms_sender_doubles::twilio::Fault;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
+const TO: &str = "+15551234567";
+
+/// Fast timings for every instance in these tests.
+const FAST: &[(&str, &str)] = &[
+    ("HTTP_TIMEOUT_MS", "1000"),
+    ("SENDING_TIMEOUT_SECS", "6"),
+    ("ORPHAN_CHECK_SECS", "1"),
+    ("SWEEP_INTERVAL_SECS", "1"),
+    ("RETRY_BACKOFF_MS", "50"),
+    ("REALTIME_HEARTBEAT_MS", "500"),
+];
+
+fn launch(stack: &Stack, extra: &[(&str, &str)]) -> Service {
+    let mut env = stack.service_env();
+    for (k, v) in FAST.iter().chain(extra) {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    Service::start(Path::new(BIN), env)
+}
+
+fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
+    let svc = launch(stack, extra);
+    assert!(
+        svc.wait_subscribed(Duration::from_secs(20)),
+        "not subscribed:\n{}",
+        svc.log()
+    );
+    svc
+}
+
+fn bodies(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} #{i}")).collect()
+}
+
+/// Wait until no message is `queued_for_send` or `sending` (bounded).
+fn wait_settled(stack: &Stack, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        let c = stack.status_counts();
+        !c.contains_key("queued_for_send")
+            && !c.contains_key("sending")
+            && !c.contains_key("pending")
+    })
+}
+
+/// Every message is `sent` exactly once (one Twilio create with its body, SID recorded) or
+/// `failed`; returns how many failed.
+fn assert_settled(stack: &Stack, logs: &[&Service]) -> usize {
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = stack.db(|c| {
+        Ok(c.query(
+            "SELECT id::text, content, status, twilio_message_sid FROM messages",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+    });
+    let dump = || {
+        logs.iter()
+            .map(|s| s.log())
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+    let mut created: HashMap<String, Vec<String>> = HashMap::new();
+    for m in stack.twilio.messages() {
+        created
+            .entry(m.body.clone())
+            .or_default()
+            .push(m.sid.clone());
+    }
+    let mut failed = 0;
+    for (id, body, status, sid) in &rows {
+        let sids = created.get(body).cloned().unwrap_or_default();
+        match status.as_deref() {
+            Some("sent") => {
+                assert_eq!(
+                    sids.len(),
+                    1,
+                    "{id} ({body}) created {} times at Twilio",
+                    sids.len()
+                );
+                assert_eq!(
+                    sid.as_ref(),
+                    sids.first(),
+                    "{id} records the SID of its SMS"
+                );
+            }
+            Some("failed") => {
+                assert!(
+                    sids.is_empty(),
+                    "{id} ({body}) is failed but was created at Twilio"
+                );
+                failed += 1;
+            }
+            other => panic!(
+                "{id} left in status {other:?}; counts {:?}\n{}",
+                stack.status_counts(),
+                dump()
+            ),
+        }
+    }
+    assert_eq!(
+        stack.twilio.messages().len(),
+        rows.len() - failed,
+        "Twilio holds exactly one message per sent row"
+    );
+    failed
+}
+
+/// Kill -9 the service once Twilio holds at least `created` messages.
+fn kill_after(svc: &mut Service, stack: &Stack, created: usize) {
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.twilio.messages().len()
+            >= created),
+        "never reached {created} creates:\n{}",
+        svc.log()
+    );
+    svc.kill();
+}
+
+#[test]
+fn sigkill_mid_burst_before_and_after_twilio_converges_without_duplicates() {
+    let stack = Stack::start();
+    let conv = stack.create_conversation(TO);
+    stack.twilio.set_latency(Duration::from_millis(40));
+    let mut a = start(&stack, &[("SENDER_THREADS", "8")]);
+    stack.insert_many(&conv, &bodies("crash", 300));
+
+    // 1: killed while requests wait in Twilio (before the create).
+    kill_after(&mut a, &stack, 40);
+    // 2: killed while the database writes are slow: SMS created, rows not yet recorded.
+    stack.supabase.set_rest_latency(Duration::from_millis(150));
+    let mut b = start(&stack, &[("SENDER_THREADS", "8")]);
+    kill_after(&mut b, &stack, 120);
+    stack.supabase.set_rest_latency(Duration::ZERO);
+    let sending = stack.status_counts().get("sending").copied().unwrap_or(0);
+    assert!(
+        sending > 0,
+        "the kills left claimed rows behind: {:?}",
+        stack.status_counts()
+    );
+
+    let c = start(&stack, &[("SENDER_THREADS", "8")]);
+    assert!(
+        wait_settled(&stack, Duration::from_secs(90)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        c.log()
+    );
+    assert_eq!(assert_settled(&stack, &[&a, &b, &c]), 0);
+    assert!(
+        c.log().contains("orphan"),
+        "orphan recovery did the work:\n{}",
+        c.log()
+    );
+}
+
+#[test]
+fn with_the_claimed_at_migration_orphans_are_recovered_at_once() {
+    let stack = Stack::start();
+    stack.sql(include_str!("../sql/migrations/001_claimed_at.sql"));
+    stack.supabase.reload_schema();
+    let conv = stack.create_conversation(TO);
+    stack.supabase.set_rest_latency(Duration::from_millis(200));
+    let mut a = start(&stack, &[("SENDER_THREADS", "4")]);
+    stack.insert_many(&conv, &bodies("stamped", 40));
+    kill_after(&mut a, &stack, 5);
+    stack.supabase.set_rest_latency(Duration::ZERO);
+    let stamped: i64 = stack.db(|c| {
+        Ok(c.query_one(
+            "SELECT count(*) FROM messages WHERE claimed_at IS NOT NULL",
+            &[],
+        )?
+        .get(0))
+    });
+    assert!(stamped > 0, "the trigger stamps claims");
+    std::thread::sleep(Duration::from_secs(6)); // let the leases expire while nobody runs
+
+    let t = Instant::now();
+    let b = start(&stack, &[]);
+    assert!(
+        wait_settled(&stack, Duration::from_secs(60)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        b.log()
+    );
+    assert!(b.log().contains("claim ages are exact"), "{}", b.log());
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(assert_settled(&stack, &[&a, &b]), 0);
+}
+
+#[test]
+fn ambiguous_twilio_failures_after_create_are_reconciled_not_resent() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[("SENDER_THREADS", "2")]);
+    let conv = stack.create_conversation(TO);
+    for (fault, tag) in [
+        (Fault::ErrorAfterCreate { status: 500 }, "500 after create"),
+        (Fault::HangupAfterCreate, "cut after create"),
+        (
+            Fault::DelayAfterCreate(Duration::from_millis(2500)),
+            "timeout after create",
+        ),
+    ] {
+        stack.twilio.fail_next_creates(1, fault);
+        stack.insert_outbound(&conv, tag);
+        assert!(
+            wait_settled(&stack, Duration::from_secs(30)),
+            "{tag}: {:?}\n{}",
+            stack.status_counts(),
+            svc.log()
+        );
+    }
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(
+        stack.twilio.create_requests(),
+        3,
+        "no second POST for any of them"
+    );
+    let log = svc.log();
+    assert_eq!(
+        log.matches("despite the failed attempt").count(),
+        3,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_5xx_that_did_not_create_is_sent_again_once() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[]);
+    stack.twilio.fail_next_creates(
+        1,
+        Fault::Error {
+            status: 503,
+            code: 20503,
+            message: "Service Unavailable".into(),
+            retry_after: None,
+        },
+    );
+    let conv = stack.create_conversation(TO);
+    stack.insert_outbound(&conv, "not created the first time");
+    assert!(
+        wait_settled(&stack, Duration::from_secs(30)),
+        "{}",
+        svc.log()
+    );
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.twilio.create_requests(), 2);
+    let lists = stack
+        .twilio
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
+    assert!(lists >= 1, "the list was consulted before the second POST");
+}
+
+#[test]
+fn a_twilio_outage_pauses_sending_and_nothing_fails() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[("MAX_RETRIES", "2"), ("SENDER_THREADS", "4")]);
+    let conv = stack.create_conversation(TO);
+    stack.twilio.set_outage(Some(Fault::Error {
+        status: 503,
+        code: 20503,
+        message: "Service Unavailable".into(),
+        retry_after: None,
+    }));
+    stack.insert_many(&conv, &bodies("during outage", 30));
+    assert!(
+        wait_until(Duration::from_secs(20), || svc
+            .log()
+            .contains("Twilio looks down")),
+        "{}",
+        svc.log()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        stack.status_counts().get("failed"),
+        None,
+        "nothing burned into failed"
+    );
+    let during = stack.twilio.create_requests();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        stack.twilio.create_requests() - during <= 3,
+        "while open, only probes reach Twilio ({} in 2 s)",
+        stack.twilio.create_requests() - during
+    );
+    stack.twilio.set_outage(None);
+    assert!(
+        wait_settled(&stack, Duration::from_secs(60)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        svc.log()
+    );
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+}
+
+#[test]
+fn a_supabase_rest_outage_loses_nothing_and_health_tells() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[]);
+    let conv = stack.create_conversation(TO);
+    stack
+        .supabase
+        .set_rest_outage(Some(RestFault::db_unavailable()));
+    stack.insert_many(&conv, &bodies("rest down", 20));
+    assert!(
+        wait_until(Duration::from_secs(20), || svc
+            .health()
+            .is_some_and(|(_, h)| h["database"] == "failing")),
+        "{}",
+        svc.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        stack.status_counts().get("failed"),
+        None,
+        "a database fault never fails a message"
+    );
+    stack
+        .supabase
+        .set_rest_outage(Some(RestFault::NonJson { status: 502 }));
+    std::thread::sleep(Duration::from_secs(1));
+    stack.supabase.set_rest_outage(None);
+    assert!(
+        wait_settled(&stack, Duration::from_secs(60)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        svc.log()
+    );
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert!(wait_until(Duration::from_secs(5), || svc
+        .health()
+        .is_some_and(|(_, h)| h["database"] == "ok")));
+}
+
+#[test]
+fn realtime_black_holed_or_restarted_loses_nothing() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[("SWEEP_INTERVAL_SECS", "30")]);
+    let conv = stack.create_conversation(TO);
+    let before = stack.supabase.realtime_connections();
+
+    stack.supabase.set_blackhole(true);
+    stack.insert_many(&conv, &bodies("black hole", 10));
+    assert!(
+        wait_until(Duration::from_secs(20), || svc
+            .log()
+            .contains("heartbeat not answered")),
+        "{}",
+        svc.log()
+    );
+    stack.supabase.set_blackhole(false);
+    assert!(
+        wait_until(Duration::from_secs(20), || stack
+            .status_counts()
+            .get("sent")
+            == Some(&10)),
+        "{}",
+        svc.log()
+    );
+
+    stack.supabase.realtime_server_disconnect();
+    stack.insert_many(&conv, &bodies("restart", 10));
+    assert!(
+        wait_settled(&stack, Duration::from_secs(30)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        svc.log()
+    );
+    assert!(
+        stack.supabase.realtime_connections() >= before + 2,
+        "reconnected twice"
+    );
+    assert!(svc.wait_subscribed(Duration::from_secs(20)));
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+}
+
+#[test]
+fn events_dropped_on_a_healthy_socket_are_caught_by_the_periodic_sweep() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[]);
+    let conv = stack.create_conversation(TO);
+    stack.supabase.set_drop_events(true);
+    stack.insert_many(&conv, &bodies("dropped event", 5));
+    assert!(
+        wait_settled(&stack, Duration::from_secs(20)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        svc.log()
+    );
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+}
+
+#[test]
+fn a_postgresql_restart_loses_nothing() {
+    let stack = Stack::start();
+    stack.twilio.set_latency(Duration::from_millis(20));
+    let svc = start(&stack, &[("SENDER_THREADS", "4")]);
+    let conv = stack.create_conversation(TO);
+    stack.insert_many(&conv, &bodies("pg restart", 60));
+    assert!(wait_until(Duration::from_secs(20), || stack
+        .twilio
+        .messages()
+        .len()
+        >= 10));
+    stack.pg.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    stack.pg.start_again();
+    stack.insert_many(&conv, &bodies("after restart", 10));
+    assert!(
+        wait_settled(&stack, Duration::from_secs(60)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        svc.log()
+    );
+    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+}
+
+#[test]
+fn rolling_restarts_of_three_instances_send_1000_messages_exactly_once() {
+    let stack = Stack::start();
+    stack.twilio.set_latency(Duration::from_millis(10));
+    let conv = stack.create_conversation(TO);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut fleet: Vec<Service> = (0..3)
+        .map(|_| launch(&stack, &[("SENDER_THREADS", "4")]))
+        .collect();
+    let mut retired: Vec<Service> = Vec::new();
+    let all = bodies("rolling", 1000);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    for chunk in all.chunks(100) {
+        stack.insert_many(&conv, chunk);
+        std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
+        // Replace one instance, the way a deploy does: mostly SIGTERM, sometimes a hard kill.
+        let victim = rng.usize(..fleet.len());
+        let mut old = fleet.swap_remove(victim);
+        if rng.u8(..4) == 0 {
+            old.kill();
+        } else {
+            old.terminate();
+            let status = old
+                .wait_exit(Duration::from_secs(10))
+                .expect("exits within 10 s");
+            assert_eq!(status.code(), Some(0), "{}", old.log());
+        }
+        retired.push(old);
+        fleet.push(launch(&stack, &[("SENDER_THREADS", "4")]));
+        assert!(Instant::now() < deadline, "rolling phase too slow");
+    }
+    assert!(
+        wait_settled(&stack, Duration::from_secs(90)),
+        "{:?}\n{}",
+        stack.status_counts(),
+        fleet[0].log()
+    );
+    let logs: Vec<&Service> = fleet.iter().chain(retired.iter()).collect();
+    assert_eq!(assert_settled(&stack, &logs), 0);
+    assert_eq!(stack.twilio.messages().len(), 1000);
+}
