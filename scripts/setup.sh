@@ -19,6 +19,9 @@ command -v make >/dev/null 2>&1 || need make
 command -v perl >/dev/null 2>&1 || need perl          # OpenSSL's vendored build runs Perl
 command -v gcc >/dev/null 2>&1 || need gcc
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need ca-certificates
+command -v openssl >/dev/null 2>&1 || need openssl    # the TLS test makes its own CA
+# The metrics test checks /metrics with an independent parser: Prometheus' own Python client.
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need python3-prometheus-client
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1 \
    && [ -z "${PG_BIN:-}" ]; then
   need postgresql

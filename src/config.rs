@@ -121,6 +121,10 @@ pub struct Config {
     pub orphan_check: Duration,
     /// How often to sweep `queued_for_send` besides (re)subscriptions (`SWEEP_INTERVAL_SECS`).
     pub sweep_interval: Duration,
+    /// `MAX_SENDS_PER_SECOND`: the sender's throughput; `None` for unlimited.
+    pub max_sends_per_second: Option<f64>,
+    /// `STATUS_CALLBACK_URL`: the public URL of `POST /twilio/status`, when delivery receipts are on.
+    pub status_callback_url: Option<String>,
 }
 
 /// A configuration problem: which variable, and what is wrong with it.
@@ -301,6 +305,50 @@ impl Config {
         }
         let orphan_check_secs = src.number("ORPHAN_CHECK_SECS", 60u64, 1..=86_400)?;
         let sweep_interval_secs = src.number("SWEEP_INTERVAL_SECS", 60u64, 1..=86_400)?;
+        let max_sends_per_second = match src.optional("MAX_SENDS_PER_SECOND") {
+            None => None,
+            Some(raw) => match raw.trim().parse::<f64>() {
+                Ok(r) if r.is_finite() && (0.01..=10_000.0).contains(&r) => Some(r),
+                _ => {
+                    return Err(err(
+                        "MAX_SENDS_PER_SECOND",
+                        format!("{raw:?} is not a rate between 0.01 and 10000 (sends per second)"),
+                    ))
+                }
+            },
+        };
+        let status_callback_url = match src.optional("STATUS_CALLBACK_URL") {
+            None => None,
+            Some(raw) => {
+                let url = raw.trim();
+                let host = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"))
+                    .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""))
+                    .unwrap_or("");
+                if host.is_empty() || host.contains('_') || url.contains(' ') {
+                    return Err(err(
+                        "STATUS_CALLBACK_URL",
+                        format!(
+                            "{url:?} is not a public http(s) URL (Twilio refuses hosts with \
+                             underscores); it must end in /twilio/status"
+                        ),
+                    ));
+                }
+                if !url
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .ends_with("/twilio/status")
+                {
+                    return Err(err(
+                        "STATUS_CALLBACK_URL",
+                        format!("{url:?} must point at this service's /twilio/status path"),
+                    ));
+                }
+                Some(url.to_string())
+            }
+        };
 
         Ok(Config {
             supabase,
@@ -316,6 +364,8 @@ impl Config {
             sending_timeout: Duration::from_secs(sending_timeout_secs),
             orphan_check: Duration::from_secs(orphan_check_secs),
             sweep_interval: Duration::from_secs(sweep_interval_secs),
+            max_sends_per_second,
+            status_callback_url,
         })
     }
 }
@@ -585,6 +635,18 @@ mod tests {
             ("ORPHAN_CHECK_SECS", Some("0"), "out of range"),
             ("SWEEP_INTERVAL_SECS", Some("x"), "not a whole number"),
             ("HTTP_TIMEOUT_MS", Some("50"), "out of range"),
+            ("MAX_SENDS_PER_SECOND", Some("0"), "not a rate"),
+            ("MAX_SENDS_PER_SECOND", Some("fast"), "not a rate"),
+            (
+                "STATUS_CALLBACK_URL",
+                Some("https://my_host.example/twilio/status"),
+                "underscores",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                Some("https://h.example/other"),
+                "/twilio/status",
+            ),
         ];
         for (var, value, expected) in cases {
             let e = load_with(&[(var, *value)]).unwrap_err();

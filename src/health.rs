@@ -1,10 +1,9 @@
 //! The health endpoint Cloud Run probes, and the connection state it reports.
 //!
-//! [`Health`] is shared state written by the Realtime task and read by the HTTP thread:
-//! `healthy` while subscribed or within [`GRACE`] of losing (or first seeking) the subscription,
-//! `unhealthy` after that so the platform restarts us, and `shutting_down` once shutdown began.
-//! The server is a `tiny_http` instance on its own thread; it answers `GET /health` only, reads
-//! no request body, and serves until the process exits (so probes see `shutting_down`).
+//! [`Health`] is shared state written by the Realtime task and read by the HTTP thread
+//! ([`crate::server`]): `healthy` while subscribed or within [`GRACE`] of losing (or first
+//! seeking) the subscription, `unhealthy` after that so the platform restarts us, and
+//! `shutting_down` once shutdown began. It also carries whether Supabase REST is answering.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +48,8 @@ struct State {
     shutting_down: AtomicBool,
     /// Shared with the REST client: set while Supabase REST is failing.
     database_failing: Arc<AtomicBool>,
+    /// Why the last Realtime connection ended (for `sms-sender check`).
+    realtime_error: Mutex<Option<String>>,
 }
 
 /// What `GET /health` answers.
@@ -80,6 +81,7 @@ impl Health {
                 unsubscribed_since: Mutex::new(Some(Instant::now())),
                 shutting_down: AtomicBool::new(false),
                 database_failing: Arc::default(),
+                realtime_error: Mutex::new(None),
             }),
         }
     }
@@ -107,6 +109,24 @@ impl Health {
             x if x == Link::Connecting as u8 => Link::Connecting,
             _ => Link::Disconnected,
         }
+    }
+
+    /// Remember why the Realtime link was lost.
+    pub fn set_realtime_error(&self, reason: &str) {
+        *self
+            .inner
+            .realtime_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+
+    /// Why the Realtime link was last lost, if it was.
+    pub fn realtime_error(&self) -> Option<String> {
+        self.inner
+            .realtime_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The flag the REST client keeps up to date (reported as `database`).
@@ -154,41 +174,6 @@ impl Health {
         })
         .to_string()
     }
-}
-
-/// Start the health server on `0.0.0.0:port` in its own thread.
-pub fn serve(port: u16, health: Health) -> std::io::Result<()> {
-    let server = tiny_http::Server::http(("0.0.0.0", port))
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
-    std::thread::Builder::new()
-        .name("health".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                respond(request, &health);
-            }
-        })?;
-    Ok(())
-}
-
-fn respond(request: tiny_http::Request, health: &Health) {
-    let json = tiny_http::Header::from_bytes("Content-Type", "application/json")
-        .expect("static header is valid");
-    let path = request.url().split('?').next().unwrap_or("");
-    let response = match (request.method(), path) {
-        (tiny_http::Method::Get | tiny_http::Method::Head, "/health") => {
-            let report = health.report_at(Instant::now());
-            tiny_http::Response::from_string(Health::body(&report, SystemTime::now()))
-                .with_status_code(report.http_status)
-                .with_header(json)
-        }
-        (_, "/health") => tiny_http::Response::from_string("{\"error\":\"method not allowed\"}")
-            .with_status_code(405)
-            .with_header(json),
-        _ => tiny_http::Response::from_string("{\"error\":\"not found\"}")
-            .with_status_code(404)
-            .with_header(json),
-    };
-    let _ = request.respond(response);
 }
 
 #[cfg(test)]

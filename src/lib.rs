@@ -18,7 +18,9 @@
 //!   [`backoff`]: delays.
 //!
 //! Around them: [`config`] (environment → validated `Config`), [`service`] (wiring and
-//! shutdown order), [`health`] (`GET /health`), [`shutdown`] and [`signals`], [`logging`],
+//! shutdown order), [`server`] (the HTTP port: `/health` from [`health`], `/metrics` from
+//! [`metrics`], `/twilio/status` from [`callbacks`]), [`pacer`] (`MAX_SENDS_PER_SECOND`),
+//! [`check`] (the `check` command), [`shutdown`] and [`signals`], [`logging`],
 //! [`tls`] (CA bundle discovery for the static binary), and small helpers [`message`], [`phone`],
 //! [`clock`]. `main.rs` only reads the config, starts logging, runs, and maps exit codes.
 
@@ -26,20 +28,25 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod backoff;
+pub mod callbacks;
 pub mod catchup;
+pub mod check;
 pub mod circuit;
 pub mod clock;
 pub mod config;
 pub mod health;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod orphans;
+pub mod pacer;
 pub mod phone;
 pub mod postgrest;
 pub mod queue;
 pub mod realtime;
 pub mod retry;
 pub mod sender;
+pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod signals;

@@ -1,24 +1,79 @@
-//! The `sms-sender` binary: read the configuration, start logging, run, map the exit code.
+//! The `sms-sender` binary: read the arguments and configuration, start logging, run, map the
+//! exit code.
 //!
-//! Exit codes: 0 after a graceful shutdown, 2 for a configuration problem (one line on stderr
-//! naming the variable), 1 when the service could not start (e.g. the port is taken).
+//! `sms-sender` runs the service; `sms-sender check` verifies the configuration against the real
+//! services and exits; `--help` and `--version` print and exit.
+//! Exit codes: 0 after a graceful shutdown (or all checks passed), 2 for a configuration problem
+//! (one line on stderr naming the variable) or bad arguments, 1 when the service could not start
+//! or a check failed.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use sms_sender::{config::Config, logging, service, tls};
+use sms_sender::{check, config::Config, logging, service, tls};
+
+const USAGE: &str = "\
+sms-sender: sends the SMS of a Supabase `messages` table through Twilio.
+
+Usage:
+  sms-sender            run the service (configured by environment variables)
+  sms-sender check      check the configuration, Supabase and Twilio without sending an SMS
+  sms-sender --help     this text
+  sms-sender --version  the version
+
+Required: SUPABASE_URL, SUPABASE_SERVICE_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, and
+TWILIO_PHONE_NUMBER or TWILIO_MESSAGING_SERVICE_SID.
+Optional: TWILIO_API_URL, PORT (8080), SENDER_THREADS (4), MAX_RETRIES (3),
+RETRY_BACKOFF_MS (1000), MAX_SENDS_PER_SECOND, STATUS_CALLBACK_URL, LOG_FORMAT (text|json),
+RUST_LOG (info), REALTIME_HEARTBEAT_MS (25000), HTTP_TIMEOUT_MS (15000),
+SENDING_TIMEOUT_SECS (300), ORPHAN_CHECK_SECS (60), SWEEP_INTERVAL_SECS (60).
+See README.md for what each does.
+";
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let checking = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => false,
+        ["check"] => true,
+        ["--help" | "-h" | "help"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        ["--version" | "-V"] => {
+            println!("sms-sender {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("sms-sender: unknown arguments {args:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sms-sender: {e}");
+            if checking {
+                println!("✗ configuration: {e}");
+            } else {
+                eprintln!("sms-sender: {e}");
+            }
             return ExitCode::from(2);
         }
     };
     // Still single-threaded here: the CA lookup may set SSL_CERT_FILE.
     let ca = tls::configure_ca_bundle();
+    if checking {
+        return if check::run(&config) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     logging::init(config.log_format, &config.log_filter);
     match ca {
         Some(ca) => log::debug!("TLS trust store: {ca}"),

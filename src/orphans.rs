@@ -47,6 +47,8 @@ pub struct OrphanCheck {
     pub interval: Duration,
     /// Stop.
     pub shutdown: Shutdown,
+    /// Counts recovered orphans.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Start the orphan checker thread.
@@ -128,6 +130,7 @@ impl OrphanCheck {
                 orphans += 1;
                 if self.recover(&row, claimed) {
                     recovered += 1;
+                    self.metrics.orphan_recovered();
                     first_seen.remove(&row.id);
                 }
             }

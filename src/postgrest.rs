@@ -352,6 +352,42 @@ impl Rest {
         Ok(rows.first().and_then(|r| MessageId::parse(&r.id)))
     }
 
+    /// Apply a delivery receipt to the row that records Twilio message `sid`, if it is still
+    /// `sending` or `sent` (so updates only move forward). Tells whether a row changed.
+    pub fn apply_receipt(
+        &self,
+        sid: &str,
+        status: &str,
+        delivered_at: Option<&str>,
+    ) -> Result<bool, RestError> {
+        if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(false);
+        }
+        let mut body = serde_json::json!({ "status": status });
+        if let Some(at) = delivered_at {
+            body["delivered_at"] = serde_json::Value::String(at.to_string());
+        }
+        let query = format!("twilio_message_sid=eq.{sid}&status=in.(sending,sent)&select=id");
+        let req = self
+            .request("PATCH", &query)
+            .set("Prefer", "return=representation");
+        let text = self.call(req, Some(&body))?;
+        let rows: Vec<IdRow> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Read one row of `messages` selecting `columns` (for `check`); returns how many came back.
+    pub fn probe_columns(&self, columns: &str) -> Result<usize, RestError> {
+        let text = self.call(
+            self.request("GET", &format!("select={columns}&limit=1")),
+            None,
+        )?;
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        Ok(rows.len())
+    }
+
     /// Whether `messages` has column `name` (an unknown column is PostgREST error 42703).
     pub fn has_column(&self, name: &str) -> Result<bool, RestError> {
         let query = format!("select={name}&limit=1");

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::message::MessageId;
 
@@ -21,8 +22,9 @@ pub enum PushError {
 /// A cloneable handle on the queue.
 #[derive(Clone)]
 pub struct WorkQueue {
-    tx: smol::channel::Sender<MessageId>,
-    rx: smol::channel::Receiver<MessageId>,
+    /// Ids with the time they were queued (the start of the send-latency measurement).
+    tx: smol::channel::Sender<(MessageId, Instant)>,
+    rx: smol::channel::Receiver<(MessageId, Instant)>,
     /// Ids currently waiting in the channel (not those being processed).
     waiting: Arc<Mutex<HashSet<MessageId>>>,
 }
@@ -66,10 +68,10 @@ impl WorkQueue {
         if !self.reserve(&id) {
             return Ok(Pushed::AlreadyWaiting);
         }
-        match self.tx.send(id).await {
+        match self.tx.send((id, Instant::now())).await {
             Ok(()) => Ok(Pushed::Queued),
             Err(e) => {
-                self.unreserve(&e.0);
+                self.unreserve(&e.0 .0);
                 Err(PushError::Closed)
             }
         }
@@ -80,24 +82,25 @@ impl WorkQueue {
         if !self.reserve(&id) {
             return Ok(Pushed::AlreadyWaiting);
         }
-        match self.tx.send_blocking(id) {
+        match self.tx.send_blocking((id, Instant::now())) {
             Ok(()) => Ok(Pushed::Queued),
             Err(e) => {
-                self.unreserve(&e.0);
+                self.unreserve(&e.0 .0);
                 Err(PushError::Closed)
             }
         }
     }
 
-    /// Take the next id, blocking; `None` once the queue is closed (waiting ids are abandoned:
-    /// their rows are still `queued_for_send` and the next sweep, here or elsewhere, finds them).
-    pub fn pop_blocking(&self) -> Option<MessageId> {
+    /// Take the next id and when it was queued, blocking; `None` once the queue is closed
+    /// (waiting ids are abandoned: their rows are still `queued_for_send` and the next sweep,
+    /// here or elsewhere, finds them).
+    pub fn pop_blocking(&self) -> Option<(MessageId, Instant)> {
         if self.rx.is_closed() {
             return None;
         }
-        let id = self.rx.recv_blocking().ok()?;
+        let (id, at) = self.rx.recv_blocking().ok()?;
         self.unreserve(&id);
-        Some(id)
+        Some((id, at))
     }
 
     /// Stop the queue: pushes fail, pops return `None`.
@@ -131,7 +134,7 @@ mod tests {
         assert_eq!(q.push_blocking(id(1)), Ok(Pushed::Queued));
         assert_eq!(q.push_blocking(id(1)), Ok(Pushed::AlreadyWaiting));
         assert_eq!(q.len(), 1);
-        assert_eq!(q.pop_blocking(), Some(id(1)));
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(1)));
         assert_eq!(
             q.push_blocking(id(1)),
             Ok(Pushed::Queued),
@@ -150,10 +153,10 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(100));
         assert!(!producer.is_finished(), "the third push must wait for room");
-        assert_eq!(q.pop_blocking(), Some(id(1)));
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(1)));
         assert_eq!(producer.join().unwrap(), Ok(Pushed::Queued));
-        assert_eq!(q.pop_blocking(), Some(id(2)));
-        assert_eq!(q.pop_blocking(), Some(id(3)));
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(2)));
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(3)));
     }
 
     #[test]
@@ -167,7 +170,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         q.close();
         assert_eq!(producer.join().unwrap(), Err(PushError::Closed));
-        assert_eq!(q.pop_blocking(), None);
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), None);
         assert_eq!(smol::block_on(q.push(id(3))), Err(PushError::Closed));
         assert_eq!(
             q.push_blocking(id(2)),

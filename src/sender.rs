@@ -34,6 +34,8 @@ use crate::backoff::Backoff;
 use crate::circuit::{Circuit, Pass};
 use crate::clock;
 use crate::message::{ClaimedMessage, MessageId};
+use crate::metrics::{Metrics, Outcome};
+use crate::pacer::Pacer;
 use crate::phone;
 use crate::postgrest::{Claim, Rest, RestError};
 use crate::queue::WorkQueue;
@@ -63,6 +65,10 @@ pub struct Pipeline {
     pub sending_timeout: Duration,
     /// Ids held by this instance right now.
     pub in_flight: InFlight,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// `MAX_SENDS_PER_SECOND`.
+    pub pacer: Pacer,
 }
 
 /// Ids this instance has claimed and not yet settled, so its own orphan recovery leaves them be.
@@ -138,11 +144,11 @@ pub fn spawn(
                 .name(format!("sender-{n}"))
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    while let Some(id) = queue.pop_blocking() {
+                    while let Some((id, queued_at)) = queue.pop_blocking() {
                         if pipeline.shutdown.is_triggered() {
                             break; // the row is still queued_for_send: nothing to undo
                         }
-                        pipeline.process(id);
+                        pipeline.process(id, queued_at);
                     }
                 })
         })
@@ -151,7 +157,8 @@ pub fn spawn(
 
 impl Pipeline {
     /// Take one message from `queued_for_send` to `sent` or `failed` (or leave it queued).
-    pub fn process(&self, id: MessageId) {
+    /// `queued_at` is when this instance learned the message was ready.
+    pub fn process(&self, id: MessageId, queued_at: Instant) {
         let pass = match self.circuit.enter(&self.shutdown) {
             Pass::Shutdown | Pass::Expired => return,
             p => p,
@@ -175,16 +182,23 @@ impl Pipeline {
                     self.circuit.abandon_probe();
                 }
                 warn!("message {id} failed without sending: {reason}");
-                self.persist(&id, "record failed", || self.rest.mark_failed(&id));
+                self.record_failed(&id);
                 return;
             }
         };
         trace!("message {id} body: {:?}", message.body);
-        self.deliver(&message, to, pass, &lease);
+        self.deliver(&message, to, pass, &lease, queued_at);
     }
 
     /// The attempt loop for a claimed, checked message.
-    fn deliver(&self, message: &ClaimedMessage, to: &str, mut pass: Pass, lease: &Lease) {
+    fn deliver(
+        &self,
+        message: &ClaimedMessage,
+        to: &str,
+        mut pass: Pass,
+        lease: &Lease,
+        queued_at: Instant,
+    ) {
         let id = &message.id;
         let attempts = self.max_retries + 1;
         let mut counted = 0u32;
@@ -217,6 +231,7 @@ impl Pipeline {
             let (error, ambiguous) = match outcome {
                 Try::Sent(sid) => {
                     self.circuit.record_ok();
+                    self.metrics.send_latency(queued_at.elapsed());
                     info!(
                         "message {id} sent to {} as {sid} (attempt {}, {took} ms)",
                         phone::mask(to),
@@ -241,7 +256,7 @@ impl Pipeline {
                 Verdict::Fail => {
                     self.circuit.record_ok(); // Twilio judged the message: it is up
                     error!("message {id} failed permanently: {error}");
-                    self.persist(id, "record failed", || self.rest.mark_failed(id));
+                    self.record_failed(id);
                     return;
                 }
                 Verdict::Pause => {
@@ -286,6 +301,7 @@ impl Pipeline {
                         |a| self.retry_backoff.clamp(a),
                     );
                     debug!("message {id} retrying in {} ms", delay.as_millis());
+                    self.metrics.retry();
                     if !self.shutdown.sleep(delay) {
                         return self.give_back(message, to, maybe_sent, lease, "shutdown");
                     }
@@ -307,6 +323,12 @@ impl Pipeline {
                     }
                 }
             }
+        }
+        if !self.pacer.wait(&self.shutdown) {
+            return Try::Failed {
+                error: SendError::NotSent("shutdown while waiting for a send slot".into()),
+                ambiguous: false,
+            };
         }
         match self.twilio.send(to, &message.body) {
             Ok(accepted) => Try::Sent(accepted.sid),
@@ -361,7 +383,7 @@ impl Pipeline {
             }
         }
         error!("message {id} failed after {attempts} attempts: {error}");
-        self.persist(id, "record failed", || self.rest.mark_failed(id));
+        self.record_failed(id);
     }
 
     /// Hand a claimed message back: to the queue when it certainly was not sent; otherwise after
@@ -403,7 +425,14 @@ impl Pipeline {
         self.record_sent(id, &found.sid, found.created);
     }
 
+    /// Record `failed`.
+    fn record_failed(&self, id: &MessageId) {
+        self.metrics.message(Outcome::Failed);
+        self.persist(id, "record failed", || self.rest.mark_failed(id));
+    }
+
     fn record_sent(&self, id: &MessageId, sid: &str, at: SystemTime) {
+        self.metrics.message(Outcome::Sent);
         let sent_at = clock::rfc3339_millis(at);
         if !self.persist(id, "record sent", || self.rest.mark_sent(id, sid, &sent_at)) {
             error!(
@@ -419,12 +448,13 @@ impl Pipeline {
             match self.rest.claim(id) {
                 Ok(Claim::Won(m)) => return Some(m),
                 Ok(Claim::Lost) => {
+                    self.metrics.message(Outcome::Skipped);
                     debug!("message {id} already claimed or no longer queued; skipped");
                     return None;
                 }
                 Ok(Claim::Malformed { id, reason }) => {
                     warn!("message {id} failed without sending: {reason}");
-                    self.persist(&id, "record failed", || self.rest.mark_failed(&id));
+                    self.record_failed(&id);
                     return None;
                 }
                 Err(e) => {

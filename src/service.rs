@@ -1,10 +1,10 @@
 //! Wiring: builds every part from the [`Config`], runs until shutdown, then winds down in order.
 //!
 //! Threads: the Realtime task on the main thread (smol executor), `SENDER_THREADS` blocking
-//! senders, one catch-up sweeper, one orphan checker, the health server, the signal watcher. Shutdown order: the
-//! Realtime task leaves its channel and returns; health turns `shutting_down`; the queue closes
-//! (waiting ids are abandoned: their rows are still `queued_for_send`); senders finish or release
-//! what they hold, within [`SHUTDOWN_DEADLINE`].
+//! senders, one catch-up sweeper, one orphan checker, the HTTP server, the receipts worker (when
+//! enabled), the signal watcher. Shutdown order: the Realtime task leaves its channel and returns;
+//! health turns `shutting_down`; the queue closes (waiting ids are abandoned: their rows are still
+//! `queued_for_send`); senders finish or give back what they hold, within [`SHUTDOWN_DEADLINE`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,15 +15,18 @@ use crate::backoff::Backoff;
 use crate::catchup::{self, SweepTrigger, Sweeper};
 use crate::circuit::Circuit;
 use crate::config::{Config, SmsSender};
-use crate::health::{self, Health};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::orphans::{self, OrphanCheck};
+use crate::pacer::Pacer;
 use crate::postgrest::{self, Rest};
 use crate::queue::WorkQueue;
 use crate::realtime::{self, Timing};
 use crate::sender::{self, InFlight, Pipeline};
+use crate::server::{self, Admin, Receipts};
 use crate::shutdown::Shutdown;
 use crate::twilio::Twilio;
-use crate::{phone, signals};
+use crate::{callbacks, phone, signals};
 
 /// Time allowed from the shutdown signal to exit (Cloud Run kills at 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -41,40 +44,90 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// The clients every part shares, built from the configuration.
+pub struct Clients {
+    /// Supabase REST.
+    pub rest: Rest,
+    /// Twilio.
+    pub twilio: Twilio,
+}
+
+/// Build the REST and Twilio clients (no network use).
+pub fn clients(
+    config: &Config,
+    health: &Health,
+    metrics: Arc<Metrics>,
+) -> Result<Clients, StartError> {
+    let connect_timeout = config.http_timeout.min(Duration::from_secs(5));
+    let rest = Rest::new(
+        &config.supabase,
+        config.sender_threads + 4,
+        connect_timeout,
+        config.http_timeout,
+        health.database_status(),
+    )
+    .map_err(StartError)?;
+    let agent = postgrest::http_agent(
+        connect_timeout,
+        config.http_timeout,
+        config.sender_threads + 1,
+    )
+    .map_err(StartError)?;
+    let twilio = Twilio::new(
+        &config.twilio,
+        agent,
+        config.status_callback_url.as_deref(),
+        metrics,
+    );
+    Ok(Clients { rest, twilio })
+}
+
 /// Run the service until a signal stops it.
 pub fn run(config: Config) -> Result<(), StartError> {
     let shutdown = Shutdown::new();
     signals::spawn(shutdown.clone()).map_err(|e| StartError(format!("signal setup: {e}")))?;
 
     let health = Health::new();
-    health::serve(config.port, health.clone()).map_err(|e| {
+    let metrics = Arc::new(Metrics::default());
+    let Clients { rest, twilio } = clients(&config, &health, metrics.clone())?;
+    let queue = WorkQueue::new((config.sender_threads * 2).max(8));
+    let sweep = SweepTrigger::default();
+    let circuit = Circuit::new(
+        Backoff::new(Duration::from_secs(5), Duration::from_secs(300), true),
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
+    );
+
+    let receipts = match &config.status_callback_url {
+        Some(url) => {
+            let (inbox, _) = callbacks::spawn(rest.clone(), metrics.clone(), shutdown.clone())
+                .map_err(|e| StartError(format!("cannot start the receipts worker: {e}")))?;
+            Some(Receipts {
+                url: url.clone(),
+                auth_token: config.twilio.auth_token.clone(),
+                inbox,
+            })
+        }
+        None => None,
+    };
+    server::serve(
+        config.port,
+        Admin {
+            health: health.clone(),
+            metrics: metrics.clone(),
+            queue: queue.clone(),
+            circuit: circuit.clone(),
+            receipts,
+        },
+    )
+    .map_err(|e| {
         StartError(format!(
             "PORT {}: cannot serve health checks: {e}",
             config.port
         ))
     })?;
 
-    let connect_timeout = config.http_timeout.min(Duration::from_secs(5));
-    let rest = Rest::new(
-        &config.supabase,
-        config.sender_threads + 3,
-        connect_timeout,
-        config.http_timeout,
-        health.database_status(),
-    )
-    .map_err(StartError)?;
-    let twilio_agent = postgrest::http_agent(
-        connect_timeout,
-        config.http_timeout,
-        config.sender_threads + 1,
-    )
-    .map_err(StartError)?;
-    let twilio = Twilio::new(&config.twilio, twilio_agent);
-    let queue = WorkQueue::new((config.sender_threads * 2).max(8));
-    let sweep = SweepTrigger::default();
-
     info!(
-        "sms-sender {} starting: {} sender thread(s), up to {} retries, from {}, health on :{}",
+        "sms-sender {} starting: {} sender thread(s), up to {} retries, from {}, {}, health on :{}",
         env!("CARGO_PKG_VERSION"),
         config.sender_threads,
         config.max_retries,
@@ -82,6 +135,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
             SmsSender::Number(n) => phone::mask(n),
             SmsSender::MessagingService(sid) => format!("messaging service {sid}"),
         },
+        config
+            .max_sends_per_second
+            .map_or("no rate limit".to_string(), |r| format!(
+                "at most {r} sends/s"
+            )),
         config.port
     );
 
@@ -89,10 +147,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let pipeline = Arc::new(Pipeline {
         rest: rest.clone(),
         twilio: twilio.clone(),
-        circuit: Circuit::new(
-            Backoff::new(Duration::from_secs(5), Duration::from_secs(300), true),
-            Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
-        ),
+        circuit,
         shutdown: shutdown.clone(),
         max_retries: config.max_retries,
         retry_backoff: Backoff::new(config.retry_backoff, Duration::from_secs(60), false),
@@ -100,6 +155,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         http_timeout: config.http_timeout,
         sending_timeout: config.sending_timeout,
         in_flight: in_flight.clone(),
+        metrics: metrics.clone(),
+        pacer: Pacer::new(config.max_sends_per_second),
     });
     let senders = sender::spawn(config.sender_threads, pipeline, queue.clone())
         .map_err(|e| StartError(format!("cannot start sender threads: {e}")))?;
@@ -110,6 +167,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         sending_timeout: config.sending_timeout,
         interval: config.orphan_check,
         shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
     })
     .map_err(|e| StartError(format!("cannot start the orphan checker: {e}")))?;
     catchup::spawn(Sweeper {
@@ -130,6 +188,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         queue: queue.clone(),
         sweep,
         shutdown: shutdown.clone(),
+        metrics,
     }));
 
     // Only shutdown ends the Realtime task.

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
+use crate::metrics::Metrics;
 use crate::postgrest::describe_transport;
 
 /// Twilio accepted the message (HTTP 201).
@@ -112,6 +113,10 @@ pub struct Twilio {
     messages_url: Arc<str>,
     authorization: Arc<str>,
     sender: SmsSender,
+    /// Sent as `StatusCallback` when delivery receipts are on.
+    status_callback: Option<Arc<str>>,
+    /// Every request's status is counted here.
+    metrics: Arc<Metrics>,
 }
 
 /// A message Twilio already has that matches what we were sending.
@@ -178,8 +183,14 @@ struct ErrorBody {
 }
 
 impl Twilio {
-    /// A client for `config` using `agent` (timeouts and pool are the agent's).
-    pub fn new(config: &TwilioConfig, agent: ureq::Agent) -> Twilio {
+    /// A client for `config` using `agent` (timeouts and pool are the agent's), asking for
+    /// delivery receipts at `status_callback` when given, counting requests in `metrics`.
+    pub fn new(
+        config: &TwilioConfig,
+        agent: ureq::Agent,
+        status_callback: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Twilio {
         let account = config.account_sid.expose();
         let credentials = format!("{account}:{}", config.auth_token.expose());
         Twilio {
@@ -192,6 +203,56 @@ impl Twilio {
             .into(),
             authorization: format!("Basic {}", base64(credentials.as_bytes())).into(),
             sender: config.sender.clone(),
+            status_callback: status_callback.map(Into::into),
+            metrics,
+        }
+    }
+
+    /// `GET` a path under the account (`/…json`), authenticated; for the `check` command.
+    pub fn get_account_resource(
+        &self,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, SendError> {
+        let url = self
+            .messages_url
+            .trim_end_matches("/Messages.json")
+            .to_string()
+            + path_and_query;
+        self.get_json(&url)
+    }
+
+    /// `GET` any URL with our credentials and read a JSON answer.
+    pub fn get_json(&self, url: &str) -> Result<serde_json::Value, SendError> {
+        let result = self
+            .agent
+            .get(url)
+            .set("Authorization", &self.authorization)
+            .set("Accept", "application/json")
+            .call();
+        match result {
+            Ok(resp) => {
+                let status = resp.status();
+                self.metrics.twilio_request(Some(status));
+                let text = resp
+                    .into_string()
+                    .map_err(|e| SendError::NoResponse(e.to_string()))?;
+                serde_json::from_str(&text).map_err(|e| SendError::Unreadable {
+                    status,
+                    detail: e.to_string(),
+                })
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                self.metrics.twilio_request(Some(status));
+                Err(parse_rejection(
+                    status,
+                    &resp.into_string().unwrap_or_default(),
+                    None,
+                ))
+            }
+            Err(ureq::Error::Transport(t)) => {
+                self.metrics.twilio_request(None);
+                Err(SendError::NotSent(describe_transport(&t)))
+            }
         }
     }
 
@@ -201,12 +262,21 @@ impl Twilio {
             SmsSender::Number(n) => ("From", n.as_str()),
             SmsSender::MessagingService(s) => ("MessagingServiceSid", s.as_str()),
         };
+        let mut form = vec![("To", to), from, ("Body", body)];
+        if let Some(url) = &self.status_callback {
+            form.push(("StatusCallback", url));
+        }
         let result = self
             .agent
             .post(&self.messages_url)
             .set("Authorization", &self.authorization)
             .set("Accept", "application/json")
-            .send_form(&[("To", to), from, ("Body", body)]);
+            .send_form(&form);
+        self.metrics.twilio_request(match &result {
+            Ok(resp) => Some(resp.status()),
+            Err(ureq::Error::Status(status, _)) => Some(*status),
+            Err(ureq::Error::Transport(_)) => None,
+        });
         match result {
             Ok(resp) => {
                 let status = resp.status();
@@ -289,6 +359,11 @@ impl Twilio {
             .set("Authorization", &self.authorization)
             .set("Accept", "application/json")
             .call();
+        self.metrics.twilio_request(match &result {
+            Ok(resp) => Some(resp.status()),
+            Err(ureq::Error::Status(status, _)) => Some(*status),
+            Err(ureq::Error::Transport(_)) => None,
+        });
         match result {
             Ok(resp) => {
                 let status = resp.status();

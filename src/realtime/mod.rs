@@ -77,6 +77,8 @@ pub struct Context {
     pub sweep: SweepTrigger,
     /// Stops the task.
     pub shutdown: Shutdown,
+    /// Counts reconnects.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// How one socket's life ended.
@@ -100,6 +102,8 @@ pub async fn run(ctx: Context) {
             }
             End::Lost { reason, subscribed } => {
                 ctx.health.set_link(Link::Disconnected);
+                ctx.health.set_realtime_error(&reason);
+                ctx.metrics.reconnect();
                 if subscribed {
                     failures = 0;
                 }
@@ -125,6 +129,46 @@ pub async fn run(ctx: Context) {
             }
         }
     }
+}
+
+/// Connect, join and wait for the subscription once, then leave (for `sms-sender check`).
+/// Returns why it did not work within `limit`.
+pub fn probe(
+    supabase: &SupabaseConfig,
+    heartbeat: Duration,
+    limit: Duration,
+) -> Result<(), String> {
+    let health = Health::new();
+    let shutdown = Shutdown::new();
+    let ctx = Context {
+        supabase: supabase.clone(),
+        timing: Timing::with_heartbeat(heartbeat),
+        health: health.clone(),
+        queue: WorkQueue::new(1),
+        sweep: SweepTrigger::default(),
+        shutdown: shutdown.clone(),
+        metrics: std::sync::Arc::default(),
+    };
+    let watcher = {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while health.link() != Link::Connected && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let subscribed = health.link() == Link::Connected;
+            shutdown.trigger();
+            subscribed
+        })
+    };
+    smol::block_on(run(ctx));
+    if watcher.join().unwrap_or(false) {
+        return Ok(());
+    }
+    Err(match health.realtime_error() {
+        Some(reason) => reason,
+        None => format!("no subscription within {} s", limit.as_secs()),
+    })
 }
 
 /// Message refs: increasing decimal strings, shared by all pushes on all sockets.

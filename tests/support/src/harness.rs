@@ -20,6 +20,16 @@ use crate::twilio::{TwilioConfig, TwilioDouble};
 /// The Twilio number the service sends from in the local world.
 pub const FROM_NUMBER: &str = "+15005550006";
 
+/// Every message body inserted through a [`Stack`] in this process. A [`Service`] log must
+/// never contain one (bodies are personal data; the service logs them at trace level only).
+static BODIES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Bodies shorter than this are not searched for (they occur in ordinary words).
+const MIN_SCANNED_BODY: usize = 8;
+
+/// Variables whose values must never appear in a service log, at any level.
+pub const SECRET_VARS: &[&str] = &["SUPABASE_SERVICE_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID"];
+
 /// PostgreSQL + doubles + a database connection.
 pub struct Stack {
     /// The database (dropped last: fields drop in declaration order, so it is declared last).
@@ -135,6 +145,10 @@ impl Stack {
                  FROM conversations c WHERE c.id = $1::text::uuid RETURNING id::text",
             )?;
             let mut ids = Vec::with_capacity(bodies.len());
+            BODIES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(bodies.iter().filter(|b| b.len() >= MIN_SCANNED_BODY).cloned());
             for body in bodies {
                 ids.push(tx.query_one(&stmt, &[&conversation, body])?.get(0));
             }
@@ -206,6 +220,10 @@ pub struct Service {
     /// Health port.
     pub port: u16,
     log_path: PathBuf,
+    /// Secret values from its environment, scanned for in its log when it is dropped.
+    secrets: Vec<String>,
+    /// Whether `RUST_LOG` allowed trace level (the only level where bodies may appear).
+    bodies_allowed: bool,
     _dir: TempDir,
 }
 
@@ -271,6 +289,12 @@ impl Service {
         if !env.iter().any(|(k, _)| k == "RUST_LOG") {
             env.push(("RUST_LOG".into(), "info".into()));
         }
+        let secrets = env
+            .iter()
+            .filter(|(k, v)| SECRET_VARS.contains(&k.as_str()) && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect();
+        let bodies_allowed = env.iter().any(|(k, v)| k == "RUST_LOG" && v.contains("trace"));
         let mut cmd = Command::new(l.binary);
         cmd.env_clear()
             .envs(env)
@@ -289,6 +313,8 @@ impl Service {
             child,
             port,
             log_path,
+            secrets,
+            bodies_allowed,
             _dir: dir,
         }
     }
@@ -356,10 +382,31 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Panic if the log holds a secret of this service's environment, or (below trace level) a
+    /// message body inserted by any [`Stack`] of this process. Runs on drop, so every test that
+    /// starts a service is checked.
+    pub fn assert_log_clean(&self) {
+        let log = self.log();
+        for secret in &self.secrets {
+            assert!(!log.contains(secret.as_str()), "a secret value leaked into the service log:\n{log}");
+        }
+        if !self.bodies_allowed {
+            let bodies = BODIES.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(body) = bodies.iter().find(|b| log.contains(b.as_str())) {
+                panic!("message body {body:?} leaked into the service log:\n{log}");
+            }
+        }
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
+        }
+        if !std::thread::panicking() {
+            self.assert_log_clean();
         }
     }
 }

@@ -1,0 +1,272 @@
+//! Delivery receipts (optional): Twilio's status callbacks, verified and applied to the row.
+//!
+//! With `STATUS_CALLBACK_URL` set, every create asks Twilio to POST status changes there. Each
+//! callback is checked against `X-Twilio-Signature` exactly as Twilio signs it (reference
+//! twilio-messages.md §6.3: the configured URL, then every POST parameter name and value in sorted
+//! order, HMAC-SHA1 with the auth token, base64; the URL is tried with and without an explicit
+//! default port; compared in constant time). Unsigned or mis-signed requests get 403.
+//!
+//! Updates are monotonic and idempotent: only rows still `sending` or `sent` move, to
+//! `delivered` (with `delivered_at`), `undelivered` or `failed`; a duplicate, or a late `sent`
+//! after `delivered`, changes nothing. They run on a worker thread fed by a bounded channel so
+//! health probes never wait on the database.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use log::{info, warn};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::postgrest::Rest;
+use crate::shutdown::Shutdown;
+
+/// A verified status callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// `MessageSid`.
+    pub sid: String,
+    /// `MessageStatus` (`sent`, `delivered`, `undelivered`, `failed`, …).
+    pub status: String,
+    /// `ErrorCode`, for `failed`/`undelivered`.
+    pub error_code: Option<String>,
+}
+
+/// What the signature is computed over: the URL followed by each sorted `name` `value`.
+fn signed_string(url: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let mut data = url.to_string();
+    for (name, value) in sorted {
+        data.push_str(name);
+        data.push_str(value);
+    }
+    data
+}
+
+/// `X-Twilio-Signature` for a form POST to `url` with `params`, keyed by the auth token.
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let mac = PKey::hmac(auth_token.as_bytes())
+        .and_then(|key| {
+            let mut signer = Signer::new(MessageDigest::sha1(), &key)?;
+            signer.update(signed_string(url, params).as_bytes())?;
+            signer.sign_to_vec()
+        })
+        .unwrap_or_default();
+    openssl::base64::encode_block(&mac)
+}
+
+/// The URL as configured, and the same URL with its default port added or removed: Twilio's own
+/// signing is inconsistent about `:443`/`:80`, and its validators accept both.
+fn url_variants(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_string()];
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        let Some(rest) = url.strip_prefix(scheme) else {
+            continue;
+        };
+        let (host, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        match host.strip_suffix(port) {
+            Some(bare) => out.push(format!("{scheme}{bare}{path}")),
+            None if !host.contains(':') => out.push(format!("{scheme}{host}{port}{path}")),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Whether `header` is Twilio's signature of this request.
+pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], header: &str) -> bool {
+    let given = header.trim().as_bytes();
+    url_variants(url).iter().any(|u| {
+        let expected = signature(auth_token, u, params);
+        expected.len() == given.len() && openssl::memcmp::eq(expected.as_bytes(), given)
+    })
+}
+
+/// Read the receipt out of verified callback parameters.
+pub fn parse(params: &[(String, String)]) -> Option<Receipt> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let sid = get("MessageSid").or_else(|| get("SmsSid"))?;
+    let valid_sid = sid.len() == 34 && sid.bytes().all(|b| b.is_ascii_alphanumeric());
+    let status = get("MessageStatus").or_else(|| get("SmsStatus"))?;
+    valid_sid.then(|| Receipt {
+        sid,
+        status,
+        error_code: get("ErrorCode").filter(|c| !c.is_empty()),
+    })
+}
+
+/// Where verified receipts go; cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: SyncSender<Receipt>,
+}
+
+impl Inbox {
+    /// Hand over a receipt; `false` when the worker is saturated (answer 503 so Twilio retries).
+    pub fn offer(&self, receipt: Receipt) -> bool {
+        !matches!(
+            self.tx.try_send(receipt),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+        )
+    }
+}
+
+/// Start the worker that applies receipts; returns its inbox.
+pub fn spawn(
+    rest: Rest,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: Shutdown,
+) -> std::io::Result<(Inbox, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel(256);
+    let handle = std::thread::Builder::new()
+        .name("receipts".into())
+        .stack_size(256 * 1024)
+        .spawn(move || work(&rx, &rest, &metrics, &shutdown))?;
+    Ok((Inbox { tx }, handle))
+}
+
+fn work(rx: &Receiver<Receipt>, rest: &Rest, _metrics: &Metrics, shutdown: &Shutdown) {
+    while let Ok(receipt) = rx.recv() {
+        let (new_status, delivered_at) = match receipt.status.as_str() {
+            "delivered" => ("delivered", Some(clock::rfc3339_millis(SystemTime::now()))),
+            "undelivered" => ("undelivered", None),
+            "failed" => ("failed", None),
+            _ => continue, // queued/sent/sending/…: the row already says sent
+        };
+        if new_status != "delivered" {
+            warn!(
+                "delivery receipt: {} is {new_status} (Twilio error code {})",
+                receipt.sid,
+                receipt.error_code.as_deref().unwrap_or("-")
+            );
+        }
+        for attempt in 0..5u32 {
+            match rest.apply_receipt(&receipt.sid, new_status, delivered_at.as_deref()) {
+                Ok(true) => {
+                    info!("delivery receipt: {} → {new_status}", receipt.sid);
+                    break;
+                }
+                Ok(false) => break, // duplicate, out of order, or not ours: nothing to change
+                Err(e) => {
+                    warn!("delivery receipt for {}: update failed ({e})", receipt.sid);
+                    if !shutdown.sleep(Duration::from_millis(500 << attempt)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_test_vector() {
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let params = pairs(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ]);
+        assert_eq!(
+            signed_string(url, &params),
+            "https://mycompany.com/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+14158675309Digits1234From+14158675309To+18005551212"
+        );
+        assert_eq!(
+            signature("12345", url, &params),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
+        assert!(verify(
+            "12345",
+            url,
+            &params,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        let mut shuffled = params.clone();
+        shuffled.reverse();
+        assert!(
+            verify("12345", url, &shuffled, "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
+            "order-independent"
+        );
+        assert!(
+            !verify("12346", url, &params, "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
+            "wrong token"
+        );
+        assert!(
+            !verify("12345", url, &params[1..], "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
+            "missing param"
+        );
+        assert!(!verify("12345", url, &params, ""), "empty header");
+    }
+
+    #[test]
+    fn default_ports_are_accepted_both_ways() {
+        let params = pairs(&[("MessageSid", "SMx"), ("MessageStatus", "delivered")]);
+        let with_port = signature("tok", "https://h.example:443/twilio/status", &params);
+        assert!(verify(
+            "tok",
+            "https://h.example/twilio/status",
+            &params,
+            &with_port
+        ));
+        let without = signature("tok", "https://h.example/twilio/status", &params);
+        assert!(verify(
+            "tok",
+            "https://h.example:443/twilio/status",
+            &params,
+            &without
+        ));
+        assert!(!verify(
+            "tok",
+            "https://h.example:8443/twilio/status",
+            &params,
+            &without
+        ));
+    }
+
+    #[test]
+    fn receipts_parse() {
+        let sid = format!("SM{}", "a".repeat(32));
+        let r = parse(&pairs(&[
+            ("MessageSid", &sid),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30003"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            r,
+            Receipt {
+                sid: sid.clone(),
+                status: "undelivered".into(),
+                error_code: Some("30003".into())
+            }
+        );
+        assert!(parse(&pairs(&[("MessageStatus", "sent")])).is_none());
+        assert!(parse(&pairs(&[
+            ("MessageSid", "SM1&x=y"),
+            ("MessageStatus", "sent")
+        ]))
+        .is_none());
+    }
+}

@@ -1,0 +1,333 @@
+//! Counters and the one histogram the service keeps, and their Prometheus text exposition
+//! (format 0.0.4) served at `GET /metrics`.
+//!
+//! Everything is a lock-free atomic except the per-status Twilio counter (a small map behind a
+//! mutex; statuses are few). Values live for the life of the process, so they survive
+//! reconnects. Gauges that mirror other state (connection, queue depth, circuit) are read when
+//! the page is rendered.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the send-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// How a message's processing ended, for `sms_sender_messages_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Recorded `sent` (including ones found at Twilio after an ambiguous failure).
+    Sent,
+    /// Recorded `failed`.
+    Failed,
+    /// Not ours to send (claimed elsewhere, no longer queued).
+    Skipped,
+}
+
+/// The service's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+    retries: AtomicU64,
+    reconnects: AtomicU64,
+    orphans_recovered: AtomicU64,
+    callbacks: AtomicU64,
+    callbacks_rejected: AtomicU64,
+    twilio_requests: Mutex<BTreeMap<String, u64>>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+}
+
+/// Point-in-time gauges supplied by the caller when rendering.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Subscribed to Realtime.
+    pub realtime_connected: bool,
+    /// Ids waiting for a sender thread.
+    pub queue_depth: usize,
+    /// The pause gate is open (nothing is being sent).
+    pub circuit_open: bool,
+    /// Supabase REST answered the last request.
+    pub database_ok: bool,
+}
+
+impl Metrics {
+    /// Count a finished message.
+    pub fn message(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Sent => &self.sent,
+            Outcome::Failed => &self.failed,
+            Outcome::Skipped => &self.skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a request to Twilio by its HTTP status (`None`: no answer).
+    pub fn twilio_request(&self, status: Option<u16>) {
+        let label = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        *self
+            .twilio_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(label)
+            .or_default() += 1;
+    }
+
+    /// Count a retry of a send.
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a Realtime reconnect.
+    pub fn reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count an orphan settled by recovery.
+    pub fn orphan_recovered(&self) {
+        self.orphans_recovered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a status callback (`accepted`: the signature was valid).
+    pub fn callback(&self, accepted: bool) {
+        let counter = if accepted {
+            &self.callbacks
+        } else {
+            &self.callbacks_rejected
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observe the time from "queued" to "Twilio accepted".
+    pub fn send_latency(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(
+            latency.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Messages counted with this outcome so far.
+    pub fn messages(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Sent => &self.sent,
+            Outcome::Failed => &self.failed,
+            Outcome::Skipped => &self.skipped,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    /// The exposition text.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        family(
+            &mut out,
+            "sms_sender_build_info",
+            "gauge",
+            "Build information; always 1.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        family(
+            &mut out,
+            "sms_sender_messages_total",
+            "counter",
+            "Messages processed, by outcome (skipped: claimed by another instance or no longer queued).",
+        );
+        for (outcome, value) in [
+            ("sent", load(&self.sent)),
+            ("failed", load(&self.failed)),
+            ("skipped", load(&self.skipped)),
+        ] {
+            let _ = writeln!(
+                out,
+                "sms_sender_messages_total{{outcome=\"{outcome}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "sms_sender_twilio_requests_total",
+            "counter",
+            "HTTP requests to Twilio (creates and lookups), by status; \"error\" when there was no answer.",
+        );
+        for (status, value) in self
+            .twilio_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sms_sender_twilio_requests_total{{status=\"{status}\"}} {value}"
+            );
+        }
+        family(
+            &mut out,
+            "sms_sender_retries_total",
+            "counter",
+            "Send attempts retried after a transient failure.",
+        );
+        let _ = writeln!(out, "sms_sender_retries_total {}", load(&self.retries));
+        family(
+            &mut out,
+            "sms_sender_realtime_connected",
+            "gauge",
+            "1 while subscribed to Realtime, else 0.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_realtime_connected {}",
+            u8::from(gauges.realtime_connected)
+        );
+        family(
+            &mut out,
+            "sms_sender_realtime_reconnects_total",
+            "counter",
+            "Realtime connections lost and retried.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_realtime_reconnects_total {}",
+            load(&self.reconnects)
+        );
+        family(
+            &mut out,
+            "sms_sender_queue_depth",
+            "gauge",
+            "Message ids waiting for a sender thread.",
+        );
+        let _ = writeln!(out, "sms_sender_queue_depth {}", gauges.queue_depth);
+        family(
+            &mut out,
+            "sms_sender_circuit_open",
+            "gauge",
+            "1 while sending is paused (Twilio outage or refused credentials).",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_circuit_open {}",
+            u8::from(gauges.circuit_open)
+        );
+        family(
+            &mut out,
+            "sms_sender_database_up",
+            "gauge",
+            "1 if Supabase REST answered the last request.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_database_up {}",
+            u8::from(gauges.database_ok)
+        );
+        family(
+            &mut out,
+            "sms_sender_orphans_recovered_total",
+            "counter",
+            "Orphaned 'sending' rows settled.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_orphans_recovered_total {}",
+            load(&self.orphans_recovered)
+        );
+        family(
+            &mut out,
+            "sms_sender_status_callbacks_total",
+            "counter",
+            "Twilio status callbacks, by signature check result.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_status_callbacks_total{{result=\"accepted\"}} {}",
+            load(&self.callbacks)
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_status_callbacks_total{{result=\"rejected\"}} {}",
+            load(&self.callbacks_rejected)
+        );
+        family(
+            &mut out,
+            "sms_sender_send_latency_seconds",
+            "histogram",
+            "Time from a message being queued here to Twilio accepting it.",
+        );
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "sms_sender_send_latency_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "sms_sender_send_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = load(&self.latency_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "sms_sender_send_latency_seconds_sum {sum}");
+        let _ = writeln!(out, "sms_sender_send_latency_seconds_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.message(Outcome::Sent);
+        m.message(Outcome::Sent);
+        m.message(Outcome::Skipped);
+        m.twilio_request(Some(201));
+        m.twilio_request(None);
+        m.send_latency(Duration::from_millis(3));
+        m.send_latency(Duration::from_millis(70));
+        let text = m.render(Gauges {
+            realtime_connected: true,
+            queue_depth: 7,
+            ..Default::default()
+        });
+        assert!(text.contains("sms_sender_messages_total{outcome=\"sent\"} 2\n"));
+        assert!(text.contains("sms_sender_messages_total{outcome=\"skipped\"} 1\n"));
+        assert!(text.contains("sms_sender_twilio_requests_total{status=\"201\"} 1\n"));
+        assert!(text.contains("sms_sender_twilio_requests_total{status=\"error\"} 1\n"));
+        assert!(text.contains("sms_sender_realtime_connected 1\n"));
+        assert!(text.contains("sms_sender_queue_depth 7\n"));
+        assert!(text.contains("sms_sender_send_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("sms_sender_send_latency_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(text.contains("sms_sender_send_latency_seconds_bucket{le=\"0.1\"} 2\n"));
+        assert!(text.contains("sms_sender_send_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("sms_sender_send_latency_seconds_count 2\n"));
+        assert!(text.contains(&format!(
+            "sms_sender_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The service's own HTTP port (`PORT`): `GET /health`, `GET /metrics`, and, when delivery
+//! receipts are on, `POST /twilio/status`. Everything else is 404.
+//!
+//! A deliberately small HTTP/1.1 server on std sockets, because this port faces the network and
+//! must stay up whatever arrives. (The design card named `tiny_http`; version 0.12 aborts the whole
+//! process on a single request declaring a huge `Content-Length` — it allocates the declared size
+//! to drain the body — and bounds neither header size, header count nor time. See README.)
+//! Invariants: at most [`MAX_CONNECTIONS`] connections at once (more are closed at accept); one
+//! request per connection; the head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] lines, read
+//! within [`REQUEST_DEADLINE`]; only the callback route reads a body, at most [`MAX_BODY`] bytes;
+//! handlers never wait on the network (receipts go to a worker), so a probe is never stuck behind
+//! a database call. It serves until the process exits, so probes see `shutting_down`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::callbacks::{self, Inbox};
+use crate::circuit::Circuit;
+use crate::config::Secret;
+use crate::health::{Health, Link};
+use crate::metrics::{Gauges, Metrics};
+use crate::queue::WorkQueue;
+
+/// Largest callback body read (Twilio's are well under 2 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request line plus headers.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most header lines.
+pub const MAX_HEADERS: usize = 64;
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Time allowed to send a whole request (head and body).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Delivery-receipt settings.
+pub struct Receipts {
+    /// The public URL Twilio signs (`STATUS_CALLBACK_URL`).
+    pub url: String,
+    /// The signing key.
+    pub auth_token: Secret,
+    /// Where verified receipts go.
+    pub inbox: Inbox,
+}
+
+/// What the endpoints read.
+pub struct Admin {
+    /// Liveness.
+    pub health: Health,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// For the queue-depth gauge.
+    pub queue: WorkQueue,
+    /// For the circuit gauge.
+    pub circuit: Circuit,
+    /// Present when `STATUS_CALLBACK_URL` is set.
+    pub receipts: Option<Receipts>,
+}
+
+/// A parsed request.
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body (read only where a route needs it).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response.
+pub struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+fn json(status: u16, body: impl Into<String>) -> Response {
+    Response {
+        status,
+        content_type: "application/json",
+        body: body.into(),
+    }
+}
+
+/// Start serving on `0.0.0.0:port` in a thread of its own.
+pub fn serve(port: u16, admin: Admin) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    let admin = Arc::new(admin);
+    let open = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("http".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = stream.shutdown(SocketShutdown::Both);
+                    continue;
+                }
+                let (admin, slot) = (admin.clone(), open.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("http-conn".into())
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        serve_connection(stream, &admin);
+                        slot.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    open.fetch_sub(1, Ordering::SeqCst); // never started: free its slot
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn serve_connection(stream: TcpStream, admin: &Admin) {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let response = match read_request(&stream, deadline) {
+        Ok(mut request) => route(&mut request, &stream, deadline, admin),
+        Err(status) => json(status, format!("{{\"error\":\"bad request ({status})\"}}")),
+    };
+    let _ = write_response(&stream, &response);
+    let _ = stream.shutdown(SocketShutdown::Both);
+}
+
+/// Read the request line and headers within the limits; an error is the status to answer.
+fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, u16> {
+    let mut reader = BufReader::with_capacity(1024, stream.take(MAX_HEAD as u64));
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Err(408);
+        }
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return Err(if lines.is_empty() { 400 } else { 431 }),
+            Ok(_) if !line.ends_with(b"\n") => return Err(431),
+            Ok(_) => {}
+            Err(_) => return Err(408),
+        }
+        let line = String::from_utf8(line).map_err(|_| 400u16)?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            if lines.is_empty() {
+                continue; // tolerate a stray CRLF before the request
+            }
+            break;
+        }
+        if lines.len() > MAX_HEADERS {
+            return Err(431);
+        }
+        lines.push(line);
+    }
+    let mut parts = lines[0].split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(400);
+    };
+    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
+        return Err(400);
+    }
+    let mut headers = Vec::with_capacity(lines.len() - 1);
+    for line in &lines[1..] {
+        let (name, value) = line.split_once(':').ok_or(400u16)?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    // Whatever is buffered beyond the head belongs to the body; keep it.
+    let buffered = reader.buffer().to_vec();
+    Ok(Request {
+        method: method.to_string(),
+        path: target.split('?').next().unwrap_or("").to_string(),
+        headers,
+        body: buffered,
+    })
+}
+
+/// Read the body announced by `Content-Length` (at most [`MAX_BODY`]); an error is the status.
+fn read_body(request: &mut Request, stream: &TcpStream, deadline: Instant) -> Result<(), u16> {
+    if request.header("transfer-encoding").is_some() {
+        return Err(411);
+    }
+    let length: usize = match request.header("content-length") {
+        Some(v) => v.parse().map_err(|_| 400u16)?,
+        None => return Err(411),
+    };
+    if length > MAX_BODY {
+        return Err(413);
+    }
+    let mut reader = stream.take((length.saturating_sub(request.body.len())) as u64);
+    while request.body.len() < length {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Err(408);
+        }
+        let mut chunk = [0u8; 4096];
+        match reader.read(&mut chunk) {
+            Ok(0) => return Err(400),
+            Ok(n) => request.body.extend_from_slice(&chunk[..n]),
+            Err(_) => return Err(408),
+        }
+    }
+    request.body.truncate(length);
+    Ok(())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+fn write_response(mut stream: &TcpStream, response: &Response) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(response.body.as_bytes())?;
+    stream.flush()
+}
+
+fn route(request: &mut Request, stream: &TcpStream, deadline: Instant, admin: &Admin) -> Response {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET" | "HEAD", "/health") => {
+            let report = admin.health.report_at(Instant::now());
+            json(report.http_status, Health::body(&report, SystemTime::now()))
+        }
+        ("GET" | "HEAD", "/metrics") => {
+            let report = admin.health.report_at(Instant::now());
+            let text = admin.metrics.render(Gauges {
+                realtime_connected: report.link == Link::Connected,
+                queue_depth: admin.queue.len(),
+                circuit_open: admin.circuit.is_open(),
+                database_ok: report.database_ok,
+            });
+            Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: text,
+            }
+        }
+        ("POST", "/twilio/status") if admin.receipts.is_some() => {
+            if let Err(status) = read_body(request, stream, deadline) {
+                return json(status, format!("{{\"error\":\"bad request ({status})\"}}"));
+            }
+            let receipts = admin.receipts.as_ref().expect("checked by the guard");
+            status_callback(request, receipts, &admin.metrics)
+        }
+        (_, "/health" | "/metrics") => json(405, r#"{"error":"method not allowed"}"#),
+        _ => json(404, r#"{"error":"not found"}"#),
+    }
+}
+
+fn status_callback(request: &Request, receipts: &Receipts, metrics: &Metrics) -> Response {
+    let signature = request.header("x-twilio-signature").unwrap_or_default();
+    let params = parse_form(&request.body);
+    if !callbacks::verify(
+        receipts.auth_token.expose(),
+        &receipts.url,
+        &params,
+        signature,
+    ) {
+        metrics.callback(false);
+        log::warn!("status callback with a missing or wrong X-Twilio-Signature rejected");
+        return json(403, r#"{"error":"invalid signature"}"#);
+    }
+    metrics.callback(true);
+    let accepted = callbacks::parse(&params).map_or(true, |r| receipts.inbox.offer(r));
+    if accepted {
+        Response {
+            status: 200,
+            content_type: "text/plain",
+            body: String::new(),
+        }
+    } else {
+        json(503, r#"{"error":"busy"}"#)
+    }
+}
+
+/// Decode `application/x-www-form-urlencoded` (`+` is a space; bad escapes kept literally).
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    fn decode(s: &[u8]) -> String {
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < s.len() => {
+                    match std::str::from_utf8(&s[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let mut it = pair.splitn(2, |b| *b == b'=');
+            let k = it.next().unwrap_or_default();
+            let v = it.next().unwrap_or_default();
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        let p = parse_form(b"To=%2B15551234567&Body=hi+there&E=100%&x");
+        assert_eq!(p[0], ("To".into(), "+15551234567".into()));
+        assert_eq!(p[1], ("Body".into(), "hi there".into()));
+        assert_eq!(p[2], ("E".into(), "100%".into()));
+        assert_eq!(p[3], ("x".into(), "".into()));
+        assert!(parse_form(b"").is_empty());
+        let _ = parse_form(&[0xff, b'%', b'%', b'=', b'%']);
+    }
+}

@@ -1,0 +1,623 @@
+//! Operating the service: `/metrics` (checked with Prometheus' own Python parser), the `check`
+//! command, `MAX_SENDS_PER_SECOND`, delivery receipts with signed callbacks, and hardening of the
+//! HTTP port and of TLS (a private CA: refused by default, accepted through `SSL_CERT_FILE`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sms_sender_doubles::harness::{free_port, wait_until, Service, Stack, TempDir};
+use sms_sender_doubles::twilio::{post_form, twilio_signature, Fault, TwilioConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
+const WAIT: Duration = Duration::from_secs(20);
+const TO: &str = "+15551234567";
+
+fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
+    let mut env = stack.service_env();
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let svc = Service::start(Path::new(BIN), env);
+    assert!(svc.wait_subscribed(WAIT), "not subscribed:\n{}", svc.log());
+    svc
+}
+
+/// Parse a Prometheus text page with `prometheus_client`'s parser (an independent
+/// implementation): returns `name{labels} value` lines, sorted, as the parser understood them.
+fn parse_prometheus(text: &str) -> Vec<String> {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out.append(f"{family.type} {s.name}{{{labels}}} {s.value}")
+print("\n".join(sorted(out)))
+"#;
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (make test installs python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn sample(samples: &[String], prefix: &str) -> f64 {
+    let line = samples
+        .iter()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no sample {prefix}:\n{}", samples.join("\n")));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn metrics_parse_with_prometheus_own_parser_and_survive_reconnects() {
+    let stack = Stack::start();
+    let svc = start(&stack, &[("RETRY_BACKOFF_MS", "20")]);
+    stack
+        .twilio
+        .fail_next_creates(1, Fault::TooManyRequests { retry_after: None });
+    let conv = stack.create_conversation(TO);
+    stack.insert_outbound(&conv, "one");
+    stack.insert_outbound(&conv, "two");
+    let bad = stack.create_conversation("+15005550001"); // the double answers 21211
+    stack.insert_outbound(&bad, "three");
+    assert!(stack.wait_status_count("sent", 2, WAIT));
+    assert!(stack.wait_status_count("failed", 1, WAIT));
+
+    let (status, text) = svc.get("/metrics").expect("metrics answer");
+    assert_eq!(status, 200);
+    let m = parse_prometheus(&text);
+    assert_eq!(
+        sample(&m, "sms_sender_messages_total{outcome=\"sent\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "sms_sender_messages_total{outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "sms_sender_twilio_requests_total{status=\"201\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "sms_sender_twilio_requests_total{status=\"429\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "sms_sender_twilio_requests_total{status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(sample(&m, "sms_sender_retries_total{}"), 1.0);
+    assert_eq!(sample(&m, "sms_sender_realtime_connected{}"), 1.0);
+    assert_eq!(sample(&m, "sms_sender_queue_depth{}"), 0.0);
+    assert_eq!(sample(&m, "sms_sender_send_latency_seconds_count{}"), 2.0);
+    assert_eq!(
+        sample(&m, "sms_sender_send_latency_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    let version = format!(
+        "sms_sender_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&m, &version), 1.0);
+    assert!(m
+        .iter()
+        .any(|l| l.starts_with("histogram sms_sender_send_latency_seconds_bucket")));
+    assert!(m
+        .iter()
+        .any(|l| l.starts_with("counter sms_sender_messages_total")));
+
+    stack.supabase.realtime_drop_all();
+    assert!(wait_until(WAIT, || {
+        let (_, t) = svc.get("/metrics").unwrap();
+        t.contains("sms_sender_realtime_reconnects_total 1")
+    }));
+    assert!(svc.wait_subscribed(WAIT));
+    let m = parse_prometheus(&svc.get("/metrics").unwrap().1);
+    assert_eq!(
+        sample(&m, "sms_sender_messages_total{outcome=\"sent\"}"),
+        2.0,
+        "counters survive"
+    );
+    assert_eq!(sample(&m, "sms_sender_realtime_connected{}"), 1.0);
+}
+
+fn check(stack: &Stack, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut env = stack.service_env();
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let out = Command::new(BIN)
+        .arg("check")
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_command_reports_each_problem_clearly() {
+    let owned = "+15005550006";
+    let mg = format!("MG{}", "ab".repeat(16));
+    let stack = Stack::start_with(
+        Default::default(),
+        TwilioConfig {
+            owned_numbers: vec![owned.into()],
+            messaging_services: vec![mg.clone()],
+            ..Default::default()
+        },
+    );
+    let (code, out) = check(&stack, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with('✓')).count(),
+        5,
+        "{out}"
+    );
+    assert!(out.contains("✓ Realtime: subscribed"), "{out}");
+    assert_eq!(
+        stack.twilio.create_requests(),
+        0,
+        "check never sends an SMS"
+    );
+
+    let (code, out) = check(&stack, &[("TWILIO_MESSAGING_SERVICE_SID", &mg)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("✓ Twilio sender: messaging service {mg}")),
+        "{out}"
+    );
+
+    let (code, out) = check(&stack, &[("TWILIO_AUTH_TOKEN", "wrong")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ Twilio credentials: Twilio refused the credentials"),
+        "{out}"
+    );
+    assert!(!out.contains("wrong"), "no secret echoed: {out}");
+
+    let (code, out) = check(&stack, &[("TWILIO_PHONE_NUMBER", "+15557654321")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("✗ Twilio sender: +15557654321 is not a number of this account"),
+        "{out}"
+    );
+
+    let (code, out) = check(&stack, &[("SUPABASE_SERVICE_KEY", "sb_secret_not-the-key")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("✗ Supabase REST: the key was refused"),
+        "{out}"
+    );
+    assert!(out.contains("✗ Realtime:"), "{out}");
+
+    stack.sql("ALTER TABLE messages DROP COLUMN twilio_message_sid");
+    stack.supabase.reload_schema();
+    let (code, out) = check(&stack, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("✗ Supabase REST: schema mismatch") && out.contains("twilio_message_sid"),
+        "{out}"
+    );
+
+    let (code, out) = check(&stack, &[("TWILIO_PHONE_NUMBER", "555")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        out.contains("✗ configuration: TWILIO_PHONE_NUMBER"),
+        "{out}"
+    );
+
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(
+        help.status.success() && String::from_utf8_lossy(&help.stdout).contains("sms-sender check")
+    );
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("sms-sender {}", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = Command::new(BIN)
+        .arg("--frobnicate")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn the_rate_limit_spaces_sends_and_drops_nothing() {
+    let stack = Stack::start();
+    let svc = start(
+        &stack,
+        &[("MAX_SENDS_PER_SECOND", "5"), ("SENDER_THREADS", "8")],
+    );
+    let conv = stack.create_conversation(TO);
+    let bodies: Vec<String> = (0..15).map(|i| format!("paced {i}")).collect();
+    stack.insert_many(&conv, &bodies);
+    assert!(
+        stack.wait_status_count("sent", 15, Duration::from_secs(30)),
+        "{}",
+        svc.log()
+    );
+    let mut times: Vec<Instant> = stack
+        .twilio
+        .messages()
+        .iter()
+        .map(|m| m.received_at)
+        .collect();
+    times.sort();
+    let span = times[14] - times[0];
+    assert!(
+        span >= Duration::from_millis(2700),
+        "15 sends at 5/s take ≥ 2.8 s, took {span:?}"
+    );
+    for (i, t) in times.iter().enumerate() {
+        let within_a_second = times[i..]
+            .iter()
+            .take_while(|u| **u - *t < Duration::from_secs(1))
+            .count();
+        assert!(
+            within_a_second <= 6,
+            "{within_a_second} sends within one second"
+        );
+    }
+}
+
+#[test]
+fn delivery_receipts_are_verified_and_applied_once_in_order() {
+    let stack = Stack::start();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/twilio/status");
+    let svc = start(
+        &stack,
+        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
+    );
+    let conv = stack.create_conversation(TO);
+    let a = stack.insert_outbound(&conv, "will be delivered");
+    let b = stack.insert_outbound(&conv, "will bounce");
+    assert!(stack.wait_status_count("sent", 2, WAIT));
+    let sid = |id: &str| stack.message(id).twilio_message_sid.unwrap();
+    let (sid_a, sid_b) = (sid(&a), sid(&b));
+    assert!(stack
+        .twilio
+        .messages()
+        .iter()
+        .all(|m| m.status_callback.as_deref() == Some(url.as_str())));
+
+    assert_eq!(
+        stack.twilio.send_status_callback(&sid_a, "sent", None),
+        Some(200)
+    );
+    assert_eq!(
+        stack.twilio.send_status_callback(&sid_a, "delivered", None),
+        Some(200)
+    );
+    assert!(wait_until(WAIT, || stack.message(&a).status.as_deref()
+        == Some("delivered")));
+    let delivered_at: Option<String> = stack.db(|c| {
+        Ok(c.query_one(
+            "SELECT delivered_at::text FROM messages WHERE id = $1::text::uuid",
+            &[&a],
+        )?
+        .get(0))
+    });
+    assert!(delivered_at.is_some());
+    // Duplicates and late, out-of-order callbacks change nothing.
+    assert_eq!(
+        stack.twilio.send_status_callback(&sid_a, "delivered", None),
+        Some(200)
+    );
+    assert_eq!(
+        stack.twilio.send_status_callback(&sid_a, "sent", None),
+        Some(200)
+    );
+    assert_eq!(
+        stack
+            .twilio
+            .send_status_callback(&sid_a, "undelivered", Some(30003)),
+        Some(200)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stack.message(&a).status.as_deref(), Some("delivered"));
+
+    assert_eq!(
+        stack
+            .twilio
+            .send_status_callback(&sid_b, "undelivered", Some(30003)),
+        Some(200)
+    );
+    assert!(wait_until(WAIT, || stack.message(&b).status.as_deref()
+        == Some("undelivered")));
+    assert!(
+        wait_until(WAIT, || svc.log().contains("30003")),
+        "{}",
+        svc.log()
+    );
+
+    // Forged or tampered callbacks are refused and change nothing.
+    let params = vec![
+        ("MessageSid".to_string(), sid_b.clone()),
+        ("MessageStatus".to_string(), "delivered".to_string()),
+    ];
+    assert_eq!(post_form(&url, &params, None), Some(403));
+    assert_eq!(
+        post_form(&url, &params, Some("bm90IGEgc2lnbmF0dXJl")),
+        Some(403)
+    );
+    let wrong_key = twilio_signature("another-token", &url, &params);
+    assert_eq!(post_form(&url, &params, Some(&wrong_key)), Some(403));
+    let right = twilio_signature(&stack.twilio.config().auth_token, &url, &params);
+    let mut tampered = params.clone();
+    tampered[1].1 = "failed".into();
+    assert_eq!(post_form(&url, &tampered, Some(&right)), Some(403));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stack.message(&b).status.as_deref(), Some("undelivered"));
+    let (_, metrics) = svc.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("sms_sender_status_callbacks_total{result=\"rejected\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_http_port_survives_garbage_slow_clients_and_floods() {
+    let stack = Stack::start();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/twilio/status");
+    let svc = start(
+        &stack,
+        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut rng = fastrand::Rng::with_seed(3);
+
+    // Garbage: random bytes, broken request lines, binary headers.
+    for _ in 0..50 {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            let junk: Vec<u8> = (0..rng.usize(1..2048)).map(|_| rng.u8(..)).collect();
+            let _ = s.write_all(&junk);
+        }
+    }
+    // Slow clients: half a request, then silence, held open.
+    let slow: Vec<TcpStream> = (0..20)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    // Requests past the limits get their status without being read further.
+    let status_of = |request: &[u8]| -> String {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let _ = s.write_all(request);
+        let mut head = [0u8; 12];
+        let _ = s.read_exact(&mut head);
+        String::from_utf8_lossy(&head[9..12]).into_owned()
+    };
+    assert_eq!(
+        status_of(b"POST /twilio/status HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"),
+        "413"
+    );
+    // tiny_http 0.12 aborted the whole process on this one (it allocated the declared length).
+    assert_eq!(
+        status_of(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000\r\n\r\n"),
+        "200"
+    );
+    let long_header = format!(
+        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(status_of(long_header.as_bytes()), "431");
+    let many_headers = format!("GET /health HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(200));
+    assert_eq!(status_of(many_headers.as_bytes()), "431");
+    assert_eq!(
+        status_of(b"POST /twilio/status HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        "411"
+    );
+    assert_eq!(
+        status_of(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
+        "400"
+    );
+    let t = Instant::now();
+    assert_eq!(
+        status_of(b"GET /health HTTP/1.1\r\nHost: x\r\n"),
+        "408",
+        "an unfinished head times out"
+    );
+    assert!(t.elapsed() < Duration::from_secs(12));
+
+    // A flood of well-formed probes from many threads: every one answered.
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..50)
+                    .filter(|_| {
+                        sms_sender_doubles::harness::http_get(port, "/health")
+                            .is_some_and(|(s, _)| s == 200)
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let answered: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(answered, 400);
+    assert_eq!(svc.get("/health").map(|r| r.0), Some(200));
+    drop(slow);
+
+    // Still working end to end.
+    let conv = stack.create_conversation(TO);
+    stack.insert_outbound(&conv, "after the storm");
+    assert!(stack.wait_status_count("sent", 1, WAIT), "{}", svc.log());
+}
+
+/// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn private_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sms-sender test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn tls_is_verified_refused_for_an_unknown_ca_and_accepted_with_ssl_cert_file() {
+    let stack = Stack::start();
+    let dir = TempDir::new("sms-tls");
+    let (ca, cert, key) = private_ca(&dir.0);
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .arg("-www")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(
+        ("127.0.0.1", port)
+    )
+    .is_ok()));
+    let tls_url = format!("https://127.0.0.1:{port}");
+
+    let run_check = |extra: Vec<(String, String)>| {
+        let mut env = stack.service_env();
+        env.retain(|(k, _)| k != "TWILIO_API_URL");
+        env.push(("TWILIO_API_URL".into(), tls_url.clone()));
+        env.extend(extra);
+        let out = Command::new(BIN)
+            .arg("check")
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let refused = run_check(vec![(
+        "SSL_CERT_FILE".into(),
+        "/etc/ssl/certs/ca-certificates.crt".into(),
+    )]);
+    let line = refused
+        .lines()
+        .find(|l| l.contains("Twilio credentials"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.starts_with('✗') && line.to_lowercase().contains("certificate"),
+        "{refused}"
+    );
+
+    let trusted = run_check(vec![("SSL_CERT_FILE".into(), ca.display().to_string())]);
+    let line = trusted
+        .lines()
+        .find(|l| l.contains("Twilio credentials"))
+        .unwrap()
+        .to_string();
+    assert!(
+        !line.to_lowercase().contains("certificate"),
+        "the private CA was trusted: {trusted}"
+    );
+    assert!(
+        line.contains("HTTP") || line.contains("unreadable"),
+        "TLS worked, then s_server's page was not JSON: {line}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
