@@ -266,11 +266,15 @@ impl Rest {
         condition: &str,
         body: serde_json::Value,
     ) -> Result<bool, RestError> {
-        let query = format!("id=eq.{id}&status={condition}&select=id");
+        self.patch_rows(&format!("id=eq.{id}&status={condition}"), &body)
+    }
+
+    /// `PATCH` the rows matching `filter` with `body`; tells whether any row changed.
+    fn patch_rows(&self, filter: &str, body: &serde_json::Value) -> Result<bool, RestError> {
         let req = self
-            .request("PATCH", &query)
+            .request("PATCH", &format!("{filter}&select=id"))
             .set("Prefer", "return=representation");
-        let text = self.call(req, Some(&body))?;
+        let text = self.call(req, Some(body))?;
         let rows: Vec<IdRow> =
             serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
         Ok(!rows.is_empty())
@@ -367,14 +371,10 @@ impl Rest {
         if let Some(at) = delivered_at {
             body["delivered_at"] = serde_json::Value::String(at.to_string());
         }
-        let query = format!("twilio_message_sid=eq.{sid}&status=in.(sending,sent)&select=id");
-        let req = self
-            .request("PATCH", &query)
-            .set("Prefer", "return=representation");
-        let text = self.call(req, Some(&body))?;
-        let rows: Vec<IdRow> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
-        Ok(!rows.is_empty())
+        self.patch_rows(
+            &format!("twilio_message_sid=eq.{sid}&status=in.(sending,sent)"),
+            &body,
+        )
     }
 
     /// Read one row of `messages` selecting `columns` (for `check`); returns how many came back.

@@ -164,6 +164,18 @@ pub fn parse_list_page(text: &str) -> Result<ListPage, String> {
     serde_json::from_str(text).map_err(|e| format!("unreadable message list: {e}"))
 }
 
+/// What Twilio answered to a request that reached it.
+enum Answer {
+    /// 2xx with its body.
+    Success { status: u16, text: String },
+    /// An error status with its body and `Retry-After` (in seconds), if any.
+    Failure {
+        status: u16,
+        text: String,
+        retry_after: Option<Duration>,
+    },
+}
+
 /// At most this many pages are read per lookup (100 messages each).
 const MAX_LIST_PAGES: usize = 20;
 
@@ -223,35 +235,61 @@ impl Twilio {
 
     /// `GET` any URL with our credentials and read a JSON answer.
     pub fn get_json(&self, url: &str) -> Result<serde_json::Value, SendError> {
-        let result = self
-            .agent
-            .get(url)
+        match self.execute(self.agent.get(url), None)? {
+            Answer::Success { status, text } => {
+                serde_json::from_str(&text).map_err(|e| SendError::Unreadable {
+                    status,
+                    detail: e.to_string(),
+                })
+            }
+            Answer::Failure { status, text, .. } => Err(parse_rejection(status, &text, None)),
+        }
+    }
+
+    /// Send `request` authenticated (as a form POST when `form` is given), count it, and read
+    /// the answer. Transport failures are classified here: no connection means not sent.
+    fn execute(
+        &self,
+        request: ureq::Request,
+        form: Option<&[(&str, &str)]>,
+    ) -> Result<Answer, SendError> {
+        let request = request
             .set("Authorization", &self.authorization)
-            .set("Accept", "application/json")
-            .call();
+            .set("Accept", "application/json");
+        let result = match form {
+            Some(form) => request.send_form(form),
+            None => request.call(),
+        };
         match result {
             Ok(resp) => {
                 let status = resp.status();
                 self.metrics.twilio_request(Some(status));
                 let text = resp
                     .into_string()
-                    .map_err(|e| SendError::NoResponse(e.to_string()))?;
-                serde_json::from_str(&text).map_err(|e| SendError::Unreadable {
-                    status,
-                    detail: e.to_string(),
-                })
+                    .map_err(|e| SendError::NoResponse(format!("reading the answer: {e}")))?;
+                Ok(Answer::Success { status, text })
             }
             Err(ureq::Error::Status(status, resp)) => {
                 self.metrics.twilio_request(Some(status));
-                Err(parse_rejection(
+                let retry_after = resp
+                    .header("Retry-After")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = resp.into_string().unwrap_or_default();
+                Ok(Answer::Failure {
                     status,
-                    &resp.into_string().unwrap_or_default(),
-                    None,
-                ))
+                    text,
+                    retry_after,
+                })
             }
             Err(ureq::Error::Transport(t)) => {
                 self.metrics.twilio_request(None);
-                Err(SendError::NotSent(describe_transport(&t)))
+                Err(match t.kind() {
+                    ureq::ErrorKind::Dns
+                    | ureq::ErrorKind::ConnectionFailed
+                    | ureq::ErrorKind::InvalidUrl => SendError::NotSent(describe_transport(&t)),
+                    _ => SendError::NoResponse(describe_transport(&t)),
+                })
             }
         }
     }
@@ -266,39 +304,13 @@ impl Twilio {
         if let Some(url) = &self.status_callback {
             form.push(("StatusCallback", url));
         }
-        let result = self
-            .agent
-            .post(&self.messages_url)
-            .set("Authorization", &self.authorization)
-            .set("Accept", "application/json")
-            .send_form(&form);
-        self.metrics.twilio_request(match &result {
-            Ok(resp) => Some(resp.status()),
-            Err(ureq::Error::Status(status, _)) => Some(*status),
-            Err(ureq::Error::Transport(_)) => None,
-        });
-        match result {
-            Ok(resp) => {
-                let status = resp.status();
-                let text = resp
-                    .into_string()
-                    .map_err(|e| SendError::NoResponse(format!("reading the answer: {e}")))?;
-                parse_created(status, &text)
-            }
-            Err(ureq::Error::Status(status, resp)) => {
-                let retry_after = resp
-                    .header("Retry-After")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let text = resp.into_string().unwrap_or_default();
-                Err(parse_rejection(status, &text, retry_after))
-            }
-            Err(ureq::Error::Transport(t)) => Err(match t.kind() {
-                ureq::ErrorKind::Dns
-                | ureq::ErrorKind::ConnectionFailed
-                | ureq::ErrorKind::InvalidUrl => SendError::NotSent(describe_transport(&t)),
-                _ => SendError::NoResponse(describe_transport(&t)),
-            }),
+        match self.execute(self.agent.post(&self.messages_url), Some(&form))? {
+            Answer::Success { status, text } => parse_created(status, &text),
+            Answer::Failure {
+                status,
+                text,
+                retry_after,
+            } => Err(parse_rejection(status, &text, retry_after)),
         }
     }
 }
@@ -355,28 +367,11 @@ impl Twilio {
     }
 
     fn get_page(&self, request: ureq::Request) -> Result<ListPage, SendError> {
-        let result = request
-            .set("Authorization", &self.authorization)
-            .set("Accept", "application/json")
-            .call();
-        self.metrics.twilio_request(match &result {
-            Ok(resp) => Some(resp.status()),
-            Err(ureq::Error::Status(status, _)) => Some(*status),
-            Err(ureq::Error::Transport(_)) => None,
-        });
-        match result {
-            Ok(resp) => {
-                let status = resp.status();
-                let text = resp
-                    .into_string()
-                    .map_err(|e| SendError::NoResponse(format!("reading the list: {e}")))?;
+        match self.execute(request, None)? {
+            Answer::Success { status, text } => {
                 parse_list_page(&text).map_err(|detail| SendError::Unreadable { status, detail })
             }
-            Err(ureq::Error::Status(status, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
-                Err(parse_rejection(status, &text, None))
-            }
-            Err(ureq::Error::Transport(t)) => Err(SendError::NotSent(describe_transport(&t))),
+            Answer::Failure { status, text, .. } => Err(parse_rejection(status, &text, None)),
         }
     }
 }
