@@ -145,22 +145,34 @@ struct SendingRowJson {
     claimed_at: Option<String>,
 }
 
-/// A ureq agent with the given limits and TLS verification from the system bundle.
+/// The TLS settings every HTTPS client shares: certificates verified against the CA bundle.
+/// Built once (it parses the whole bundle, which costs time and memory) and only when an
+/// `https://` URL needs it.
+pub fn tls_connector() -> Result<Arc<native_tls::TlsConnector>, String> {
+    native_tls::TlsConnector::new()
+        .map(Arc::new)
+        .map_err(|e| format!("TLS setup failed: {e}"))
+}
+
+/// A ureq agent with the given limits; `tls` is required for `https://` URLs.
 pub fn http_agent(
     connect_timeout: Duration,
     total_timeout: Duration,
     pool_per_host: usize,
-) -> Result<ureq::Agent, String> {
-    let tls = native_tls::TlsConnector::new().map_err(|e| format!("TLS setup failed: {e}"))?;
-    Ok(ureq::AgentBuilder::new()
-        .tls_connector(Arc::new(tls))
+    tls: Option<Arc<native_tls::TlsConnector>>,
+) -> ureq::Agent {
+    let mut builder = ureq::AgentBuilder::new();
+    if let Some(tls) = tls {
+        builder = builder.tls_connector(tls);
+    }
+    builder
         .timeout_connect(connect_timeout)
         .timeout(total_timeout)
         .max_idle_connections_per_host(pool_per_host)
         .max_idle_connections(pool_per_host * 2)
         .user_agent(concat!("sms-sender/", env!("CARGO_PKG_VERSION")))
         .redirects(0)
-        .build())
+        .build()
 }
 
 impl Rest {
@@ -171,16 +183,17 @@ impl Rest {
         connections: usize,
         connect_timeout: Duration,
         timeout: Duration,
+        tls: Option<Arc<native_tls::TlsConnector>>,
         status: Arc<AtomicBool>,
-    ) -> Result<Rest, String> {
-        let agent = http_agent(connect_timeout, timeout, connections)?;
-        Ok(Rest {
+    ) -> Rest {
+        let agent = http_agent(connect_timeout, timeout, connections, tls);
+        Rest {
             agent,
             base: config.rest_url.as_str().into(),
             key: config.key.clone(),
             bearer: format!("Bearer {}", config.key.expose()).into(),
             failing: status,
-        })
+        }
     }
 
     fn request(&self, method: &str, query: &str) -> ureq::Request {

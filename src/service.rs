@@ -59,20 +59,28 @@ pub fn clients(
     metrics: Arc<Metrics>,
 ) -> Result<Clients, StartError> {
     let connect_timeout = config.http_timeout.min(Duration::from_secs(5));
+    let https = [&config.supabase.rest_url, &config.twilio.api_url]
+        .iter()
+        .any(|url| url.starts_with("https://"));
+    let tls = if https {
+        Some(postgrest::tls_connector().map_err(StartError)?)
+    } else {
+        None
+    };
     let rest = Rest::new(
         &config.supabase,
         config.sender_threads + 4,
         connect_timeout,
         config.http_timeout,
+        tls.clone(),
         health.database_status(),
-    )
-    .map_err(StartError)?;
+    );
     let agent = postgrest::http_agent(
         connect_timeout,
         config.http_timeout,
         config.sender_threads + 1,
-    )
-    .map_err(StartError)?;
+        tls,
+    );
     let twilio = Twilio::new(
         &config.twilio,
         agent,
