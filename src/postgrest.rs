@@ -414,7 +414,8 @@ impl Rest {
     }
 }
 
-/// Read a claim response: `[]` lost, one row won (or malformed), anything else unreadable.
+/// Read a claim response: `[]` lost, a row won (or malformed; the filter is on the primary key,
+/// so there is at most one), anything that is not a JSON array unreadable.
 pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
     let rows: Vec<serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| RestError::Body(format!("claim response is not a JSON array: {e}")))?;
