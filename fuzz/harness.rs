@@ -63,6 +63,7 @@ pub const TWILIO_BODY: Family = Family {
     harnesses: &[
         ("twilio::parse_created", twilio_created),
         ("twilio::parse_rejection", twilio_rejection),
+        ("twilio::parse_list_page", twilio_list_page),
     ],
 };
 
@@ -295,6 +296,18 @@ fn twilio_created(data: &[u8]) {
             drop(e.to_string());
         }
         Err(other) => panic!("parse_created gave {other:?} for {text:?}"),
+    }
+}
+
+fn twilio_list_page(data: &[u8]) {
+    let text = text(data);
+    if let Ok(page) = twilio::parse_list_page(&text) {
+        // Every field is optional; a page may be empty, and nothing read may be invented.
+        for m in &page.messages {
+            if let Some(sid) = &m.sid {
+                assert!(text.contains(sid.as_str()) || sid.is_empty() || text.contains('\\'));
+            }
+        }
     }
 }
 

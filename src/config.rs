@@ -448,10 +448,11 @@ fn classify_supabase_key(key: &str) -> Result<KeyKind, ConfigError> {
             ))
         }
         Some(other) => {
+            let shown: String = other.chars().take(40).collect();
             return Err(err(
                 VAR,
-                format!("is a JWT for role {other:?}, not service_role"),
-            ))
+                format!("is a JWT for role {shown:?}, not service_role"),
+            ));
         }
         None => return Err(err(VAR, "is a JWT without a role claim")),
     }
