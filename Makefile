@@ -3,7 +3,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BIN         := target/$(MUSL_TARGET)/release/sms-sender
 CARGO       ?= cargo
 
-.PHONY: all setup build test smoke demo lint fmt clean
+.PHONY: all setup build test smoke demo bench bench-quick fuzz lint fmt clean
 
 all: build
 
@@ -29,6 +29,40 @@ smoke: build
 ## demo: the real binary against a local PostgreSQL and the doubles
 demo: build
 	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-local -- demo $(BIN)
+
+## bench: size, start time, memory, latency, throughput, calls and CPU of the static binary
+## against the local world (about 5 minutes); prints the table and rewrites BENCHMARKS.md.
+## The doubles are built with --release so that their own speed does not distort the figures.
+bench: build
+	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- full $(BIN) --out BENCHMARKS.md
+
+## bench-quick: the same benchmark with small counts (under a minute; CI runs it so it keeps
+## working). Fails only if something is broken, not when a target is missed.
+bench-quick: build
+	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-bench -- quick $(BIN)
+
+## fuzz: run each cargo-fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS seconds, starting from
+## the reference samples in fuzz/seeds/ (copied into the untracked fuzz/corpus/). Not run in CI.
+## A crash stops the run and leaves the input in fuzz/artifacts/<target>/; replay it with
+## `cargo fuzz run -s none <target> <file>`. cargo-fuzz documents nightly, but with
+## `--sanitizer none` it works on the stable toolchain as it is: the only nightly flag it would
+## pass is -Zsanitizer=address, while the coverage instrumentation libFuzzer needs
+## (-Cpasses=sancov-module, -Cllvm-args=-sanitizer-coverage-*) is stable. The decoders are
+## forbid(unsafe_code), so AddressSanitizer would add little; FUZZ_SANITIZER=address works on
+## stable too, through RUSTC_BOOTSTRAP=1 (it unlocks the -Z flag, and stable's rust-std ships the
+## ASan runtime), at a small fraction of the speed.
+FUZZ_SECONDS   ?= 60
+FUZZ_TARGETS   ?= realtime_frame postgrest_body twilio_body config
+FUZZ_SANITIZER ?= none
+fuzz:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t && cp fuzz/seeds/$$t/* fuzz/corpus/$$t/ || exit 1; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(if $(filter none,$(FUZZ_SANITIZER)),,RUSTC_BOOTSTRAP=1) $(CARGO) fuzz run \
+			--sanitizer $(FUZZ_SANITIZER) $$t -- -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=10 -print_final_stats=1 || exit 1; \
+	done
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -28,7 +28,11 @@ static BODIES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 const MIN_SCANNED_BODY: usize = 8;
 
 /// Variables whose values must never appear in a service log, at any level.
-pub const SECRET_VARS: &[&str] = &["SUPABASE_SERVICE_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID"];
+pub const SECRET_VARS: &[&str] = &[
+    "SUPABASE_SERVICE_KEY",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+];
 
 /// PostgreSQL + doubles + a database connection.
 pub struct Stack {
@@ -145,10 +149,12 @@ impl Stack {
                  FROM conversations c WHERE c.id = $1::text::uuid RETURNING id::text",
             )?;
             let mut ids = Vec::with_capacity(bodies.len());
-            BODIES
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(bodies.iter().filter(|b| b.len() >= MIN_SCANNED_BODY).cloned());
+            BODIES.lock().unwrap_or_else(|e| e.into_inner()).extend(
+                bodies
+                    .iter()
+                    .filter(|b| b.len() >= MIN_SCANNED_BODY)
+                    .cloned(),
+            );
             for body in bodies {
                 ids.push(tx.query_one(&stmt, &[&conversation, body])?.get(0));
             }
@@ -294,7 +300,9 @@ impl Service {
             .filter(|(k, v)| SECRET_VARS.contains(&k.as_str()) && !v.is_empty())
             .map(|(_, v)| v.clone())
             .collect();
-        let bodies_allowed = env.iter().any(|(k, v)| k == "RUST_LOG" && v.contains("trace"));
+        let bodies_allowed = env
+            .iter()
+            .any(|(k, v)| k == "RUST_LOG" && v.contains("trace"));
         let mut cmd = Command::new(l.binary);
         cmd.env_clear()
             .envs(env)
@@ -389,7 +397,10 @@ impl Service {
     pub fn assert_log_clean(&self) {
         let log = self.log();
         for secret in &self.secrets {
-            assert!(!log.contains(secret.as_str()), "a secret value leaked into the service log:\n{log}");
+            assert!(
+                !log.contains(secret.as_str()),
+                "a secret value leaked into the service log:\n{log}"
+            );
         }
         if !self.bodies_allowed {
             let bodies = BODIES.lock().unwrap_or_else(|e| e.into_inner());

@@ -276,7 +276,12 @@ impl TwilioDouble {
 
     /// Post a status callback for stored message `sid` to its `StatusCallback` URL, signed as
     /// Twilio signs it (reference §6.3). Returns the receiver's HTTP status (`None`: no answer).
-    pub fn send_status_callback(&self, sid: &str, status: &str, error_code: Option<u32>) -> Option<u16> {
+    pub fn send_status_callback(
+        &self,
+        sid: &str,
+        status: &str,
+        error_code: Option<u32>,
+    ) -> Option<u16> {
         let message = self.messages().into_iter().find(|m| m.sid == sid)?;
         let url = message.status_callback.clone()?;
         let mut params = vec![
@@ -488,7 +493,9 @@ pub fn post_form(url: &str, params: &[(String, String)], signature: Option<&str>
     let addr: std::net::SocketAddr = authority.parse().ok()?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let sig = signature.map(|v| format!("X-Twilio-Signature: {v}\r\n")).unwrap_or_default();
+    let sig = signature
+        .map(|v| format!("X-Twilio-Signature: {v}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "POST {} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
@@ -499,7 +506,11 @@ pub fn post_form(url: &str, params: &[(String, String)], signature: Option<&str>
     .ok()?;
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw).split_whitespace().nth(1)?.parse().ok()
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 impl TwilioHandler {
@@ -513,7 +524,11 @@ impl TwilioHandler {
                         "friendly_name": "Test service", "url": format!("https://messaging.twilio.com/v1/Services/{sid}")}),
             ))
         } else {
-            twilio_error(404, 20404, &format!("The requested resource /Services/{sid} was not found"))
+            twilio_error(
+                404,
+                20404,
+                &format!("The requested resource /Services/{sid} was not found"),
+            )
         }
     }
 

@@ -42,8 +42,9 @@ const NOTIFY_CHANNEL: &str = "sms_double_changes";
 /// change is reported before other AFTER triggers run nested statements (e.g. the schema's
 /// `on_message_send` UPDATE), keeping the report order equal to the WAL order the real server sees.
 const TRIGGER_NAME: &str = "00_sms_double_changes";
-/// How long a socket thread blocks in a read before looking at its queue and timers.
-const READ_TICK: Duration = Duration::from_millis(20);
+/// How long a socket thread blocks in a read before looking at its queue and timers: it bounds
+/// the latency the double adds to every pushed frame (events wait in the queue for it).
+const READ_TICK: Duration = Duration::from_millis(2);
 /// The real server's per-socket channel limit (§7).
 const MAX_CHANNELS: usize = 100;
 /// The real server's `max_record_bytes` (§4.3).
