@@ -15,7 +15,7 @@
 //!   earlier phase. RSS comes from `/proc/PID/status` (`VmRSS` now, `VmHWM` the high-water mark),
 //!   CPU from `utime + stime` in `/proc/PID/stat`.
 //! - Latency needs the moment the Realtime event leaves the Supabase double: the double's socket
-//!   thread flushes its outbound queue on a 20 ms read tick, so "insert → Twilio" mostly measures
+//!   thread flushes its outbound queue on a 2 ms read tick, so "insert → Twilio" mostly measures
 //!   the double. The latency phases therefore put a byte-for-byte TCP relay of our own between
 //!   the service and the double that timestamps every chunk the double writes on a Realtime
 //!   socket; the service's own pipeline overhead is "event leaves the double → Twilio request
@@ -1379,7 +1379,7 @@ fn rows(plan: &Plan, r: &Results) -> Vec<Row> {
         };
         let (e2e, _) = spread(&lat.end_to_end);
         rows.push(row(
-            format!("insert → Twilio request, p50 / p99 / max ({n} one at a time, Twilio answering {label}; includes the double's 0–20 ms Realtime tick)"),
+            format!("insert → Twilio request, p50 / p99 / max ({n} one at a time, Twilio answering {label}; includes the double's 0–2 ms Realtime tick)"),
             "—",
             e2e,
             None,
@@ -1616,7 +1616,7 @@ fn render(mode: Mode, plan: &Plan, binary: &Path, r: &Results, took: Duration) -
     );
     let _ = writeln!(
         s,
-        "- Latency: one message at a time; the next is inserted once the Twilio double stored the previous one. \"Insert\" is the instant just after the INSERT transaction committed; \"Twilio request\" is `StoredMessage::received_at` (arrival, before the simulated answer time). The Realtime event's instant comes from a TCP relay in the bench that timestamps what the double writes on the WebSocket: the double only flushes its socket every 20 ms, which would otherwise dominate. The pipeline overhead includes the claim PATCH round trip (PostgreSQL included) and the relay's hops."
+        "- Latency: one message at a time; the next is inserted once the Twilio double stored the previous one. \"Insert\" is the instant just after the INSERT transaction committed; \"Twilio request\" is `StoredMessage::received_at` (arrival, before the simulated answer time). The Realtime event's instant comes from a TCP relay in the bench that timestamps what the double writes on the WebSocket: the double only flushes its socket every 2 ms, which would otherwise blur it. The pipeline overhead includes the claim PATCH round trip (PostgreSQL included) and the relay's hops."
     );
     let _ = writeln!(
         s,
