@@ -28,22 +28,15 @@ const FAST: &[(&str, &str)] = &[
 ];
 
 fn launch(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let mut env = stack.service_env();
-    for (k, v) in FAST.iter().chain(extra) {
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    Service::start(Path::new(BIN), env)
+    let mut all: Vec<(&str, &str)> = FAST.to_vec();
+    all.extend_from_slice(extra);
+    Service::start(Path::new(BIN), stack.service_env_with(&all))
 }
 
 fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let svc = launch(stack, extra);
-    assert!(
-        svc.wait_subscribed(Duration::from_secs(20)),
-        "not subscribed:\n{}",
-        svc.log()
-    );
-    svc
+    let mut all: Vec<(&str, &str)> = FAST.to_vec();
+    all.extend_from_slice(extra);
+    stack.start_service(Path::new(BIN), &all)
 }
 
 fn bodies(prefix: &str, n: usize) -> Vec<String> {

@@ -20,18 +20,7 @@ fn binary() -> &'static Path {
 
 /// Start the service against `stack` with extra variables; wait until it is subscribed.
 fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let mut env = stack.service_env();
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    let svc = Service::start(binary(), env);
-    assert!(
-        svc.wait_subscribed(WAIT),
-        "service did not subscribe; log:\n{}",
-        svc.log()
-    );
-    svc
+    stack.start_service(binary(), extra)
 }
 
 /// The log must not contain any secret of the stack nor any of `bodies`.

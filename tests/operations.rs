@@ -16,14 +16,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const TO: &str = "+15551234567";
 
 fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let mut env = stack.service_env();
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    let svc = Service::start(Path::new(BIN), env);
-    assert!(svc.wait_subscribed(WAIT), "not subscribed:\n{}", svc.log());
-    svc
+    stack.start_service(Path::new(BIN), extra)
 }
 
 /// Parse a Prometheus text page with `prometheus_client`'s parser (an independent
@@ -155,11 +148,7 @@ fn metrics_parse_with_prometheus_own_parser_and_survive_reconnects() {
 }
 
 fn check(stack: &Stack, extra: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut env = stack.service_env();
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
+    let env = stack.service_env_with(extra);
     let out = Command::new(BIN)
         .arg("check")
         .env_clear()

@@ -91,6 +91,29 @@ impl Stack {
         ]
     }
 
+    /// [`Stack::service_env`] with `extra` variables added, or replacing those of the same name
+    /// (an empty value unsets a variable for the service: it treats empty as unset).
+    pub fn service_env_with(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = self.service_env();
+        for (name, value) in extra {
+            env.retain(|(key, _)| key != name);
+            env.push((name.to_string(), value.to_string()));
+        }
+        env
+    }
+
+    /// Start `binary` against this stack with `extra` variables and wait until it is subscribed
+    /// (panics with the service's log if it does not subscribe within 20 s).
+    pub fn start_service(&self, binary: &Path, extra: &[(&str, &str)]) -> Service {
+        let svc = Service::start(binary, self.service_env_with(extra));
+        assert!(
+            svc.wait_subscribed(Duration::from_secs(20)),
+            "the service did not subscribe; its log:\n{}",
+            svc.log()
+        );
+        svc
+    }
+
     /// Run `f` with the shared database connection, reconnecting (and re-running `f`) when the
     /// connection was lost, e.g. across a PostgreSQL restart.
     pub fn db<T>(
