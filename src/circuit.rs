@@ -47,7 +47,7 @@ struct State {
 }
 
 /// What a thread got from [`Circuit::enter`].
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
     /// Go ahead.
     Closed,

@@ -121,6 +121,9 @@ pub struct Config {
     pub orphan_check: Duration,
     /// How often to sweep `queued_for_send` besides (re)subscriptions (`SWEEP_INTERVAL_SECS`).
     pub sweep_interval: Duration,
+    /// How long after an ambiguous create Twilio's list is trusted to show the message
+    /// (`RECONCILE_SETTLE_MS`): a "not found" counts only from a look started this long after.
+    pub reconcile_settle: Duration,
     /// `MAX_SENDS_PER_SECOND`: the sender's throughput; `None` for unlimited.
     pub max_sends_per_second: Option<f64>,
     /// `STATUS_CALLBACK_URL`: the public URL of `POST /twilio/status`, when delivery receipts are on.
@@ -305,6 +308,7 @@ impl Config {
         }
         let orphan_check_secs = src.number("ORPHAN_CHECK_SECS", 60u64, 1..=86_400)?;
         let sweep_interval_secs = src.number("SWEEP_INTERVAL_SECS", 60u64, 1..=86_400)?;
+        let settle_ms = src.number("RECONCILE_SETTLE_MS", 10_000u64, 500..=600_000)?;
         let max_sends_per_second = match src.optional("MAX_SENDS_PER_SECOND") {
             None => None,
             Some(raw) => match raw.trim().parse::<f64>() {
@@ -364,6 +368,7 @@ impl Config {
             sending_timeout: Duration::from_secs(sending_timeout_secs),
             orphan_check: Duration::from_secs(orphan_check_secs),
             sweep_interval: Duration::from_secs(sweep_interval_secs),
+            reconcile_settle: Duration::from_millis(settle_ms),
             max_sends_per_second,
             status_callback_url,
         })

@@ -10,7 +10,9 @@
 //! - [`realtime`] (+ [`realtime::frame`]): the WebSocket that says which messages are ready;
 //! - [`catchup`]: the REST sweep for what Realtime missed;
 //! - [`queue`]: the bounded hand-off to the sender threads;
-//! - [`sender`]: claim → check → send → record, per message, on blocking threads;
+//! - [`sender`]: claim → check → send → record, per message, on blocking threads, under a
+//!   [`lease`] whose stamp fences every write; [`in_flight`]: what this instance holds;
+//! - [`reconcile`]: "did Twilio create it?" from Twilio's list, after an ambiguous create;
 //! - [`orphans`]: settles rows left `sending` by dead instances, reconciling with Twilio;
 //! - [`postgrest`]: every database request (claim, record, release, sweep pages);
 //! - [`twilio`]: the Messages API request and the reading of its answer;
@@ -35,6 +37,8 @@ pub mod circuit;
 pub mod clock;
 pub mod config;
 pub mod health;
+pub mod in_flight;
+pub mod lease;
 pub mod logging;
 pub mod message;
 pub mod metrics;
@@ -44,6 +48,7 @@ pub mod phone;
 pub mod postgrest;
 pub mod queue;
 pub mod realtime;
+pub mod reconcile;
 pub mod retry;
 pub mod sender;
 pub mod server;

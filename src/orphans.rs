@@ -2,35 +2,36 @@
 //! or by one that could not settle a message because Twilio could not say whether it was sent.
 //!
 //! At start and every `ORPHAN_CHECK_SECS` one thread pages through `sending` rows. A row is an
-//! orphan once its claim is older than `SENDING_TIMEOUT_SECS` (the lease: a live sender never
-//! starts a Twilio request that could outlast it). The claim's age comes from `claimed_at` when
-//! the optional migration (`sql/migrations/001_claimed_at.sql`) is installed — detected at start —
-//! and otherwise from how long this instance has seen the row in `sending`, which can only be
-//! shorter than the true age, so a row is never taken too early (only later, after a restart).
+//! orphan once its claim is over for everyone: its stamp (`sent_at`, the lease end written by the
+//! claim, see [`crate::lease`]) is past by the clock allowance and the settle window, whatever
+//! lease *this* instance uses. A row in `sending` without a readable stamp (claimed by an older
+//! version, or set by hand) is aged by observation instead: how long this instance has seen it
+//! with that same stamp, which is never longer than the truth, against this instance's lease.
 //!
-//! Each orphan is reconciled with Twilio's list (same recipient and sender, exact body, created
-//! since the row was created or claimed, not already recorded on another row): found → `sent`
-//! with that SID; not found → back to `queued_for_send` for a normal send. When Twilio cannot be
-//! asked, the row is left for the next round: an orphan is never sent blindly.
+//! Each orphan is reconciled with Twilio's list ([`crate::reconcile`], created since the row was
+//! created, the settle window long past): found → `sent` with that SID; not found → back to
+//! `queued_for_send` for a normal send; cannot tell → left for the next round. Every write is
+//! fenced on the stamp that was read, so a row claimed again meanwhile is never touched.
 
 use std::collections::{HashMap, HashSet};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
 use crate::clock;
+use crate::in_flight::InFlight;
+use crate::lease::{self, CLOCK_SKEW};
 use crate::message::MessageId;
-use crate::postgrest::{Rest, SendingRow};
-use crate::sender::{check, InFlight};
+use crate::postgrest::{Fence, Rest, SendingRow};
+use crate::reconcile::{self, Look, Question, CLOCK_SLACK};
+use crate::sender::{check, clock_sub};
 use crate::shutdown::Shutdown;
 use crate::twilio::Twilio;
 
 /// Rows per page when listing `sending` rows.
 const PAGE: usize = 100;
-/// Allowance for clocks disagreeing when matching a message's creation time.
-const CLOCK_SLACK: Duration = Duration::from_secs(60);
-/// At most this many rows are tracked by observation (no `claimed_at`); more wait a round.
+/// At most this many rows are tracked by observation; more wait a round.
 const MAX_TRACKED: usize = 100_000;
 
 /// The orphan checker's dependencies.
@@ -41,8 +42,10 @@ pub struct OrphanCheck {
     pub twilio: Twilio,
     /// This instance's own claims, never orphans.
     pub in_flight: InFlight,
-    /// The lease.
+    /// This instance's lease, for rows without a stamp.
     pub sending_timeout: Duration,
+    /// The settle window of reconciliation.
+    pub settle: Duration,
     /// Time between checks.
     pub interval: Duration,
     /// Stop.
@@ -59,30 +62,14 @@ pub fn spawn(check: OrphanCheck) -> std::io::Result<JoinHandle<()>> {
         .spawn(move || check.run())
 }
 
+/// A claim as orphan recovery sees it: the row and the stamp it carried when read.
+type Seen = (MessageId, Option<String>);
+
 impl OrphanCheck {
     fn run(&self) {
-        let mut claimed_at_column: Option<bool> = None;
-        let mut first_seen: HashMap<MessageId, Instant> = HashMap::new();
+        let mut first_seen: HashMap<Seen, Instant> = HashMap::new();
         loop {
-            if claimed_at_column.is_none() {
-                match self.rest.has_column("claimed_at") {
-                    Ok(present) => {
-                        info!(
-                            "orphan recovery: {}",
-                            if present {
-                                "messages.claimed_at found; claim ages are exact"
-                            } else {
-                                "no messages.claimed_at column (optional migration); claim ages are observed"
-                            }
-                        );
-                        claimed_at_column = Some(present);
-                    }
-                    Err(e) => warn!("orphan recovery: cannot inspect the messages table yet: {e}"),
-                }
-            }
-            if let Some(with_claimed_at) = claimed_at_column {
-                self.check_once(with_claimed_at, &mut first_seen);
-            }
+            self.check_once(&mut first_seen);
             if !self.shutdown.sleep(self.interval) {
                 return;
             }
@@ -90,16 +77,13 @@ impl OrphanCheck {
     }
 
     /// One pass over the `sending` rows.
-    fn check_once(&self, with_claimed_at: bool, first_seen: &mut HashMap<MessageId, Instant>) {
+    fn check_once(&self, first_seen: &mut HashMap<Seen, Instant>) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut seen = HashSet::new();
         let mut after: Option<MessageId> = None;
         let (mut orphans, mut recovered) = (0, 0);
         loop {
-            let page = match self
-                .rest
-                .sending_page(after.as_ref(), PAGE, with_claimed_at)
-            {
+            let page = match self.rest.sending_page(after.as_ref(), PAGE) {
                 Ok(page) => page,
                 Err(e) => {
                     warn!("orphan recovery: cannot list 'sending' rows: {e}; next round");
@@ -112,33 +96,43 @@ impl OrphanCheck {
                 if self.shutdown.is_triggered() {
                     return;
                 }
-                seen.insert(row.id.clone());
                 if self.in_flight.contains(&row.id) {
                     continue;
                 }
-                let claimed = row.claimed_at.as_deref().and_then(clock::parse_rfc3339);
-                let age = match claimed {
-                    Some(at) => wall.duration_since(at).unwrap_or_default(),
-                    None if first_seen.len() < MAX_TRACKED || first_seen.contains_key(&row.id) => {
-                        now - *first_seen.entry(row.id.clone()).or_insert(now)
+                let expires = row.stamp.as_deref().and_then(clock::parse_rfc3339);
+                let key: Seen = (row.id.clone(), row.stamp.clone());
+                seen.insert(key.clone());
+                let over = match expires {
+                    Some(end) => lease::is_expired(end, wall, self.settle),
+                    None if first_seen.len() < MAX_TRACKED || first_seen.contains_key(&key) => {
+                        let age = now - *first_seen.entry(key).or_insert(now);
+                        age >= self.sending_timeout + CLOCK_SKEW.max(self.settle)
                     }
-                    None => Duration::ZERO,
+                    None => false,
                 };
-                if age < self.sending_timeout {
+                if !over {
                     continue;
                 }
                 orphans += 1;
-                if self.recover(&row, claimed) {
+                let stamp = expires.map(lease::stamp_text);
+                let fence = match &stamp {
+                    Some(s) => Fence::Stamp(s),
+                    None if row.stamp.is_none() => Fence::Unstamped,
+                    None => {
+                        warn!("orphan {}: unreadable claim stamp; left as it is", row.id);
+                        continue;
+                    }
+                };
+                if self.recover(&row, fence) {
                     recovered += 1;
                     self.metrics.orphan_recovered();
-                    first_seen.remove(&row.id);
                 }
             }
             if !full {
                 break;
             }
         }
-        first_seen.retain(|id, _| seen.contains(id));
+        first_seen.retain(|key, _| seen.contains(key));
         if orphans > 0 {
             info!("orphan recovery: {recovered} of {orphans} orphaned message(s) settled");
         } else {
@@ -150,59 +144,63 @@ impl OrphanCheck {
     }
 
     /// Settle one orphan; `true` when its row was updated.
-    fn recover(&self, row: &SendingRow, claimed: Option<SystemTime>) -> bool {
+    fn recover(&self, row: &SendingRow, fence: Fence<'_>) -> bool {
         let id = &row.id;
         let Ok(to) = check(&row.message) else {
             // Not sendable: the normal path fails it with the reason.
-            return self.release(id, "it cannot be sent as it is");
+            return self.release(id, fence, "it cannot be sent as it is");
         };
-        let since = claimed
-            .or_else(|| row.created_at.as_deref().and_then(clock::parse_rfc3339))
-            .unwrap_or(UNIX_EPOCH)
-            .checked_sub(CLOCK_SLACK)
-            .unwrap_or(UNIX_EPOCH);
-        let candidates = match self.twilio.find_sent(to, &row.message.body, since) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!("orphan {id}: Twilio cannot say whether it was sent ({e}); next round");
-                return false;
-            }
+        let Some(_pair) = self.in_flight.try_lock_conversation(to, &row.message.body) else {
+            debug!("orphan {id}: the same text to the same number is in flight here; next round");
+            return false;
         };
-        for found in candidates {
-            match self.rest.sid_owner(&found.sid) {
-                Ok(Some(owner)) if &owner != id => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(
-                        "orphan {id}: cannot check who owns {} ({e}); next round",
-                        found.sid
-                    );
-                    return false;
+        let since = row
+            .created_at
+            .as_deref()
+            .and_then(clock::parse_rfc3339)
+            .map_or(std::time::UNIX_EPOCH, |t| clock_sub(t, CLOCK_SLACK));
+        let question = Question {
+            id,
+            to,
+            body: &row.message.body,
+            since,
+            settled: true,
+        };
+        match reconcile::look(&self.twilio, &self.rest, &question, &|| {
+            !self.shutdown.is_triggered()
+        }) {
+            Look::Found(found) => {
+                let at = clock::rfc3339_millis(found.created);
+                match self.rest.mark_sent(id, fence, &found.sid, &at) {
+                    Ok(updated) => {
+                        if updated {
+                            info!(
+                                "orphan {id} had been sent as {}; recorded 'sent'",
+                                found.sid
+                            );
+                        }
+                        updated
+                    }
+                    Err(e) => {
+                        warn!(
+                            "orphan {id}: sent as {} but recording failed ({e}); next round",
+                            found.sid
+                        );
+                        false
+                    }
                 }
             }
-            let at = clock::rfc3339_millis(found.created);
-            return match self.rest.mark_sent(id, &found.sid, &at) {
-                Ok(updated) => {
-                    info!(
-                        "orphan {id} had been sent as {}; recorded 'sent'",
-                        found.sid
-                    );
-                    updated
-                }
-                Err(e) => {
-                    warn!(
-                        "orphan {id}: sent as {} but recording failed ({e}); next round",
-                        found.sid
-                    );
-                    false
-                }
-            };
+            Look::NotFound => self.release(id, fence, "Twilio has no such message"),
+            Look::NotYet => false,
+            Look::Unknown(reason) => {
+                warn!("orphan {id}: cannot tell whether it was sent ({reason}); next round");
+                false
+            }
         }
-        self.release(id, "Twilio has no such message")
     }
 
-    fn release(&self, id: &MessageId, why: &str) -> bool {
-        match self.rest.release(id) {
+    fn release(&self, id: &MessageId, fence: Fence<'_>, why: &str) -> bool {
+        match self.rest.release(id, fence) {
             Ok(updated) => {
                 if updated {
                     info!("orphan {id} put back to queued_for_send ({why})");

@@ -29,18 +29,42 @@ impl Pacer {
 
     /// Wait for a send slot; `false` if shutdown came first.
     pub fn wait(&self, shutdown: &Shutdown) -> bool {
+        self.wait_until(shutdown, None) == Slot::Go
+    }
+
+    /// Wait for a send slot that starts no later than `latest` (a slot past it is not taken, so
+    /// it stays free for others); waiting is never an attempt.
+    pub fn wait_until(&self, shutdown: &Shutdown, latest: Option<Instant>) -> Slot {
         let Some(interval) = self.interval else {
-            return true;
+            return Slot::Go;
         };
         let now = Instant::now();
         let slot = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
             let slot = (*next).max(now);
+            if latest.is_some_and(|l| slot > l) {
+                return Slot::TooLate;
+            }
             *next = slot + interval;
             slot
         };
-        slot <= now || shutdown.sleep(slot - now)
+        if slot <= now || shutdown.sleep(slot - now) {
+            Slot::Go
+        } else {
+            Slot::Shutdown
+        }
     }
+}
+
+/// The outcome of waiting for a send slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Send now.
+    Go,
+    /// Shutdown came first.
+    Shutdown,
+    /// The next free slot is later than the caller may start.
+    TooLate,
 }
 
 #[cfg(test)]

@@ -3,14 +3,16 @@
 //! - [`Rest::claim`]: the atomic compare-and-set `queued_for_send → sending` that makes sending
 //!   exclusive across instances, returning the body and the conversation's phone number in the
 //!   same request (resource embedding), so the happy path costs one REST call before Twilio.
+//!   The claim stamps `sent_at` with its lease (see [`crate::lease`]).
 //! - [`Rest::mark_sent`], [`Rest::mark_failed`], [`Rest::release`]: the state changes after it,
-//!   each conditional on `status=eq.sending` so a stale worker cannot overwrite newer state.
+//!   each **fenced** on the claim (`status=eq.sending&sent_at=eq.<stamp>`), so a retried, late or
+//!   duplicated write never touches a row that has since been claimed again.
 //! - [`Rest::queued_page`]: keyset paging over queued outbound rows for the catch-up sweep;
-//! - [`Rest::sending_page`], [`Rest::sid_owner`], [`Rest::has_column`]: what orphan recovery
-//!   reads (rows stuck in `sending`, whether a Twilio SID is already recorded, whether the
-//!   optional `claimed_at` migration is installed).
+//! - [`Rest::sending_page`], [`Rest::sid_owner`]: what orphan recovery and reconciliation read
+//!   (rows in `sending` with their stamps, whether a Twilio SID is already recorded).
 //!
-//! Keys are sent as the reference prescribes (`apikey` plus an identical Bearer). The response
+//! Keys are sent as the reference prescribes (§1.2): a legacy JWT as `apikey` and Bearer, an
+//! `sb_secret_` key as `apikey` only (it is not a JWT and a Bearer would be refused). The response
 //! shapes are parsed into domain types here; nothing outside this file sees PostgREST JSON.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Secret, SupabaseConfig};
+use crate::config::{KeyKind, Secret, SupabaseConfig};
 use crate::message::{ClaimedMessage, MessageId};
 
 /// A REST call that did not succeed.
@@ -85,13 +87,45 @@ pub enum Claim {
     },
 }
 
+/// Which claim a write belongs to: the stamp it wrote into `sent_at`, or none (a row put in
+/// `sending` without a stamp, by an older version or by hand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence<'a> {
+    /// `sent_at` equals this stamp.
+    Stamp(&'a str),
+    /// `sent_at` is null.
+    Unstamped,
+}
+
+/// The filter selecting row `id` only while `fence`'s claim holds it.
+fn fenced(id: &MessageId, fence: Fence<'_>) -> String {
+    match fence {
+        Fence::Stamp(stamp) if is_stamp(stamp) => {
+            format!("id=eq.{id}&status=eq.sending&sent_at=eq.{stamp}")
+        }
+        // Anything else cannot go into a URL filter as it is: match nothing rather than guess.
+        Fence::Stamp(_) => format!("id=eq.{id}&status=eq.sending&sent_at=is.null&id=is.null"),
+        Fence::Unstamped => format!("id=eq.{id}&status=eq.sending&sent_at=is.null"),
+    }
+}
+
+/// Whether `text` is safe to put in a filter as a timestamp (digits, `-:.TZ+ `).
+fn is_stamp(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 40
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"-:.TZ".contains(&b))
+}
+
 /// A client for `/rest/v1`, cheap to clone (connections are pooled and kept alive).
 #[derive(Clone)]
 pub struct Rest {
     agent: ureq::Agent,
     base: Arc<str>,
     key: Secret,
-    bearer: Arc<str>,
+    /// `Authorization` for legacy JWT keys; none for `sb_secret_` keys.
+    bearer: Option<Arc<str>>,
     /// Set while Supabase is unreachable or answering 5xx; cleared by any answer.
     failing: Arc<AtomicBool>,
 }
@@ -128,8 +162,8 @@ pub struct SendingRow {
     pub message: ClaimedMessage,
     /// `created_at` (a lower bound for when it could have been sent).
     pub created_at: Option<String>,
-    /// `claimed_at`, when the optional migration is installed and the trigger stamped it.
-    pub claimed_at: Option<String>,
+    /// `sent_at`: the claim's stamp (its lease end), absent for claims made without one.
+    pub stamp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +176,7 @@ struct SendingRowJson {
     #[serde(default)]
     created_at: Option<String>,
     #[serde(default)]
-    claimed_at: Option<String>,
+    sent_at: Option<String>,
 }
 
 /// The TLS settings every HTTPS client shares: certificates verified against the CA bundle.
@@ -166,6 +200,7 @@ pub fn http_agent(
         builder = builder.tls_connector(tls);
     }
     builder
+        .resolver(BoundedResolver(connect_timeout))
         .timeout_connect(connect_timeout)
         .timeout(total_timeout)
         .max_idle_connections_per_host(pool_per_host)
@@ -173,6 +208,32 @@ pub fn http_agent(
         .user_agent(concat!("sms-sender/", env!("CARGO_PKG_VERSION")))
         .redirects(0)
         .build()
+}
+
+/// Name resolution with a time limit. ureq's total timeout does not cover DNS (the system
+/// resolver cannot be interrupted), and a lease must bound every request from the moment it
+/// starts, so the lookup runs on a short-lived thread that is abandoned when it takes longer than
+/// the limit. Connections are pooled, so this runs only when a new connection is opened.
+struct BoundedResolver(Duration);
+
+impl ureq::Resolver for BoundedResolver {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let netloc = netloc.to_string();
+        std::thread::Builder::new()
+            .name("dns".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let _ = tx.send(netloc.to_socket_addrs().map(Iterator::collect));
+            })?;
+        rx.recv_timeout(self.0).unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("name resolution took longer than {} ms", self.0.as_millis()),
+            ))
+        })
+    }
 }
 
 impl Rest {
@@ -191,17 +252,22 @@ impl Rest {
             agent,
             base: config.rest_url.as_str().into(),
             key: config.key.clone(),
-            bearer: format!("Bearer {}", config.key.expose()).into(),
+            bearer: (config.key_kind == KeyKind::LegacyJwt)
+                .then(|| format!("Bearer {}", config.key.expose()).into()),
             failing: status,
         }
     }
 
     fn request(&self, method: &str, query: &str) -> ureq::Request {
-        self.agent
+        let req = self
+            .agent
             .request(method, &format!("{}/messages?{query}", self.base))
             .set("apikey", self.key.expose())
-            .set("Authorization", &self.bearer)
-            .set("Accept", "application/json")
+            .set("Accept", "application/json");
+        match &self.bearer {
+            Some(bearer) => req.set("Authorization", bearer),
+            None => req,
+        }
     }
 
     fn call(
@@ -234,52 +300,83 @@ impl Rest {
         outcome
     }
 
-    /// Try to take `id` for sending (`queued_for_send` outbound → `sending`).
-    pub fn claim(&self, id: &MessageId) -> Result<Claim, RestError> {
+    /// Try to take `id` for sending (`queued_for_send` outbound → `sending`), stamping `sent_at`
+    /// with the lease `stamp` (the fence of every later write of this claim).
+    pub fn claim(&self, id: &MessageId, stamp: &str) -> Result<Claim, RestError> {
         let query = format!(
             "id=eq.{id}&status=eq.queued_for_send&direction=eq.outbound&select={CLAIM_SELECT}"
         );
         let req = self
             .request("PATCH", &query)
             .set("Prefer", "return=representation");
-        let text = self.call(req, Some(&serde_json::json!({"status": "sending"})))?;
+        let text = self.call(
+            req,
+            Some(&serde_json::json!({"status": "sending", "sent_at": stamp})),
+        )?;
         parse_claim(id, &text)
     }
 
-    /// Record a message Twilio accepted. Also applies to a row that orphan recovery put back in
-    /// the queue meanwhile: the SMS exists, so the row must say so before anyone claims it again.
-    /// `Ok(false)` if the row was neither `sending` nor `queued_for_send`.
-    pub fn mark_sent(&self, id: &MessageId, sid: &str, sent_at: &str) -> Result<bool, RestError> {
-        self.update_where(
-            id,
-            "in.(sending,queued_for_send)",
-            serde_json::json!({"status": "sent", "twilio_message_sid": sid, "sent_at": sent_at}),
+    /// Read back a claim whose answer was lost: `Won` if the row is `sending` with our `stamp`.
+    pub fn claimed_by(&self, id: &MessageId, stamp: &str) -> Result<Claim, RestError> {
+        let query =
+            format!("id=eq.{id}&status=eq.sending&sent_at=eq.{stamp}&select={CLAIM_SELECT}");
+        let text = self.call(self.request("GET", &query), None)?;
+        parse_claim(id, &text)
+    }
+
+    /// Record a message Twilio accepted, if the claim `fence` still holds the row; failing that,
+    /// if the row is back in `queued_for_send` (given back by recovery meanwhile: the SMS exists,
+    /// so the row must say so before anyone claims it again). `Ok(false)`: neither.
+    pub fn mark_sent(
+        &self,
+        id: &MessageId,
+        fence: Fence<'_>,
+        sid: &str,
+        sent_at: &str,
+    ) -> Result<bool, RestError> {
+        let body =
+            serde_json::json!({"status": "sent", "twilio_message_sid": sid, "sent_at": sent_at});
+        if self.patch_rows(&fenced(id, fence), &body)? {
+            return Ok(true);
+        }
+        self.patch_rows(&format!("id=eq.{id}&status=eq.queued_for_send"), &body)
+    }
+
+    /// Record a message that will not be sent. `Ok(false)` if the claim no longer holds the row.
+    pub fn mark_failed(&self, id: &MessageId, fence: Fence<'_>) -> Result<bool, RestError> {
+        self.patch_rows(
+            &fenced(id, fence),
+            &serde_json::json!({"status": "failed", "sent_at": null}),
         )
     }
 
-    /// Record a message that will not be sent. `Ok(false)` if the row was no longer `sending`.
-    pub fn mark_failed(&self, id: &MessageId) -> Result<bool, RestError> {
-        self.transition(id, serde_json::json!({"status": "failed"}))
+    /// Give a claimed, unsent message back (`sending → queued_for_send`) for any instance to
+    /// take. `Ok(false)` if the claim no longer holds the row.
+    pub fn release(&self, id: &MessageId, fence: Fence<'_>) -> Result<bool, RestError> {
+        self.patch_rows(
+            &fenced(id, fence),
+            &serde_json::json!({"status": "queued_for_send", "sent_at": null}),
+        )
     }
 
-    /// Give a claimed, unsent message back (`sending → queued_for_send`) for any instance to take.
-    pub fn release(&self, id: &MessageId) -> Result<bool, RestError> {
-        self.transition(id, serde_json::json!({"status": "queued_for_send"}))
-    }
-
-    /// Update a row we hold (`status=eq.sending`); tells whether it still was ours.
-    fn transition(&self, id: &MessageId, body: serde_json::Value) -> Result<bool, RestError> {
-        self.update_where(id, "eq.sending", body)
-    }
-
-    /// Update row `id` if its status matches the PostgREST `condition`; tells whether it did.
-    fn update_where(
+    /// The row's status and recorded SID (to tell whether a write whose answer was lost applied).
+    pub fn status_and_sid(
         &self,
         id: &MessageId,
-        condition: &str,
-        body: serde_json::Value,
-    ) -> Result<bool, RestError> {
-        self.patch_rows(&format!("id=eq.{id}&status={condition}"), &body)
+    ) -> Result<Option<(Option<String>, Option<String>)>, RestError> {
+        #[derive(Deserialize)]
+        struct Row {
+            status: Option<String>,
+            twilio_message_sid: Option<String>,
+        }
+        let query = format!("select=status,twilio_message_sid&id=eq.{id}");
+        let text = self.call(self.request("GET", &query), None)?;
+        let rows: Vec<Row> =
+            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|r| (r.status, r.twilio_message_sid)))
     }
 
     /// `PATCH` the rows matching `filter` with `body`; tells whether any row changed.
@@ -323,11 +420,9 @@ impl Rest {
         &self,
         after: Option<&MessageId>,
         limit: usize,
-        with_claimed_at: bool,
     ) -> Result<Vec<SendingRow>, RestError> {
         let mut query = format!(
-            "select={CLAIM_SELECT},created_at{}&status=eq.sending&direction=eq.outbound&order=id.asc&limit={limit}",
-            if with_claimed_at { ",claimed_at" } else { "" }
+            "select={CLAIM_SELECT},created_at,sent_at&status=eq.sending&direction=eq.outbound&order=id.asc&limit={limit}"
         );
         if let Some(after) = after {
             query.push_str(&format!("&id=gt.{after}"));
@@ -351,7 +446,7 @@ impl Rest {
                     },
                     id,
                     created_at: r.created_at,
-                    claimed_at: r.claimed_at,
+                    stamp: r.sent_at,
                 })
             })
             .collect())

@@ -3,28 +3,30 @@
 //! Each of `SENDER_THREADS` blocking threads takes ids from the [`WorkQueue`] and runs
 //! [`Pipeline::process`]. The flow and its promises:
 //! - **claim** first (atomic in the database), so no two instances send the same message; a lost
-//!   claim is skipped silently. A claim is a *lease* of `SENDING_TIMEOUT_SECS`: no Twilio request
-//!   is started that could end after it, so when orphan recovery takes over a row, nobody is still
-//!   working on it;
+//!   claim is skipped silently. A claim is a *lease* of `SENDING_TIMEOUT_SECS` whose end is
+//!   stamped on the row ([`crate::lease`]); every later write of the claim is fenced on that
+//!   stamp, and no Twilio request (create or list) starts unless it can end inside the lease;
 //! - **check** the row: a missing conversation or a number that is not E.164 fails the message
 //!   without calling Twilio;
+//! - one (recipient, text) pair at a time per instance ([`crate::in_flight`]), so Twilio's list
+//!   can tell our messages apart;
 //! - **send** with retries: the verdict of [`crate::retry::classify`] decides between another
 //!   attempt after the backoff (honouring a clamped `Retry-After`), `failed` at once, or a pause
-//!   of all sending (account problems) with the message given back;
+//!   of all sending (account problems) with the message given back. Waiting (circuit, pacer,
+//!   backoff) is never an attempt;
 //! - after an **ambiguous** failure (timeout, cut connection, 5xx: Twilio may have created the
-//!   message) the next try first asks Twilio's list whether it exists, and records that SID
-//!   instead of sending again;
+//!   message) nothing is sent again until [`crate::reconcile`] has looked at Twilio's list after
+//!   the settle window; a message found there is recorded, not re-sent;
 //! - during a Twilio **outage** (the [`Circuit`] is open) attempts do not count against
 //!   `MAX_RETRIES`: the message waits inside its lease, then is given back;
-//! - **record** `sent` with the SID, retrying the database write alone if it fails: a message
+//! - **record** `sent` with the SID, retrying the database write until it applies: a message
 //!   Twilio accepted is never sent again because the database was unavailable.
 //!
-//! Database faults never turn a message `failed`. A message given back goes to
-//! `queued_for_send` when it certainly was not sent; when it may have been and Twilio cannot tell
-//! right now, it stays `sending` for orphan recovery ([`crate::orphans`]) to settle.
+//! Database faults never turn a message `failed`, and neither does Twilio's list failing. A
+//! message given back goes to `queued_for_send` when it certainly was not sent; when it may have
+//! been and Twilio cannot tell yet, it stays `sending` for orphan recovery ([`crate::orphans`]).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,15 +35,18 @@ use log::{debug, error, info, trace, warn};
 use crate::backoff::Backoff;
 use crate::circuit::{Circuit, Pass};
 use crate::clock;
+use crate::in_flight::InFlight;
+use crate::lease::Lease;
 use crate::message::{ClaimedMessage, MessageId};
 use crate::metrics::{Metrics, Outcome};
-use crate::pacer::Pacer;
+use crate::pacer::{Pacer, Slot};
 use crate::phone;
-use crate::postgrest::{Claim, Rest, RestError};
+use crate::postgrest::{Claim, Fence, Rest, RestError};
 use crate::queue::WorkQueue;
+use crate::reconcile::{self, Found, Look, Question, CLOCK_SLACK};
 use crate::retry::{classify, is_ambiguous, is_outage_signal, Verdict};
 use crate::shutdown::Shutdown;
-use crate::twilio::{Found, SendError, Twilio};
+use crate::twilio::{SendError, Twilio};
 
 /// Everything a sender thread needs; shared by all of them.
 pub struct Pipeline {
@@ -59,11 +64,14 @@ pub struct Pipeline {
     pub retry_backoff: Backoff,
     /// Delay between attempts of a database write.
     pub persist_backoff: Backoff,
-    /// Upper bound of one HTTP request.
-    pub http_timeout: Duration,
+    /// The longest one Twilio request can take from the moment it starts: the HTTP timeout plus
+    /// the bounded DNS resolution. A request starts only if this much of the lease is left.
+    pub request_budget: Duration,
     /// The claim's lease.
     pub sending_timeout: Duration,
-    /// Ids held by this instance right now.
+    /// How long after an ambiguous attempt Twilio's list is trusted to show the message.
+    pub settle: Duration,
+    /// What this instance holds right now.
     pub in_flight: InFlight,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -71,63 +79,31 @@ pub struct Pipeline {
     pub pacer: Pacer,
 }
 
-/// Ids this instance has claimed and not yet settled, so its own orphan recovery leaves them be.
-#[derive(Clone, Default)]
-pub struct InFlight(Arc<Mutex<HashSet<MessageId>>>);
-
-impl InFlight {
-    /// Whether `id` is being processed here.
-    pub fn contains(&self, id: &MessageId) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
-    fn hold(&self, id: &MessageId) -> InFlightGuard<'_> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone());
-        InFlightGuard(self, id.clone())
-    }
-}
-
-struct InFlightGuard<'a>(&'a InFlight, MessageId);
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.0
-             .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
-    }
-}
-
-/// A claim's time limits.
-struct Lease {
-    /// Earliest time Twilio may have created the message (with slack for clock differences).
-    since: SystemTime,
-    /// Last moment a Twilio request may start and still end inside the lease.
-    last_start: Instant,
-}
-
-/// How many times a database write is tried before giving up and logging the loss.
+/// How many times a release or `failed` write is tried before leaving the row to orphan
+/// recovery (the write is fenced, so retrying it is always safe).
 const PERSIST_ATTEMPTS: u32 = 12;
 /// How many times a claim is tried; an unclaimed message just waits for the next sweep.
 const CLAIM_ATTEMPTS: u32 = 3;
-/// Allowance for clocks (ours, Twilio's) disagreeing when matching a message's creation time.
-const CLOCK_SLACK: Duration = Duration::from_secs(60);
+/// Pause between looks at Twilio's list while it cannot answer.
+const LOOKUP_RETRY: Duration = Duration::from_secs(1);
 
-/// What one try produced.
-enum Try {
-    /// Twilio accepted a new message.
-    Sent(String),
-    /// A message from an earlier, ambiguous attempt was found: it was sent already.
-    Found(Found),
-    /// Nothing was accepted; `ambiguous` when Twilio may have created it anyway.
-    Failed { error: SendError, ambiguous: bool },
+/// One claimed message on its way: the row, where it goes, and the claim's lease.
+struct Job<'a> {
+    message: &'a ClaimedMessage,
+    to: &'a str,
+    lease: &'a Lease,
+    /// When the last attempt that may have created the message ended, if that is unresolved.
+    ambiguous_at: Option<Instant>,
+}
+
+impl Job<'_> {
+    fn id(&self) -> &MessageId {
+        &self.message.id
+    }
+
+    fn fence(&self) -> Fence<'_> {
+        Fence::Stamp(self.lease.stamp())
+    }
 }
 
 /// Start `count` sender threads reading `queue`. They end when the queue is closed.
@@ -156,108 +132,135 @@ pub fn spawn(
 }
 
 impl Pipeline {
-    /// Take one message from `queued_for_send` to `sent` or `failed` (or leave it queued).
+    /// Take one message from `queued_for_send` to `sent` or `failed` (or give it back).
     /// `queued_at` is when this instance learned the message was ready.
     pub fn process(&self, id: MessageId, queued_at: Instant) {
         let pass = match self.circuit.enter(&self.shutdown) {
             Pass::Shutdown | Pass::Expired => return,
             p => p,
         };
-        let claimed = Instant::now();
-        let Some(message) = self.claim(&id) else {
-            if pass == Pass::Probe {
-                self.circuit.abandon_probe();
-            }
+        let lease = Lease::start(self.sending_timeout);
+        let Some(message) = self.claim(&id, &lease) else {
+            self.abandon(pass);
             return;
         };
         let _held = self.in_flight.hold(&id);
-        let lease = Lease {
-            since: SystemTime::now() - CLOCK_SLACK,
-            last_start: claimed + self.sending_timeout.saturating_sub(self.http_timeout * 3),
-        };
         let to = match check(&message) {
             Ok(to) => to,
             Err(reason) => {
-                if pass == Pass::Probe {
-                    self.circuit.abandon_probe();
-                }
+                self.abandon(pass);
                 warn!("message {id} failed without sending: {reason}");
-                self.record_failed(&id);
+                self.record_failed(&id, Fence::Stamp(lease.stamp()));
                 return;
             }
         };
         trace!("message {id} body: {:?}", message.body);
-        self.deliver(&message, to, pass, &lease, queued_at);
+        let mut job = Job {
+            message: &message,
+            to,
+            lease: &lease,
+            ambiguous_at: None,
+        };
+        let latest = lease.last_start(self.request_budget);
+        let Some(_pair) =
+            self.in_flight
+                .lock_conversation(to, &message.body, latest, &self.shutdown)
+        else {
+            self.abandon(pass);
+            return self.give_back(
+                &mut job,
+                "a message with the same text to the same number was in flight all along",
+            );
+        };
+        self.deliver(&mut job, pass, queued_at);
     }
 
-    /// The attempt loop for a claimed, checked message.
-    fn deliver(
-        &self,
-        message: &ClaimedMessage,
-        to: &str,
-        mut pass: Pass,
-        lease: &Lease,
-        queued_at: Instant,
-    ) {
-        let id = &message.id;
+    fn abandon(&self, pass: Pass) {
+        if pass == Pass::Probe {
+            self.circuit.abandon_probe();
+        }
+    }
+
+    /// The attempt loop for a claimed, checked message. Waiting (circuit, pacer, backoff,
+    /// settle window) is never an attempt; only a create Twilio answered with a retryable
+    /// failure counts against `MAX_RETRIES`.
+    fn deliver(&self, job: &mut Job<'_>, mut pass: Pass, queued_at: Instant) {
+        let id = job.id().clone();
         let attempts = self.max_retries + 1;
+        let latest = job.lease.last_start(self.request_budget);
         let mut counted = 0u32;
-        let mut maybe_sent = false;
         let mut first = true;
         loop {
             if !first {
-                pass = self
-                    .circuit
-                    .enter_until(&self.shutdown, Some(lease.last_start));
+                pass = self.circuit.enter_until(&self.shutdown, Some(latest));
             }
             first = false;
-            if matches!(pass, Pass::Shutdown | Pass::Expired)
-                || self.shutdown.is_triggered()
-                || Instant::now() > lease.last_start
-            {
-                if pass == Pass::Probe {
-                    self.circuit.abandon_probe();
+            if matches!(pass, Pass::Shutdown | Pass::Expired) || self.shutdown.is_triggered() {
+                self.abandon(pass);
+                return self.give_back(job, self.why_stopping());
+            }
+            // An earlier attempt may have created the message: settle that before anything else.
+            if job.ambiguous_at.is_some() {
+                match self.reconcile(job, true) {
+                    Look::Found(found) => {
+                        self.circuit.record_ok();
+                        return self.adopt(job, &found);
+                    }
+                    Look::NotFound => {
+                        debug!("message {id}: Twilio did not create it on the earlier attempt");
+                        job.ambiguous_at = None;
+                    }
+                    Look::NotYet | Look::Unknown(_) => {
+                        // reconcile() waited as long as the lease and shutdown allow.
+                        self.abandon(pass);
+                        return self.give_back(job, self.why_stopping());
+                    }
                 }
-                let why = if self.shutdown.is_triggered() {
-                    "shutdown"
-                } else {
-                    "its lease ran out"
-                };
-                return self.give_back(message, to, maybe_sent, lease, why);
+            }
+            match self.pacer.wait_until(&self.shutdown, Some(latest)) {
+                Slot::Go => {}
+                Slot::Shutdown => {
+                    self.abandon(pass);
+                    return self.give_back(job, "shutdown");
+                }
+                Slot::TooLate => {
+                    self.abandon(pass);
+                    return self.give_back(job, "no send slot inside its lease");
+                }
+            }
+            if !job.lease.can_start(self.request_budget) {
+                self.abandon(pass);
+                return self.give_back(job, "its lease ran out");
             }
             let started = Instant::now();
-            let outcome = self.try_once(message, to, maybe_sent, lease);
+            let outcome = self.twilio.send(job.to, &job.message.body);
             let took = started.elapsed().as_millis();
-            let (error, ambiguous) = match outcome {
-                Try::Sent(sid) => {
+            let error = match outcome {
+                Ok(accepted) => {
                     self.circuit.record_ok();
                     self.metrics.send_latency(queued_at.elapsed());
                     info!(
-                        "message {id} sent to {} as {sid} (attempt {}, {took} ms)",
-                        phone::mask(to),
+                        "message {id} sent to {} as {} (attempt {}, {took} ms)",
+                        phone::mask(job.to),
+                        accepted.sid,
                         counted + 1
                     );
-                    return self.record_sent(id, &sid, SystemTime::now());
+                    return self.record_sent(job, &accepted.sid, SystemTime::now());
                 }
-                Try::Found(found) => {
-                    self.circuit.record_ok();
-                    return self.adopt(id, &found);
-                }
-                Try::Failed { error, ambiguous } => (error, ambiguous),
+                Err(error) => error,
             };
-            maybe_sent |= ambiguous;
+            if is_ambiguous(&error) {
+                job.ambiguous_at = Some(Instant::now());
+            }
             warn!(
-                "message {id} attempt {}/{attempts} failed after {took} ms: HTTP {}, Twilio code {}: {error}",
+                "message {id} attempt {}/{attempts} failed after {took} ms: {error}",
                 counted + 1,
-                error.http_status().map_or("-".to_string(), |s| s.to_string()),
-                error.twilio_code().map_or("-".to_string(), |c| c.to_string()),
             );
             match classify(&error) {
                 Verdict::Fail => {
                     self.circuit.record_ok(); // Twilio judged the message: it is up
                     error!("message {id} failed permanently: {error}");
-                    self.record_failed(id);
-                    return;
+                    return self.record_failed(&id, job.fence());
                 }
                 Verdict::Pause => {
                     let pause = self.circuit.trip();
@@ -267,21 +270,13 @@ impl Pipeline {
                          and TWILIO_API_URL.",
                         pause.as_secs()
                     );
-                    return self.give_back(
-                        message,
-                        to,
-                        maybe_sent,
-                        lease,
-                        "Twilio refused the account",
-                    );
+                    return self.give_back(job, "Twilio refused the account");
                 }
                 Verdict::Retry { after } => {
                     let outage = if is_outage_signal(&error) {
-                        self.circuit.record_outage(id)
+                        self.circuit.record_outage(&id)
                     } else {
-                        if pass == Pass::Probe {
-                            self.circuit.abandon_probe();
-                        }
+                        self.abandon(pass);
                         None
                     };
                     if let Some(pause) = outage {
@@ -294,7 +289,7 @@ impl Pipeline {
                     }
                     counted += 1;
                     if counted >= attempts {
-                        return self.exhausted(message, to, maybe_sent, lease, &error);
+                        return self.exhausted(job, &error);
                     }
                     let delay = after.map_or_else(
                         || self.retry_backoff.delay(counted - 1),
@@ -303,149 +298,187 @@ impl Pipeline {
                     debug!("message {id} retrying in {} ms", delay.as_millis());
                     self.metrics.retry();
                     if !self.shutdown.sleep(delay) {
-                        return self.give_back(message, to, maybe_sent, lease, "shutdown");
+                        return self.give_back(job, "shutdown");
                     }
                 }
             }
         }
     }
 
-    /// One try: if an earlier attempt may have created the message, look for it first.
-    fn try_once(&self, message: &ClaimedMessage, to: &str, maybe_sent: bool, lease: &Lease) -> Try {
-        if maybe_sent {
-            match self.lookup(message, to, lease) {
-                Ok(Some(found)) => return Try::Found(found),
-                Ok(None) => debug!("message {}: not created by the earlier attempt", message.id),
-                Err(error) => {
-                    return Try::Failed {
-                        error,
-                        ambiguous: true,
-                    }
-                }
-            }
+    fn why_stopping(&self) -> &'static str {
+        if self.shutdown.is_triggered() {
+            "shutdown"
+        } else {
+            "its lease ran out"
         }
-        if !self.pacer.wait(&self.shutdown) {
-            return Try::Failed {
-                error: SendError::NotSent("shutdown while waiting for a send slot".into()),
-                ambiguous: false,
+    }
+
+    /// Ask Twilio whether an ambiguous attempt created the message. With `wait`, a "none" is
+    /// looked at again once the settle window has passed, as long as the lease (and shutdown)
+    /// allow; without, one look is made. Errors are retried while the lease allows.
+    fn reconcile(&self, job: &Job<'_>, wait: bool) -> Look {
+        let Some(ambiguous_at) = job.ambiguous_at else {
+            return Look::NotFound;
+        };
+        let settled_at = ambiguous_at + self.settle;
+        let since = clock_sub(job.lease.claimed_at(), CLOCK_SLACK);
+        let budget = self.request_budget;
+        loop {
+            let question = Question {
+                id: job.id(),
+                to: job.to,
+                body: &job.message.body,
+                since,
+                settled: Instant::now() >= settled_at,
             };
-        }
-        match self.twilio.send(to, &message.body) {
-            Ok(accepted) => Try::Sent(accepted.sid),
-            Err(error) => {
-                let ambiguous = is_ambiguous(&error);
-                Try::Failed { error, ambiguous }
+            let look = reconcile::look(&self.twilio, &self.rest, &question, &|| {
+                job.lease.can_start(budget)
+            });
+            let pause = match &look {
+                Look::Found(_) | Look::NotFound => return look,
+                Look::NotYet => settled_at.saturating_duration_since(Instant::now()),
+                Look::Unknown(reason) => {
+                    warn!(
+                        "message {}: cannot tell yet whether it was sent: {reason}",
+                        job.id()
+                    );
+                    LOOKUP_RETRY
+                }
+            };
+            // Another look must fit: after the pause, one list request, then possibly the create.
+            let room = pause + budget * 2;
+            if !wait || self.shutdown.is_triggered() || !job.lease.can_start(room) {
+                return look;
+            }
+            if !self.shutdown.sleep(pause) {
+                return look;
             }
         }
-    }
-
-    /// Ask Twilio whether it holds this message already (one not recorded on another row).
-    fn lookup(
-        &self,
-        message: &ClaimedMessage,
-        to: &str,
-        lease: &Lease,
-    ) -> Result<Option<Found>, SendError> {
-        let candidates = self.twilio.find_sent(to, &message.body, lease.since)?;
-        for found in candidates {
-            match self.rest.sid_owner(&found.sid) {
-                Ok(Some(owner)) if owner != message.id => continue, // an earlier identical SMS
-                Ok(_) => return Ok(Some(found)),
-                // Cannot tell whether it is ours: safer to count it as ours than to send twice.
-                Err(_) => return Ok(Some(found)),
-            }
-        }
-        Ok(None)
     }
 
     /// Retries are used up.
-    fn exhausted(
-        &self,
-        message: &ClaimedMessage,
-        to: &str,
-        maybe_sent: bool,
-        lease: &Lease,
-        error: &SendError,
-    ) {
-        let id = &message.id;
+    fn exhausted(&self, job: &mut Job<'_>, error: &SendError) {
+        let id = job.id().clone();
         let attempts = self.max_retries + 1;
-        if maybe_sent {
-            match self.lookup(message, to, lease) {
-                Ok(Some(found)) => return self.adopt(id, &found),
-                Ok(None) => {}
-                Err(e) => {
+        if job.ambiguous_at.is_some() {
+            match self.reconcile(job, true) {
+                Look::Found(found) => return self.adopt(job, &found),
+                Look::NotFound => {}
+                Look::NotYet | Look::Unknown(_) => {
                     error!(
-                        "message {id} failed {attempts} times and Twilio cannot say whether one \
-                         attempt went through ({e}); leaving it 'sending' for orphan recovery"
+                        "message {id} failed {attempts} times and Twilio cannot say yet whether \
+                         one attempt went through; leaving it 'sending' for orphan recovery"
                     );
                     return;
                 }
             }
         }
         error!("message {id} failed after {attempts} attempts: {error}");
-        self.record_failed(id);
+        self.record_failed(&id, job.fence());
     }
 
-    /// Hand a claimed message back: to the queue when it certainly was not sent; otherwise after
-    /// asking Twilio, or, when Twilio cannot answer, to orphan recovery (left `sending`).
-    fn give_back(
-        &self,
-        message: &ClaimedMessage,
-        to: &str,
-        maybe_sent: bool,
-        lease: &Lease,
-        why: &str,
-    ) {
-        let id = &message.id;
-        if maybe_sent {
-            match self.lookup(message, to, lease) {
-                Ok(Some(found)) => return self.adopt(id, &found),
-                Ok(None) => {}
-                Err(e) => {
+    /// Hand a claimed message back: to the queue when it certainly was not sent; when it may
+    /// have been, only after Twilio's list says no (past the settle window) — otherwise it stays
+    /// `sending` under its stamp, for orphan recovery once the lease is over.
+    fn give_back(&self, job: &mut Job<'_>, why: &str) {
+        let id = job.id().clone();
+        if job.ambiguous_at.is_some() {
+            match self.reconcile(job, false) {
+                Look::Found(found) => return self.adopt(job, &found),
+                Look::NotFound => {}
+                Look::NotYet | Look::Unknown(_) => {
                     warn!(
-                        "message {id} ({why}) may have been sent and Twilio cannot tell now ({e}); \
+                        "message {id} ({why}) may have been sent and Twilio cannot tell yet; \
                          leaving it 'sending' for orphan recovery"
                     );
                     return;
                 }
             }
         }
-        if self.persist(id, "release", || self.rest.release(id)) {
+        let fence = job.fence();
+        if self.persist(&id, "release", || self.rest.release(&id, fence)) {
             info!("message {id} released back to queued_for_send ({why})");
         }
     }
 
     /// Record a message Twilio turned out to have created after an ambiguous failure.
-    fn adopt(&self, id: &MessageId, found: &Found) {
+    fn adopt(&self, job: &Job<'_>, found: &Found) {
+        let id = job.id();
+        if found.recorded {
+            info!("message {id} is already recorded as {}", found.sid);
+            return;
+        }
         info!(
             "message {id} had been created by Twilio as {} despite the failed attempt; \
              recording it, not sending again",
             found.sid
         );
-        self.record_sent(id, &found.sid, found.created);
+        self.record_sent(job, &found.sid, found.created);
     }
 
     /// Record `failed`.
-    fn record_failed(&self, id: &MessageId) {
-        self.metrics.message(Outcome::Failed);
-        self.persist(id, "record failed", || self.rest.mark_failed(id));
-    }
-
-    fn record_sent(&self, id: &MessageId, sid: &str, at: SystemTime) {
-        self.metrics.message(Outcome::Sent);
-        let sent_at = clock::rfc3339_millis(at);
-        if !self.persist(id, "record sent", || self.rest.mark_sent(id, sid, &sent_at)) {
-            error!(
-                "message {id} WAS SENT as {sid} but could not be recorded; orphan recovery will \
-                 record it (or set status='sent', twilio_message_sid='{sid}')"
-            );
+    fn record_failed(&self, id: &MessageId, fence: Fence<'_>) {
+        if self.persist(id, "record failed", || self.rest.mark_failed(id, fence)) {
+            self.metrics.message(Outcome::Failed);
         }
     }
 
-    /// Claim `id`, retrying transient REST failures a few times. `None`: not ours to send.
-    fn claim(&self, id: &MessageId) -> Option<ClaimedMessage> {
+    /// Record `sent` with the SID Twilio gave. A known SID is never dropped: the write is retried
+    /// until it applies (a process stopped meanwhile leaves the row to orphan recovery, which
+    /// finds the SID in Twilio's list). A write whose answer was lost is checked by reading the
+    /// row back, so the log never claims a loss that did not happen.
+    fn record_sent(&self, job: &Job<'_>, sid: &str, at: SystemTime) {
+        let id = job.id();
+        let sent_at = clock::rfc3339_millis(at);
+        let mut uncertain = false;
+        let mut attempt = 0u32;
+        loop {
+            match self.rest.mark_sent(id, job.fence(), sid, &sent_at) {
+                Ok(true) => break,
+                Ok(false) => {
+                    if uncertain && self.records(id, sid) {
+                        break; // an earlier try applied; its answer was lost
+                    }
+                    error!(
+                        "message {id} WAS SENT as {sid} but its row was claimed again meanwhile; \
+                         it is not overwritten"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    uncertain |= !matches!(e, RestError::Connect(_));
+                    error!(
+                        "message {id} was sent as {sid}; recording it failed (attempt {}): {e}; \
+                         retrying",
+                        attempt + 1
+                    );
+                    std::thread::sleep(self.persist_backoff.delay(attempt));
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+        self.metrics.message(Outcome::Sent);
+    }
+
+    /// Whether row `id` records `sid` (false when that cannot be read).
+    fn records(&self, id: &MessageId, sid: &str) -> bool {
+        matches!(self.rest.status_and_sid(id), Ok(Some((_, Some(s)))) if s == sid)
+    }
+
+    /// Claim `id` under `lease`, retrying transient REST failures a few times. `None`: not ours
+    /// to send. A claim whose answer was lost is recognised by its stamp.
+    fn claim(&self, id: &MessageId, lease: &Lease) -> Option<ClaimedMessage> {
+        let mut uncertain = false;
         for attempt in 0..CLAIM_ATTEMPTS {
-            match self.rest.claim(id) {
+            let result = if uncertain {
+                match self.rest.claimed_by(id, lease.stamp()) {
+                    Ok(Claim::Lost) => self.rest.claim(id, lease.stamp()),
+                    other => other,
+                }
+            } else {
+                self.rest.claim(id, lease.stamp())
+            };
+            match result {
                 Ok(Claim::Won(m)) => return Some(m),
                 Ok(Claim::Lost) => {
                     self.metrics.message(Outcome::Skipped);
@@ -454,10 +487,11 @@ impl Pipeline {
                 }
                 Ok(Claim::Malformed { id, reason }) => {
                     warn!("message {id} failed without sending: {reason}");
-                    self.record_failed(&id);
+                    self.record_failed(&id, Fence::Stamp(lease.stamp()));
                     return None;
                 }
                 Err(e) => {
+                    uncertain |= !matches!(e, RestError::Connect(_));
                     warn!("message {id}: claim attempt {} failed: {e}", attempt + 1);
                     if attempt + 1 == CLAIM_ATTEMPTS
                         || !self.shutdown.sleep(self.persist_backoff.delay(attempt))
@@ -471,8 +505,8 @@ impl Pipeline {
         None
     }
 
-    /// Run a database write until it succeeds (or attempts run out). `true` when written and the
-    /// row was still ours.
+    /// Run a fenced database write until it succeeds (or attempts run out). `true` when written
+    /// (the claim still held the row).
     fn persist(
         &self,
         id: &MessageId,
@@ -483,7 +517,9 @@ impl Pipeline {
             match write() {
                 Ok(true) => return true,
                 Ok(false) => {
-                    warn!("message {id}: {what}: the row was no longer ours; left as it is");
+                    debug!(
+                        "message {id}: {what}: the claim no longer holds the row; left as it is"
+                    );
                     return false;
                 }
                 Err(e) => {
@@ -494,8 +530,14 @@ impl Pipeline {
                 }
             }
         }
+        warn!("message {id}: {what} did not apply; orphan recovery will settle the row");
         false
     }
+}
+
+/// `t - d`, floored at the epoch (never panics on a clock near 1970).
+pub(crate) fn clock_sub(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Whether a claimed message can be sent; returns the destination number.

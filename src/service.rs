@@ -16,13 +16,14 @@ use crate::catchup::{self, SweepTrigger, Sweeper};
 use crate::circuit::Circuit;
 use crate::config::{Config, SmsSender};
 use crate::health::Health;
+use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::orphans::{self, OrphanCheck};
 use crate::pacer::Pacer;
 use crate::postgrest::{self, Rest};
 use crate::queue::WorkQueue;
 use crate::realtime::{self, Timing};
-use crate::sender::{self, InFlight, Pipeline};
+use crate::sender::{self, Pipeline};
 use crate::server::{self, Admin, Receipts};
 use crate::shutdown::Shutdown;
 use crate::twilio::Twilio;
@@ -52,13 +53,18 @@ pub struct Clients {
     pub twilio: Twilio,
 }
 
+/// The limit of connecting (and of resolving the host name) for every HTTP client.
+pub fn connect_timeout(config: &Config) -> Duration {
+    config.http_timeout.min(Duration::from_secs(5))
+}
+
 /// Build the REST and Twilio clients (no network use).
 pub fn clients(
     config: &Config,
     health: &Health,
     metrics: Arc<Metrics>,
 ) -> Result<Clients, StartError> {
-    let connect_timeout = config.http_timeout.min(Duration::from_secs(5));
+    let connect_timeout = connect_timeout(config);
     let https = [&config.supabase.rest_url, &config.twilio.api_url]
         .iter()
         .any(|url| url.starts_with("https://"));
@@ -160,8 +166,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         max_retries: config.max_retries,
         retry_backoff: Backoff::new(config.retry_backoff, Duration::from_secs(60), false),
         persist_backoff: sender::persist_backoff(),
-        http_timeout: config.http_timeout,
+        request_budget: config.http_timeout + connect_timeout(&config),
         sending_timeout: config.sending_timeout,
+        settle: config.reconcile_settle,
         in_flight: in_flight.clone(),
         metrics: metrics.clone(),
         pacer: Pacer::new(config.max_sends_per_second),
@@ -173,6 +180,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         twilio,
         in_flight,
         sending_timeout: config.sending_timeout,
+        settle: config.reconcile_settle,
         interval: config.orphan_check,
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),

@@ -7,9 +7,8 @@
 //! answer?).
 //!
 //! Twilio has no idempotency key, so after an ambiguous failure the only way to learn whether a
-//! message was created is the list endpoint: [`Twilio::find_sent`] lists messages to the same
-//! recipient from the same sender since the claim's day (`DateSent>=`, paged through
-//! `next_page_uri`) and returns those with exactly our body created since the claim.
+//! message was created is the list endpoint: [`Twilio::list_outbound`] reads it; deciding what the
+//! list means is [`crate::reconcile`]'s job.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -119,13 +118,33 @@ pub struct Twilio {
     metrics: Arc<Metrics>,
 }
 
-/// A message Twilio already has that matches what we were sending.
+/// A message in Twilio's list that may be ours (recipient, sender and time already checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub struct Listed {
     /// Its SID.
     pub sid: String,
+    /// The body Twilio stores (may be trial-prefixed, normalised, redacted or absent).
+    pub body: Option<String>,
     /// When Twilio created it.
     pub created: SystemTime,
+}
+
+/// The messages of a [`Twilio::list_outbound`], newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The matching messages.
+    pub messages: Vec<Listed>,
+    /// Whether the list was read back to the start of the window (not cut at the page limit).
+    pub complete: bool,
+}
+
+/// Why a list could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListError {
+    /// Twilio answered with an error, or not at all.
+    Twilio(SendError),
+    /// The lease leaves no time for another request.
+    NoTime,
 }
 
 /// One page of `GET …/Messages.json`, reduced to what reconciliation reads.
@@ -316,54 +335,67 @@ impl Twilio {
 }
 
 impl Twilio {
-    /// Messages Twilio created to `to` from our sender with exactly `body`, created at or after
-    /// `since`, newest first. An error means the question could not be answered (do not send).
-    pub fn find_sent(
+    /// Outbound messages Twilio holds to `to` from our sender, created at or after `since`,
+    /// newest first, read page by page until a page reaches older messages. No `DateSent` filter:
+    /// `date_sent` is null until a message leaves Twilio (reference §3.3). `may_start` is asked
+    /// before each page request (the lease). At most [`MAX_LIST_PAGES`] pages are read; a list
+    /// that goes on is reported as incomplete.
+    pub fn list_outbound(
         &self,
         to: &str,
-        body: &str,
         since: SystemTime,
-    ) -> Result<Vec<Found>, SendError> {
+        may_start: &dyn Fn() -> bool,
+    ) -> Result<Listing, ListError> {
         let mut request = self
             .agent
             .get(&self.messages_url)
             .query("To", to)
-            .query("DateSent>", &clock::utc_date(since))
             .query("PageSize", "100");
         if let SmsSender::Number(from) = &self.sender {
             request = request.query("From", from);
         }
-        let mut found = Vec::new();
+        let mut listing = Listing::default();
         for _ in 0..MAX_LIST_PAGES {
-            let page = self.get_page(request)?;
+            if !may_start() {
+                return Err(ListError::NoTime);
+            }
+            let page = self.get_page(request).map_err(ListError::Twilio)?;
+            let mut reached_older = false;
             for m in page.messages {
-                let (Some(sid), Some(created)) = (
-                    m.sid,
-                    m.date_created.as_deref().and_then(clock::parse_rfc2822),
-                ) else {
+                let Some(created) = m.date_created.as_deref().and_then(clock::parse_rfc2822) else {
                     continue;
                 };
-                let ours = m.body.as_deref() == Some(body)
-                    && m.direction
-                        .as_deref()
-                        .is_some_and(|d| d.starts_with("outbound"))
-                    && created >= since
-                    && match &self.sender {
-                        SmsSender::MessagingService(mg) => {
-                            m.messaging_service_sid.as_ref() == Some(mg)
-                        }
-                        SmsSender::Number(_) => true,
-                    };
-                if ours {
-                    found.push(Found { sid, created });
+                if created < since {
+                    reached_older = true;
+                    continue;
+                }
+                let outbound = m
+                    .direction
+                    .as_deref()
+                    .map_or(true, |d| d.starts_with("outbound"));
+                let our_service = match &self.sender {
+                    SmsSender::MessagingService(mg) => m.messaging_service_sid.as_ref() == Some(mg),
+                    SmsSender::Number(_) => true,
+                };
+                if let (Some(sid), true, true) = (m.sid, outbound, our_service) {
+                    listing.messages.push(Listed {
+                        sid,
+                        body: m.body,
+                        created,
+                    });
                 }
             }
             match page.next_page_uri.filter(|u| u.starts_with('/')) {
-                Some(uri) => request = self.agent.get(&format!("{}{uri}", self.api_url)),
-                None => return Ok(found),
+                Some(uri) if !reached_older => {
+                    request = self.agent.get(&format!("{}{uri}", self.api_url))
+                }
+                _ => {
+                    listing.complete = true;
+                    return Ok(listing);
+                }
             }
         }
-        Ok(found)
+        Ok(listing)
     }
 
     fn get_page(&self, request: ureq::Request) -> Result<ListPage, SendError> {

@@ -17,6 +17,7 @@
 //! - the contract followed is `shared/reference/supabase-protocols.md` (§ numbers in comments).
 
 mod postgrest;
+pub use postgrest::RestRule;
 mod realtime;
 mod schema;
 #[cfg(test)]
@@ -301,6 +302,11 @@ impl SupabaseDouble {
     /// While `Some`, every REST request gets this fault.
     pub fn set_rest_outage(&self, fault: Option<RestFault>) {
         *self.shared.rest.outage.lock().unwrap() = fault;
+    }
+
+    /// Add a targeted REST fault (see [`RestRule`]).
+    pub fn add_rest_rule(&self, rule: RestRule) {
+        self.shared.rest.rules.lock().unwrap().push(rule);
     }
 
     /// Sleep this long before handling each REST request.

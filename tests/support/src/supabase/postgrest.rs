@@ -73,7 +73,74 @@ pub(crate) struct RestState {
     pub(crate) fail_next: Mutex<VecDeque<RestFault>>,
     pub(crate) outage: Mutex<Option<RestFault>>,
     pub(crate) latency: Mutex<Duration>,
+    pub(crate) rules: Mutex<Vec<RestRule>>,
     next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A targeted REST fault: the next `times` requests that match get `delay` and then `fault`
+/// (or a normal answer when `fault` is `None`). Rules are tried in the order they were added.
+#[derive(Debug, Clone)]
+pub struct RestRule {
+    /// HTTP method to match (`PATCH`, `GET`, …).
+    pub method: String,
+    /// A substring the raw query must contain, if any.
+    pub query_contains: Option<String>,
+    /// A substring the request body must contain, if any.
+    pub body_contains: Option<String>,
+    /// Held this long before the fault or answer (a slow write, a lagging gateway).
+    pub delay: Duration,
+    /// What to do after the delay; `None` serves the request normally.
+    pub fault: Option<RestFault>,
+    /// How many matching requests this rule still applies to.
+    pub times: usize,
+}
+
+impl RestRule {
+    /// Match `method` requests whose body contains `body` (e.g. `"status":"sent"`).
+    pub fn body(method: &str, body: &str) -> RestRule {
+        RestRule {
+            method: method.to_string(),
+            query_contains: None,
+            body_contains: Some(body.to_string()),
+            delay: Duration::ZERO,
+            fault: None,
+            times: 1,
+        }
+    }
+
+    /// Apply to this many matching requests.
+    pub fn times(mut self, n: usize) -> RestRule {
+        self.times = n;
+        self
+    }
+
+    /// Hold each matching request this long.
+    pub fn delay(mut self, d: Duration) -> RestRule {
+        self.delay = d;
+        self
+    }
+
+    /// Then answer with this fault.
+    pub fn fault(mut self, f: RestFault) -> RestRule {
+        self.fault = Some(f);
+        self
+    }
+}
+
+/// The first live rule matching `req`, consumed once (its delay and fault).
+fn take_rule(shared: &Shared, req: &Request) -> Option<(Duration, Option<RestFault>)> {
+    let body = String::from_utf8_lossy(&req.body);
+    let mut rules = shared.rest.rules.lock().unwrap();
+    let rule = rules.iter_mut().find(|r| {
+        r.times > 0
+            && r.method.eq_ignore_ascii_case(&req.method)
+            && r.query_contains
+                .as_deref()
+                .is_none_or(|q| req.query.contains(q))
+            && r.body_contains.as_deref().is_none_or(|b| body.contains(b))
+    })?;
+    rule.times -= 1;
+    Some((rule.delay, rule.fault.clone()))
 }
 
 /// Entry point for `/rest/v1/…`: record, delay, inject faults, serve.
@@ -99,13 +166,20 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
     if !latency.is_zero() {
         std::thread::sleep(latency);
     }
-    let fault = shared
-        .rest
-        .outage
-        .lock()
-        .unwrap()
-        .clone()
-        .or_else(|| shared.rest.fail_next.lock().unwrap().pop_front());
+    let ruled = take_rule(shared, &req);
+    if let Some((delay, _)) = &ruled {
+        std::thread::sleep(*delay);
+    }
+    let fault = match ruled {
+        Some((_, fault)) => fault,
+        None => shared
+            .rest
+            .outage
+            .lock()
+            .unwrap()
+            .clone()
+            .or_else(|| shared.rest.fail_next.lock().unwrap().pop_front()),
+    };
     let (reply, status) = match fault {
         Some(RestFault::Status {
             status,
