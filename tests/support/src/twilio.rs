@@ -5,28 +5,51 @@
 //! - The routes a sender needs under `/2010-04-01/Accounts/{AccountSid}/`: create, list and fetch
 //!   Messages, plus fetch-account and list-IncomingPhoneNumbers for a configuration check.
 //! - Twilio's wire contract: HTTP Basic auth (account SID + auth token, or `SK` key + secret),
-//!   form-only create bodies with repeated keys, the create-time validation order and error codes,
-//!   Twilio's JSON error body, the Message resource with its string-typed numbers and RFC 2822
-//!   dates, and list paging through host-relative `next_page_uri`s.
+//!   form-only create bodies with repeated keys, the create-time validation order and error codes
+//!   (quoting the full numbers and paths as Twilio does), Twilio's JSON error body, the Message
+//!   resource with its string-typed numbers and RFC 2822 dates, and list paging through
+//!   host-relative `next_page_uri`s.
+//! - The send lifecycle as a reader sees it (§1.5, §2): a created message is `queued` (`accepted`
+//!   through a Messaging Service) with `date_sent: null`, and leaves Twilio after a configurable
+//!   send delay (default 1 s), from when on it reads `sent` with `date_sent` set. `DateSent`
+//!   filters read `date_sent`, so a message not sent yet matches none of them (§3.1, §3.3).
+//! - The ways real reads disappoint a reconciler (§3.3): a visibility lag before a new message is
+//!   listable/fetchable, trial-account body prefixes, account-level body redaction.
 //! - Fault injection on creates (429, 5xx, non-JSON edge errors, hang-ups and slow answers both
-//!   before and *after* the message exists) and latency on every request, so the sender's retry and
-//!   reconciliation paths can be driven deterministically.
-//! - A record of what happened: every stored message and every request with its answer.
+//!   before and *after* the message exists) and on lists (errors, hang-ups), latency on every
+//!   request or on creates only, and holding validated creates before they store, so the sender's
+//!   retry, reconciliation and race paths can be driven deterministically.
+//! - A record of what happened: every stored message (with the body the client asked for) and
+//!   every request with its answer.
 //!
 //! # Invariants
-//! - A message is stored (and visible to `messages()`, list and fetch) *before* any byte of the
-//!   create response is written, so "created but the answer was lost" is observable exactly as it
-//!   is with the real service.
+//! - A message is stored (and visible to `messages()`) *before* any byte of the create response
+//!   is written, so "created but the answer was lost" is observable exactly as it is with the
+//!   real service. List and fetch show it once the visibility lag in effect when it was stored has
+//!   passed (at once by default); visibility, once reached, is never lost.
 //! - A create that is answered 4xx, 429, an `Error`/`NonJsonError` fault or `HangupBeforeCreate`
-//!   never stores anything: those outcomes are safe to retry, and tests rely on that.
+//!   never stores anything: those outcomes are safe to retry, and tests rely on that. A held
+//!   create has stored nothing until it is let through; it waits without the state lock, and
+//!   never longer than [`MAX_HOLD`].
+//! - `date_sent` is not a copy of `date_created`: it is null until the message leaves Twilio, then
+//!   `date_created` + the send delay in effect when it was stored (`date_updated` likewise); the
+//!   status then reads `sent` and never goes back. The create response always shows the initial
+//!   state. Seeded history keeps its explicit status and has `date_sent` = `date_created`.
+//! - The stored `body` is what Twilio keeps (trial-prefixed on a trial account); redaction only
+//!   blanks what list and fetch return, never the record or the create response.
 //! - SIDs are unique for the double's lifetime; stored messages are never removed or reordered.
 //! - Listing orders by `date_created` descending, ties broken by creation order descending, and a
 //!   `PageToken` is a cursor relative to one message (not an offset), so following `next_page_uri`
-//!   visits every matching message exactly once even while new messages are being created.
+//!   visits every matching message that was visible when the walk began exactly once, even while
+//!   new messages are being created; a walk never repeats a message.
 //! - Only one account exists: the one in [`TwilioConfig`]; everything binds to 127.0.0.1.
 //!
 //! Not reproduced (out of scope for an SMS sender's tests): XML/CSV representations, message
-//! update/delete, status callbacks, test-credential 403s, channel addresses (`whatsapp:`).
+//! update/delete, *automatic* status callbacks ([`TwilioDouble::send_status_callback`] posts one
+//! on demand), statuses past `sent` for created messages (`delivered` etc. exist only as seeded
+//! history), picking a sender for Messaging Service messages (`from` stays null and
+//! `num_segments` "0" after sending), per-sender throughput (one fixed send delay stands for it),
+//! `ContentRetention`, Smart Encoding, test-credential 403s, channel addresses (`whatsapp:`).
 
 use crate::http::{self, Handler, Reply, Request, Response};
 use base64::Engine as _;
@@ -43,6 +66,14 @@ const API_VERSION: &str = "2010-04-01";
 const MAX_BODY_UTF16: usize = 1600;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
+/// How long a created message stays `queued`/`accepted` before it leaves Twilio, unless
+/// [`TwilioDouble::set_send_delay`] says otherwise. Non-zero, as with the real service.
+pub const DEFAULT_SEND_DELAY: Duration = Duration::from_secs(1);
+/// The longest a create waits while creates are held; then it proceeds as if released, so a
+/// test that forgets to release cannot hang forever.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+/// What a trial account puts before every body it stores and returns (reference §3.3).
+pub const TRIAL_PREFIX: &str = "Sent from your Twilio trial account - ";
 
 /// Who the double is and what the account owns.
 #[derive(Clone, Debug)]
@@ -83,18 +114,55 @@ pub struct StoredMessage {
     /// `None` when sent through a Messaging Service without `From` (no sender picked yet).
     pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
+    /// The body as Twilio stores and returns it: [`TRIAL_PREFIX`] + the requested body on a trial
+    /// account, else the requested body. (Redaction blanks only what list and fetch return.)
     pub body: String,
+    /// The `Body` parameter exactly as the client sent it (empty when absent), to correlate a
+    /// Twilio message with the row it came from whatever Twilio did to `body`.
+    pub requested_body: String,
     pub status_callback: Option<String>,
-    /// `queued`, or `accepted` when a Messaging Service was given.
+    /// The status it was stored with: `queued`, or `accepted` when a Messaging Service was given
+    /// (what the create response shows), or the seeded one. What list and fetch show at a given
+    /// time is [`StoredMessage::status_at`].
     pub status: String,
-    /// 0 when sent through a Messaging Service without `From`, else computed by [`count_segments`].
+    /// 0 when sent through a Messaging Service without `From`, else computed by [`count_segments`]
+    /// on the stored `body`.
     pub num_segments: u32,
     /// Every `MediaUrl` value, in request order (repeated keys kept).
     pub media_urls: Vec<String>,
-    /// Also reported as `date_sent` and `date_updated`.
+    /// When Twilio stored it (`date_created`); list order is by this, newest first.
     pub date_created: SystemTime,
+    /// When it leaves Twilio: `date_created` + the send delay in effect when it was stored
+    /// (`date_created` for seeded history). Rendered as `date_sent` only once passed.
+    pub sends_at: SystemTime,
     /// When the create request reached the double (monotonic, for latency assertions).
     pub received_at: Instant,
+    /// From when list and fetch show it: stored + the visibility lag in effect then (at once
+    /// for seeded history). `messages()` shows it at once regardless.
+    pub visible_at: Instant,
+}
+
+impl StoredMessage {
+    /// Whether the status can still move on its own (`queued`/`accepted` → `sent`).
+    fn pending(&self) -> bool {
+        matches!(self.status.as_str(), "queued" | "accepted")
+    }
+
+    /// The status list and fetch show at `now`: `sent` once a `queued`/`accepted` message has
+    /// left Twilio (`now >= sends_at`), otherwise the stored [`StoredMessage::status`].
+    pub fn status_at(&self, now: SystemTime) -> &str {
+        if self.pending() && now >= self.sends_at {
+            "sent"
+        } else {
+            &self.status
+        }
+    }
+
+    /// `date_sent` as list and fetch show it at `now`: `None` (JSON null) while the message has
+    /// not left Twilio, else [`StoredMessage::sends_at`].
+    pub fn date_sent_at(&self, now: SystemTime) -> Option<SystemTime> {
+        (!self.pending() || now >= self.sends_at).then_some(self.sends_at)
+    }
 }
 
 /// One request the double received and what it answered.
@@ -118,7 +186,10 @@ pub struct RecordedRequest {
     pub content_type: Option<String>,
 }
 
-/// A failure to inject into create requests (`POST …/Messages.json`).
+/// A failure to inject into create requests (`POST …/Messages.json`) or, through
+/// [`TwilioDouble::fail_next_lists`], into list requests (`GET …/Messages.json`). On a list, which
+/// creates nothing, `HangupBeforeCreate`/`HangupAfterCreate` both hang up without answering,
+/// `ErrorAfterCreate` answers that 5xx, and `DelayAfterCreate` answers normally after the delay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Answer with this HTTP status and Twilio error body; the message is NOT created. Optional Retry-After seconds header.
@@ -152,7 +223,20 @@ struct State {
     create_requests: usize,
     queued_faults: VecDeque<Fault>,
     outage: Option<Fault>,
+    list_faults: VecDeque<Fault>,
+    list_outage: Option<Fault>,
     latency: Duration,
+    create_latency: Duration,
+    send_delay: Duration,
+    visibility_lag: Duration,
+    trial: bool,
+    redact_bodies: bool,
+    /// Whether validated creates wait before storing ([`TwilioDouble::hold_creates`]).
+    hold_creates: bool,
+    /// Creates waiting now.
+    held: usize,
+    /// Waiting creates told to proceed that have not woken yet (never more than `held`).
+    releases: usize,
 }
 
 struct Shared {
@@ -160,6 +244,9 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled whenever a message is stored (for `wait_for_messages`).
     stored: Condvar,
+    /// Signalled whenever the hold changes: a create starts waiting, is released, or the hold
+    /// ends (for held creates and `wait_for_held_creates`).
+    hold_changed: Condvar,
 }
 
 impl Shared {
@@ -167,6 +254,53 @@ impl Shared {
     /// second, misleading panic.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait on `condvar` until `deadline` (tolerating poison like [`Shared::lock`]).
+    fn wait_until<'a>(
+        &self,
+        condvar: &Condvar,
+        state: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> MutexGuard<'a, State> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match condvar.wait_timeout(state, timeout) {
+            Ok((guard, _)) => guard,
+            Err(p) => p.into_inner().0,
+        }
+    }
+
+    /// If creates are held, wait (the lock released while waiting) until this one is let
+    /// through, the hold ends, or [`MAX_HOLD`] passes.
+    fn wait_while_held(&self) {
+        let deadline = Instant::now() + MAX_HOLD;
+        let mut state = self.lock();
+        if !state.hold_creates {
+            return;
+        }
+        state.held += 1;
+        self.hold_changed.notify_all();
+        while state.hold_creates && Instant::now() < deadline {
+            if state.releases > 0 {
+                state.releases -= 1;
+                break;
+            }
+            state = self.wait_until(&self.hold_changed, state, deadline);
+        }
+        state.held -= 1;
+        // A release meant for a create that timed out instead must not let a later one through.
+        state.releases = state.releases.min(state.held);
+        drop(state);
+        self.hold_changed.notify_all();
+    }
+
+    /// End any hold and wake every held create.
+    fn end_hold(&self) {
+        let mut state = self.lock();
+        state.hold_creates = false;
+        state.releases = 0;
+        drop(state);
+        self.hold_changed.notify_all();
     }
 }
 
@@ -186,8 +320,12 @@ impl TwilioDouble {
     pub fn start_on(port: u16, config: TwilioConfig) -> std::io::Result<TwilioDouble> {
         let shared = Arc::new(Shared {
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                send_delay: DEFAULT_SEND_DELAY,
+                ..State::default()
+            }),
             stored: Condvar::new(),
+            hold_changed: Condvar::new(),
         });
         let handler = Arc::new(TwilioHandler {
             shared: shared.clone(),
@@ -264,8 +402,106 @@ impl TwilioDouble {
         self.shared.lock().latency = latency;
     }
 
-    /// Stop the server (also on Drop) and cut open connections.
+    /// Latency added before processing each create (`POST …/Messages.json`) only, on top of
+    /// [`TwilioDouble::set_latency`]. Default zero.
+    pub fn set_create_latency(&self, latency: Duration) {
+        self.shared.lock().create_latency = latency;
+    }
+
+    /// Fault injection on list (`GET …/Messages.json`): the next `n` authenticated lists get
+    /// `fault` instead of their page (see [`Fault`] for what each means on a list), then normal.
+    /// Fetches of one message and creates are not affected.
+    pub fn fail_next_lists(&self, n: usize, fault: Fault) {
+        let mut state = self.shared.lock();
+        for _ in 0..n {
+            state.list_faults.push_back(fault.clone());
+        }
+    }
+
+    /// While set, EVERY list gets this fault; `None` ends it. Faults queued by
+    /// [`TwilioDouble::fail_next_lists`] are served first.
+    pub fn set_list_outage(&self, fault: Option<Fault>) {
+        self.shared.lock().list_outage = fault;
+    }
+
+    /// How long a message created from now on stays `queued`/`accepted` (`date_sent` null)
+    /// before it reads `sent`. Default [`DEFAULT_SEND_DELAY`] (1 s); a long delay (minutes)
+    /// models a busy sender. Fixed per message when it is stored: later changes do not move
+    /// messages already stored.
+    pub fn set_send_delay(&self, delay: Duration) {
+        self.shared.lock().send_delay = delay;
+    }
+
+    /// How long a message created from now on stays absent from list results and answers 404 /
+    /// 20404 to a fetch after it is stored (`messages()` shows it at once). Default zero; fixed
+    /// per message when it is stored.
+    pub fn set_visibility_lag(&self, lag: Duration) {
+        self.shared.lock().visibility_lag = lag;
+    }
+
+    /// Make the account a trial account (default off): every message stored from now on (seeded
+    /// ones included) has body [`TRIAL_PREFIX`] + the requested body, in the create response, list
+    /// and fetch alike. `requested_body` keeps the text as sent.
+    pub fn set_trial(&self, trial: bool) {
+        self.shared.lock().trial = trial;
+    }
+
+    /// Account-level Message Body Redaction (default off): while on, list and fetch return
+    /// `"body": ""` for every message; the create response and `messages()` keep the text.
+    pub fn set_redact_bodies(&self, redact: bool) {
+        self.shared.lock().redact_bodies = redact;
+    }
+
+    /// While on, a create that passed validation (and drew no before-create fault) waits before
+    /// storing, without holding the state lock, until the hold ends, a
+    /// [`TwilioDouble::release_one_create`] lets it through, or [`MAX_HOLD`] passes. Turning it
+    /// off releases every waiting create. Default off.
+    pub fn hold_creates(&self, hold: bool) {
+        if hold {
+            self.shared.lock().hold_creates = true;
+        } else {
+            self.shared.end_hold();
+        }
+    }
+
+    /// Let one held create proceed (which one is unspecified). Returns false, and changes
+    /// nothing, when no create is waiting that was not already released.
+    pub fn release_one_create(&self) -> bool {
+        let mut state = self.shared.lock();
+        if state.releases >= state.held {
+            return false;
+        }
+        state.releases += 1;
+        drop(state);
+        self.shared.hold_changed.notify_all();
+        true
+    }
+
+    /// How many creates are waiting in the hold now (released ones that have not woken yet
+    /// included).
+    pub fn held_creates(&self) -> usize {
+        self.shared.lock().held
+    }
+
+    /// Block until at least `n` creates are waiting in the hold or the timeout passes; returns
+    /// whether reached.
+    pub fn wait_for_held_creates(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while state.held < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            state = self
+                .shared
+                .wait_until(&self.shared.hold_changed, state, deadline);
+        }
+        true
+    }
+
+    /// Stop the server (also on Drop) and cut open connections; held creates are released.
     pub fn stop(&self) {
+        self.shared.end_hold();
         self.server.stop();
     }
 
@@ -309,8 +545,10 @@ impl TwilioDouble {
     }
 
     /// Store a message as if it had been created earlier (e.g. before a crash), with status
-    /// `delivered` and the given creation date, so reconciliation through the list (`DateSent`
-    /// filters, ordering) can be tested against history. Returns what was stored.
+    /// `delivered`, the given creation date and `date_sent` = `date_created` (no send delay), so
+    /// reconciliation through the list (`DateSent` filters, ordering) can be tested against
+    /// history. It is listable at once (no visibility lag) and trial-prefixed on a trial account.
+    /// Returns what was stored.
     pub fn seed_message(
         &self,
         to: &str,
@@ -333,6 +571,13 @@ impl TwilioDouble {
             Instant::now(),
             Some("delivered"),
         )
+    }
+}
+
+impl Drop for TwilioDouble {
+    /// Release held creates so their connection threads finish (the server stops after this).
+    fn drop(&mut self) {
+        self.shared.end_hold();
     }
 }
 
@@ -439,7 +684,12 @@ impl Handler for TwilioHandler {
                 authorization_ok,
                 content_type,
             });
-            (state.requests.len() - 1, state.latency)
+            let latency = if is_create {
+                state.latency + state.create_latency
+            } else {
+                state.latency
+            };
+            (state.requests.len() - 1, latency)
         };
         if !latency.is_zero() {
             thread::sleep(latency);
@@ -527,7 +777,7 @@ impl TwilioHandler {
             twilio_error(
                 404,
                 20404,
-                &format!("The requested resource /Services/{sid} was not found"),
+                &format!("The requested resource /v1/Services/{sid} was not found"),
             )
         }
     }
@@ -570,7 +820,12 @@ impl TwilioHandler {
                 Outcome::respond(Response::json(200, &self.account_json()))
             }
             (Route::Messages(_), "POST") => self.create(form, received_at),
-            (Route::Messages(_), "GET") => self.list(req),
+            (Route::Messages(_), "GET") => {
+                let (fault, delay) = self.list_fault();
+                let mut outcome = fault.unwrap_or_else(|| self.list(req));
+                outcome.delay += delay;
+                outcome
+            }
             (Route::Message(_, sid), "GET") => self.fetch(sid, &req.path),
             (Route::IncomingPhoneNumbers(_), "GET") => self.incoming_phone_numbers(req),
             (route, _) => {
@@ -610,8 +865,9 @@ impl TwilioHandler {
             Ok(new) => new,
             Err((code, message)) => return twilio_error(400, code, &message),
         };
+        self.shared.wait_while_held();
         let msg = store(&self.shared, new, SystemTime::now(), received_at, None);
-        let created = Response::json(201, &message_json(&msg));
+        let created = Response::json(201, &message_json(&msg, None, false));
         match fault {
             Some(Fault::ErrorAfterCreate { status }) => server_error(status),
             Some(Fault::HangupAfterCreate) => Outcome::hangup(),
@@ -624,14 +880,43 @@ impl TwilioHandler {
         }
     }
 
-    /// `GET …/Messages/{Sid}.json`.
-    fn fetch(&self, sid: &str, path: &str) -> Outcome {
-        let state = self.shared.lock();
-        match state.by_sid.get(sid) {
-            Some(&idx) => {
-                Outcome::respond(Response::json(200, &message_json(&state.messages[idx])))
+    /// The fault the next list gets, if any: `(answer instead of the page, delay before
+    /// answering)`.
+    fn list_fault(&self) -> (Option<Outcome>, Duration) {
+        let fault = {
+            let mut state = self.shared.lock();
+            let queued = state.list_faults.pop_front();
+            queued.or_else(|| state.list_outage.clone())
+        };
+        let outcome = match fault {
+            None => return (None, Duration::ZERO),
+            Some(Fault::DelayAfterCreate(delay)) => return (None, delay),
+            Some(Fault::Error {
+                status,
+                code,
+                message,
+                retry_after,
+            }) => with_retry_after(twilio_error(status, code, &message), retry_after),
+            Some(Fault::TooManyRequests { retry_after }) => {
+                with_retry_after(twilio_error(429, 20429, "Too Many Requests"), retry_after)
             }
-            None => not_found(path),
+            Some(Fault::NonJsonError { status }) => non_json_error(status),
+            Some(Fault::HangupBeforeCreate | Fault::HangupAfterCreate) => Outcome::hangup(),
+            Some(Fault::ErrorAfterCreate { status }) => server_error(status),
+        };
+        (Some(outcome), Duration::ZERO)
+    }
+
+    /// `GET …/Messages/{Sid}.json`: 404 / 20404 until the message is visible.
+    fn fetch(&self, sid: &str, path: &str) -> Outcome {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        match state.by_sid.get(sid).map(|&idx| &state.messages[idx]) {
+            Some(m) if m.visible_at <= now => Outcome::respond(Response::json(
+                200,
+                &message_json(m, Some(SystemTime::now()), state.redact_bodies),
+            )),
+            _ => not_found(path),
         }
     }
 
@@ -680,15 +965,19 @@ impl TwilioHandler {
         };
         let token = get("PageToken");
 
+        let (now, wall) = (Instant::now(), SystemTime::now());
         let state = self.shared.lock();
         let key = |i: usize| (state.messages[i].date_created, i);
         let mut matching: Vec<usize> = (0..state.messages.len())
             .filter(|&i| {
                 let m = &state.messages[i];
-                to.iter().all(|t| m.to == *t)
+                let sent = m.date_sent_at(wall).map(unix_seconds);
+                m.visible_at <= now
+                    && to.iter().all(|t| m.to == *t)
                     && from.iter().all(|f| m.from.as_deref() == Some(*f))
+                    // A message not sent yet (date_sent null) matches no DateSent filter.
                     && dates.iter().all(|(name, _, bound)| {
-                        date_matches(name, *bound, unix_seconds(m.date_created))
+                        sent.is_some_and(|sent| date_matches(name, *bound, sent))
                     })
             })
             .collect();
@@ -755,7 +1044,10 @@ impl TwilioHandler {
             start + items.len() - 1
         };
         let body = json!({
-            "messages": items.iter().map(|&i| message_json(&state.messages[i])).collect::<Vec<_>>(),
+            "messages": items
+                .iter()
+                .map(|&i| message_json(&state.messages[i], Some(wall), state.redact_bodies))
+                .collect::<Vec<_>>(),
             "end": end,
             "first_page_uri": page_uri(0, None),
             "next_page_uri": next,
@@ -984,7 +1276,9 @@ fn validate(config: &TwilioConfig, form: &[(String, String)]) -> Result<NewMessa
 }
 
 /// Store a validated message under a fresh SID and wake `wait_for_messages`. `status` overrides
-/// the initial one (`queued`, or `accepted` with a Messaging Service) for seeded history.
+/// the initial one (`queued`, or `accepted` with a Messaging Service) for seeded history, which
+/// also gets no send delay and no visibility lag. The account settings (trial, send delay,
+/// visibility lag) in effect now are fixed into the message.
 fn store(
     shared: &Shared,
     new: NewMessage,
@@ -992,12 +1286,27 @@ fn store(
     received_at: Instant,
     status: Option<&str>,
 ) -> StoredMessage {
+    let seeded = status.is_some();
+    let (trial, send_delay, lag) = {
+        let state = shared.lock();
+        (state.trial, state.send_delay, state.visibility_lag)
+    };
+    let body = if trial {
+        format!("{TRIAL_PREFIX}{}", new.body)
+    } else {
+        new.body.clone()
+    };
     let via_service_only = new.from.is_none();
     let num_segments = if via_service_only {
         // No sender (hence no encoding decision) yet: Twilio reports "0" (§1.5).
         0
     } else {
-        count_segments(&new.body)
+        count_segments(&body)
+    };
+    let (sends_at, lag) = if seeded {
+        (date_created, Duration::ZERO)
+    } else {
+        (date_created + send_delay, lag)
     };
     let prefix = if new.media_urls.is_empty() {
         "SM"
@@ -1024,12 +1333,15 @@ fn store(
             })
             .to_string(),
         messaging_service_sid: new.messaging_service_sid,
-        body: new.body,
+        body,
+        requested_body: new.body,
         status_callback: new.status_callback,
         num_segments,
         media_urls: new.media_urls,
         date_created,
+        sends_at,
         received_at,
+        visible_at: Instant::now() + lag,
     };
     let idx = state.messages.len();
     state.messages.push(msg.clone());
@@ -1040,16 +1352,21 @@ fn store(
 }
 
 /// The Message resource as Twilio renders it: numbers as strings, RFC 2822 dates, relative URIs.
-fn message_json(m: &StoredMessage) -> Value {
+/// `now` = `None` renders the create response (the stored, initial state; `date_sent` null);
+/// `Some` renders a read at that time (lifecycle applied). `redact` blanks the body.
+fn message_json(m: &StoredMessage, now: Option<SystemTime>, redact: bool) -> Value {
     let base = format!("/2010-04-01/Accounts/{}/Messages/{}", m.account_sid, m.sid);
-    let date = rfc2822(m.date_created);
+    let (status, date_sent) = match now {
+        Some(now) => (m.status_at(now), m.date_sent_at(now)),
+        None => (m.status.as_str(), None),
+    };
     json!({
         "account_sid": m.account_sid,
         "api_version": API_VERSION,
-        "body": m.body,
-        "date_created": date,
-        "date_sent": date,
-        "date_updated": date,
+        "body": if redact { "" } else { m.body.as_str() },
+        "date_created": rfc2822(m.date_created),
+        "date_sent": date_sent.map(rfc2822),
+        "date_updated": rfc2822(date_sent.unwrap_or(m.date_created)),
         "direction": "outbound-api",
         "error_code": null,
         "error_message": null,
@@ -1060,7 +1377,7 @@ fn message_json(m: &StoredMessage) -> Value {
         "price": null,
         "price_unit": "USD",
         "sid": m.sid,
-        "status": m.status,
+        "status": status,
         "subresource_uris": {
             "feedback": format!("{base}/Feedback.json"),
             "media": format!("{base}/Media.json"),
@@ -1640,6 +1957,8 @@ mod tests {
     #[test]
     fn twilio_happy_create_returns_full_resource_and_stores_it() {
         let d = TwilioDouble::start(TwilioConfig::default());
+        // A busy sender: the message stays queued for the whole test, so fetch == create.
+        d.set_send_delay(Duration::from_secs(600));
         // `+` as %2B, a space as `+` (form encoding), a repeated MediaUrl-free create.
         let raw = "To=%2B15551234567&From=%2B15557654321&Body=Hello+world&StatusCallback=https%3A%2F%2Fexample.com%2Fcb%3Fid%3D7";
         let resp = post_raw(&d, raw).unwrap();
@@ -1661,7 +1980,8 @@ mod tests {
         assert_eq!(m["messaging_service_sid"], Value::Null);
         let date = m["date_created"].as_str().unwrap();
         assert!(date.ends_with(" +0000") && date.len() == 31, "{date}");
-        assert_eq!(m["date_sent"], date);
+        assert_eq!(m["date_sent"], Value::Null, "not sent yet (§2)");
+        assert_eq!(m["date_updated"], date);
         let uri = format!(
             "/2010-04-01/Accounts/{}/Messages/{sid}.json",
             d.config().account_sid
@@ -1678,6 +1998,8 @@ mod tests {
         assert_eq!(stored[0].to, "+15551234567");
         assert_eq!(stored[0].from.as_deref(), Some("+15557654321"));
         assert_eq!(stored[0].body, "Hello world");
+        assert_eq!(stored[0].requested_body, "Hello world");
+        assert_eq!(stored[0].status, "queued");
         assert_eq!(
             stored[0].status_callback.as_deref(),
             Some("https://example.com/cb?id=7")
@@ -2068,6 +2390,8 @@ mod tests {
     #[test]
     fn twilio_list_filters_and_pages_exactly_once() {
         let d = TwilioDouble::start(TwilioConfig::default());
+        // Sent at once, so the DateSent filters below see every message.
+        d.set_send_delay(Duration::ZERO);
         let other = "+15550001111";
         let mut created = Vec::new();
         for i in 0..5 {
@@ -2192,6 +2516,8 @@ mod tests {
         let a = d.seed_message(TO, FROM, "a", at(base + 11 * 3600)).sid;
         let b = d.seed_message(TO, FROM, "b", at(base + 12 * 3600)).sid;
         let c = d.seed_message(TO, FROM, "c", at(base + 86_400)).sid;
+        // Still queued for the whole test: listed, but matching no DateSent filter.
+        d.set_send_delay(Duration::from_secs(600));
         let fresh = create(&d, &ok_form(&[])).json()["sid"]
             .as_str()
             .unwrap()
@@ -2211,10 +2537,7 @@ mod tests {
         );
         assert_eq!(list("DateSent=2020-01-01"), vec![b.clone(), a.clone()]);
         assert_eq!(list("DateSent%3C=2020-01-01"), vec![b.clone(), a.clone()]);
-        assert_eq!(
-            list("DateSent%3E=2020-01-02"),
-            vec![fresh.clone(), c.clone()]
-        );
+        assert_eq!(list("DateSent%3E=2020-01-02"), vec![c.clone()]);
         // Instants are inclusive.
         assert_eq!(
             list("DateSent%3E=2020-01-01T12:00:00Z&DateSent%3C=2020-01-02T00:00:00Z"),
@@ -2236,6 +2559,11 @@ mod tests {
         )
         .json();
         assert_eq!(fetched["date_created"], "Wed, 01 Jan 2020 11:00:00 +0000");
+        assert_eq!(fetched["date_sent"], "Wed, 01 Jan 2020 11:00:00 +0000");
+        assert_eq!(
+            fetched["status"], "delivered",
+            "seeded history keeps its status"
+        );
     }
 
     #[test]
@@ -2484,6 +2812,435 @@ mod tests {
             assert!(Instant::now() < deadline, "still serving after stop");
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn message_path(d: &TwilioDouble, sid: &str) -> String {
+        format!(
+            "/2010-04-01/Accounts/{}/Messages/{sid}.json",
+            d.config().account_sid
+        )
+    }
+
+    fn sid_of(resp: &Resp) -> String {
+        resp.json()["sid"].as_str().unwrap().to_string()
+    }
+
+    fn list_sids(d: &TwilioDouble, query: &str) -> Vec<String> {
+        let page = get(d, &format!("{}?{query}", messages_path(d))).json();
+        page["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|m| m["sid"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn stored(d: &TwilioDouble, sid: &str) -> StoredMessage {
+        d.messages().into_iter().find(|m| m.sid == sid).unwrap()
+    }
+
+    #[test]
+    fn twilio_lifecycle_queued_then_sent_after_send_delay() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        // The default delay is non-zero, as with the real service.
+        assert_eq!(DEFAULT_SEND_DELAY, Duration::from_secs(1));
+        let default = stored(&d, &sid_of(&create(&d, &ok_form(&[]))));
+        assert_eq!(default.sends_at, default.date_created + DEFAULT_SEND_DELAY);
+
+        // A busy sender: stays queued/accepted, date_sent null, on every read.
+        d.set_send_delay(Duration::from_secs(600));
+        let service = format!("MG{}", "ab".repeat(16));
+        let busy = sid_of(&create(&d, &ok_form(&[])));
+        let busy_mg = sid_of(&create(
+            &d,
+            &[("To", TO), ("MessagingServiceSid", &service), ("Body", "x")],
+        ));
+        for (sid, initial) in [(&busy, "queued"), (&busy_mg, "accepted")] {
+            let m = get(&d, &message_path(&d, sid)).json();
+            assert_eq!(m["status"], initial);
+            assert_eq!(m["date_sent"], Value::Null);
+            assert_eq!(m["date_updated"], m["date_created"]);
+        }
+
+        // A short delay: the create answer shows the initial state, later reads show `sent`.
+        d.set_send_delay(Duration::from_millis(200));
+        let resp = create(&d, &ok_form(&[])).json();
+        assert_eq!(resp["status"], "queued");
+        assert_eq!(resp["date_sent"], Value::Null);
+        let quick_mg = create(
+            &d,
+            &[("To", TO), ("MessagingServiceSid", &service), ("Body", "x")],
+        )
+        .json();
+        assert_eq!(quick_mg["status"], "accepted");
+        assert_eq!(quick_mg["date_sent"], Value::Null);
+        thread::sleep(Duration::from_millis(250));
+        for created in [&resp, &quick_mg] {
+            let sid = created["sid"].as_str().unwrap();
+            let record = stored(&d, sid);
+            assert_eq!(
+                record.sends_at,
+                record.date_created + Duration::from_millis(200)
+            );
+            let m = get(&d, &message_path(&d, sid)).json();
+            assert_eq!(m["status"], "sent");
+            assert_eq!(m["date_sent"], rfc2822(record.sends_at));
+            assert_eq!(m["date_updated"], m["date_sent"]);
+            assert_eq!(m["date_created"], created["date_created"]);
+            // The record keeps the initial status; the lifecycle is computed from the clock.
+            assert!(matches!(record.status.as_str(), "queued" | "accepted"));
+            assert_eq!(record.status_at(SystemTime::now()), "sent");
+            assert_eq!(record.status_at(record.date_created), record.status);
+            assert_eq!(record.date_sent_at(record.date_created), None);
+        }
+        let page = get(&d, &messages_path(&d)).json();
+        let statuses: Vec<&str> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(&statuses[..4], ["sent", "sent", "accepted", "queued"]);
+
+        // A later delay change does not move messages already stored.
+        d.set_send_delay(Duration::from_secs(600));
+        let sid = resp["sid"].as_str().unwrap();
+        assert_eq!(get(&d, &message_path(&d, sid)).json()["status"], "sent");
+
+        // Seeded history keeps its explicit status, date_sent = date_created.
+        let when = SystemTime::now() - Duration::from_secs(3600);
+        let seeded = d.seed_message(TO, FROM, "old", when);
+        assert_eq!(seeded.sends_at, when);
+        let m = get(&d, &message_path(&d, &seeded.sid)).json();
+        assert_eq!(m["status"], "delivered");
+        assert_eq!(m["date_sent"], rfc2822(when));
+        assert_eq!(m["date_sent"], m["date_created"]);
+    }
+
+    #[test]
+    fn twilio_date_sent_filters_ignore_messages_not_sent() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.set_send_delay(Duration::from_secs(600));
+        let queued = sid_of(&create(&d, &ok_form(&[])));
+        d.set_send_delay(Duration::ZERO);
+        let sent = sid_of(&create(&d, &ok_form(&[])));
+        let day = unix_seconds(stored(&d, &sent).sends_at).div_euclid(86_400);
+        let (y, m, dd) = civil_from_days(day);
+        let ymd = format!("{y:04}-{m:02}-{dd:02}");
+        // Both are listed, newest first by date_created…
+        assert_eq!(list_sids(&d, ""), vec![sent.clone(), queued.clone()]);
+        assert_eq!(
+            list_sids(&d, "To=%2B15551234567"),
+            vec![sent.clone(), queued.clone()]
+        );
+        // …but the queued one (date_sent null) matches no DateSent filter at all.
+        for q in [
+            format!("DateSent={ymd}"),
+            "DateSent%3E=1970-01-01".to_string(),
+            "DateSent%3C=2999-12-31".to_string(),
+            "DateSent%3E=1970-01-01&DateSent%3C=2999-12-31&To=%2B15551234567".to_string(),
+        ] {
+            assert_eq!(list_sids(&d, &q), vec![sent.clone()], "{q}");
+        }
+    }
+
+    #[test]
+    fn twilio_visibility_lag_hides_new_messages_from_list_and_fetch() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let ac = d.config().account_sid.clone();
+        let early = d.seed_message(TO, FROM, "history", SystemTime::now()).sid;
+        d.set_visibility_lag(Duration::from_secs(600));
+        let started = Instant::now();
+        let hidden = sid_of(&create(&d, &ok_form(&[])));
+        d.set_visibility_lag(Duration::from_millis(200));
+        let soon = sid_of(&create(&d, &ok_form(&[])));
+        // The test's record shows both at once.
+        assert_eq!(d.messages().len(), 3);
+        assert!(stored(&d, &hidden).visible_at >= started + Duration::from_secs(600));
+        // A seeded message made later is still visible at once.
+        d.set_visibility_lag(Duration::from_secs(600));
+        let later = d.seed_message(TO, FROM, "history", SystemTime::now()).sid;
+        let body = assert_twilio_error(&get(&d, &message_path(&d, &hidden)), 404, 20404);
+        assert_eq!(
+            body["message"],
+            format!("The requested resource /2010-04-01/Accounts/{ac}/Messages/{hidden}.json was not found")
+        );
+        assert_eq!(get(&d, &message_path(&d, &early)).status, 200);
+        thread::sleep(Duration::from_millis(250));
+        assert_eq!(get(&d, &message_path(&d, &soon)).status, 200);
+        assert_eq!(get(&d, &message_path(&d, &later)).status, 200);
+        assert_twilio_error(&get(&d, &message_path(&d, &hidden)), 404, 20404);
+        let listed = list_sids(&d, "To=%2B15551234567");
+        assert!(!listed.contains(&hidden), "{listed:?}");
+        assert_eq!(listed.len(), 3);
+        assert!(listed.contains(&soon) && listed.contains(&early) && listed.contains(&later));
+    }
+
+    #[test]
+    fn twilio_trial_account_prefixes_bodies_and_keeps_requested_body() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.set_trial(true);
+        let resp = create(&d, &[("To", TO), ("From", FROM), ("Body", "hi there")]).json();
+        let expected = format!("{TRIAL_PREFIX}hi there");
+        assert_eq!(TRIAL_PREFIX, "Sent from your Twilio trial account - ");
+        assert_eq!(resp["body"], expected);
+        let sid = resp["sid"].as_str().unwrap();
+        let record = stored(&d, sid);
+        assert_eq!(record.body, expected);
+        assert_eq!(record.requested_body, "hi there");
+        assert_eq!(record.num_segments, count_segments(&expected));
+        assert_eq!(get(&d, &message_path(&d, sid)).json()["body"], expected);
+        let page = get(&d, &messages_path(&d)).json();
+        assert_eq!(page["messages"][0]["body"], expected);
+        // 160 requested characters become two billed segments once prefixed.
+        let full = "a".repeat(160);
+        let long = sid_of(&create(&d, &[("To", TO), ("From", FROM), ("Body", &full)]));
+        assert_eq!(stored(&d, &long).num_segments, 2);
+        assert_eq!(stored(&d, &long).requested_body, full);
+        // Seeded history on a trial account is prefixed too.
+        let seeded = d.seed_message(TO, FROM, "old", SystemTime::now());
+        assert_eq!(seeded.body, format!("{TRIAL_PREFIX}old"));
+        assert_eq!(seeded.requested_body, "old");
+        // Off again: stored as sent; no Body (media only) → empty requested_body.
+        d.set_trial(false);
+        let plain = create(&d, &ok_form(&[])).json();
+        assert_eq!(plain["body"], "hello");
+        let media = sid_of(&create(
+            &d,
+            &[
+                ("To", TO),
+                ("From", FROM),
+                ("MediaUrl", "https://example.com/a.png"),
+            ],
+        ));
+        assert_eq!(stored(&d, &media).requested_body, "");
+    }
+
+    #[test]
+    fn twilio_redaction_blanks_bodies_on_read_only() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.set_redact_bodies(true);
+        let resp = create(&d, &ok_form(&[])).json();
+        assert_eq!(resp["body"], "hello", "the create response keeps the body");
+        let sid = resp["sid"].as_str().unwrap();
+        assert_eq!(get(&d, &message_path(&d, sid)).json()["body"], "");
+        let page = get(&d, &messages_path(&d)).json();
+        assert_eq!(page["messages"][0]["body"], "");
+        assert_eq!(page["messages"][0]["sid"], sid);
+        assert_eq!(d.messages()[0].body, "hello");
+        assert_eq!(d.messages()[0].requested_body, "hello");
+        d.set_redact_bodies(false);
+        assert_eq!(get(&d, &message_path(&d, sid)).json()["body"], "hello");
+    }
+
+    #[test]
+    fn twilio_list_faults_and_outage() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let sid = sid_of(&create(&d, &ok_form(&[])));
+        let error = |status, code, message: &str, retry_after| Fault::Error {
+            status,
+            code,
+            message: message.to_string(),
+            retry_after,
+        };
+        d.fail_next_lists(1, error(403, 20003, "Permission Denied", None));
+        d.fail_next_lists(1, error(400, 20001, "Invalid parameter", None));
+        d.fail_next_lists(
+            1,
+            error(500, 20500, "An internal server error has occurred", Some(2)),
+        );
+        d.fail_next_lists(1, Fault::HangupBeforeCreate);
+        d.fail_next_lists(1, Fault::NonJsonError { status: 502 });
+        // Creates and fetches are not affected and consume nothing.
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        assert_eq!(get(&d, &message_path(&d, &sid)).status, 200);
+        let list = messages_path(&d);
+        assert_twilio_error(&get(&d, &list), 403, 20003);
+        assert_twilio_error(&get(&d, &format!("{list}?PageSize=x")), 400, 20001);
+        let resp = get(&d, &list);
+        assert_twilio_error(&resp, 500, 20500);
+        assert_eq!(resp.header("retry-after"), Some("2"));
+        let a = auth(&d);
+        let hung = Client::connect(&d)
+            .request("GET", &list, &[("Authorization", &a)], b"")
+            .unwrap();
+        assert!(hung.is_none(), "hang up without answering");
+        let resp = get(&d, &list);
+        assert_eq!(resp.status, 502);
+        assert!(serde_json::from_slice::<Value>(&resp.body).is_err());
+        assert_eq!(
+            get(&d, &list).json()["messages"].as_array().unwrap().len(),
+            2
+        );
+
+        // An outage lasts until cleared; queued faults go first.
+        d.set_list_outage(Some(Fault::TooManyRequests {
+            retry_after: Some(1),
+        }));
+        d.fail_next_lists(1, Fault::HangupAfterCreate);
+        assert!(Client::connect(&d)
+            .request("GET", &list, &[("Authorization", &a)], b"")
+            .unwrap()
+            .is_none());
+        for _ in 0..2 {
+            let resp = get(&d, &list);
+            assert_twilio_error(&resp, 429, 20429);
+            assert_eq!(resp.header("retry-after"), Some("1"));
+        }
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        d.set_list_outage(None);
+        assert_eq!(get(&d, &list).status, 200);
+        let statuses: Vec<Option<u16>> = d
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == list)
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                Some(403),
+                Some(400),
+                Some(500),
+                None,
+                Some(502),
+                Some(200),
+                None,
+                Some(429),
+                Some(429),
+                Some(200)
+            ]
+        );
+    }
+
+    #[test]
+    fn twilio_hold_creates_until_released() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.hold_creates(true);
+        assert!(!d.release_one_create(), "nothing is waiting");
+        thread::scope(|s| {
+            let one = s.spawn(|| create(&d, &[("To", TO), ("From", FROM), ("Body", "one")]));
+            let two = s.spawn(|| create(&d, &[("To", TO), ("From", FROM), ("Body", "two")]));
+            assert!(d.wait_for_held_creates(2, Duration::from_secs(5)));
+            assert_eq!(d.held_creates(), 2);
+            assert!(d.messages().is_empty(), "held creates store nothing");
+            // Invalid creates and before-create faults are answered at once; reads proceed.
+            assert_twilio_error(&create(&d, &[("To", TO)]), 400, 21603);
+            d.fail_next_creates(1, Fault::TooManyRequests { retry_after: None });
+            assert_eq!(create(&d, &ok_form(&[])).status, 429);
+            assert_eq!(get(&d, &messages_path(&d)).status, 200);
+            assert_eq!(d.held_creates(), 2);
+
+            assert!(d.release_one_create());
+            assert!(d.wait_for_messages(1, Duration::from_secs(5)));
+            assert!(!d.wait_for_messages(2, Duration::from_millis(100)));
+            assert_eq!(d.held_creates(), 1);
+            d.hold_creates(false);
+            assert_eq!(one.join().unwrap().status, 201);
+            assert_eq!(two.join().unwrap().status, 201);
+        });
+        assert_eq!(d.held_creates(), 0);
+        let mut bodies: Vec<String> = d.messages().into_iter().map(|m| m.body).collect();
+        bodies.sort();
+        assert_eq!(bodies, ["one", "two"]);
+        // Off: creates do not wait.
+        assert!(!d.release_one_create());
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+
+        // Stopping the double lets a held create through (it stores; the answer is cut).
+        d.hold_creates(true);
+        thread::scope(|s| {
+            let held = s.spawn(|| post_raw(&d, &encode_form(&ok_form(&[]))));
+            assert!(d.wait_for_held_creates(1, Duration::from_secs(5)));
+            d.stop();
+            assert!(d.wait_for_messages(4, Duration::from_secs(5)));
+            let _ = held.join();
+        });
+    }
+
+    #[test]
+    fn twilio_create_latency_applies_to_creates_only() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        d.set_create_latency(Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(get(&d, &messages_path(&d)).status, 200);
+        assert!(started.elapsed() < Duration::from_millis(300));
+        // It adds to the latency of every request.
+        d.set_latency(Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn twilio_error_texts_quote_numbers_and_full_paths() {
+        let d = TwilioDouble::start(TwilioConfig::default());
+        let ac = d.config().account_sid.clone();
+        let cases: [(&str, &str, u64, String); 5] = [
+            (
+                "+15005550001",
+                FROM,
+                21211,
+                "The 'To' number +15005550001 is not a valid phone number.".to_string(),
+            ),
+            (
+                "+15005550009",
+                FROM,
+                21614,
+                "'To' number +15005550009 is not a valid mobile number".to_string(),
+            ),
+            (
+                TO,
+                "+15005550001",
+                21212,
+                "The 'From' number +15005550001 is not a valid phone number, shortcode, or alphanumeric sender ID.".to_string(),
+            ),
+            (
+                TO,
+                "+15005550007",
+                21606,
+                "The 'From' phone number provided (+15005550007) is not a valid message-capable Twilio phone number for this destination.".to_string(),
+            ),
+            (
+                "+15005550003",
+                FROM,
+                21408,
+                "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: +15005550003.".to_string(),
+            ),
+        ];
+        for (to, from, code, message) in cases {
+            let resp = create(&d, &[("To", to), ("From", from), ("Body", "x")]);
+            let body = assert_twilio_error(&resp, 400, code);
+            assert_eq!(body["message"], message);
+        }
+        let missing = format!("SM{}", "0".repeat(32));
+        let body = assert_twilio_error(&get(&d, &message_path(&d, &missing)), 404, 20404);
+        assert_eq!(
+            body["message"],
+            format!("The requested resource /2010-04-01/Accounts/{ac}/Messages/{missing}.json was not found")
+        );
+        let body = assert_twilio_error(
+            &get(&d, &format!("/2010-04-01/Accounts/{ac}/Nothing.json")),
+            404,
+            20404,
+        );
+        assert_eq!(
+            body["message"],
+            format!("The requested resource /2010-04-01/Accounts/{ac}/Nothing.json was not found")
+        );
+        let service = format!("MG{}", "ab".repeat(16));
+        let body = assert_twilio_error(
+            &get(&d, &d.messaging_service_url(&service).replace(&d.url(), "")),
+            404,
+            20404,
+        );
+        assert_eq!(
+            body["message"],
+            format!("The requested resource /v1/Services/{service} was not found")
+        );
     }
 
     #[test]
