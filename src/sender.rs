@@ -139,6 +139,12 @@ impl Pipeline {
             Pass::Shutdown | Pass::Expired => return,
             p => p,
         };
+        // The first send slot is taken before the claim, so the lease does not pay for the wait
+        // (and a shutdown during it leaves the row untouched in the queue).
+        if !self.pacer.wait(&self.shutdown) {
+            self.abandon(pass);
+            return;
+        }
         let lease = Lease::start(self.sending_timeout);
         let Some(message) = self.claim(&id, &lease) else {
             self.abandon(pass);
@@ -190,6 +196,7 @@ impl Pipeline {
         let latest = job.lease.last_start(self.request_budget);
         let mut counted = 0u32;
         let mut first = true;
+        let mut slot_taken = true; // by process(), before the claim
         loop {
             if !first {
                 pass = self.circuit.enter_until(&self.shutdown, Some(latest));
@@ -217,7 +224,12 @@ impl Pipeline {
                     }
                 }
             }
-            match self.pacer.wait_until(&self.shutdown, Some(latest)) {
+            let slot = if std::mem::take(&mut slot_taken) {
+                Slot::Go
+            } else {
+                self.pacer.wait_until(&self.shutdown, Some(latest))
+            };
+            match slot {
                 Slot::Go => {}
                 Slot::Shutdown => {
                     self.abandon(pass);
