@@ -3,7 +3,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BIN         := target/$(MUSL_TARGET)/release/sms-sender
 CARGO       ?= cargo
 
-.PHONY: all setup build test smoke demo bench bench-quick fuzz lint fmt clean
+.PHONY: all setup build test soak smoke demo bench bench-quick fuzz lint fmt clean
 
 all: build
 
@@ -21,6 +21,13 @@ build: setup
 ## test: unit, double and end-to-end tests against real PostgreSQL
 test: setup
 	$(CARGO) test --workspace --locked
+
+## soak: the seeded exactly-once soak (three instances, random faults and kills) at length;
+## `make test` runs a short one. Reproduce a run with SOAK_SEED=N; size it with SOAK_MESSAGES.
+SOAK_MESSAGES ?= 1000
+SOAK_SEED     ?= 1
+soak: setup
+	SOAK_MESSAGES=$(SOAK_MESSAGES) SOAK_SEED=$(SOAK_SEED) $(CARGO) test --locked --test exactly_once soak -- --nocapture
 
 ## smoke: the static binary run as the image runs it, against the doubles
 smoke: build

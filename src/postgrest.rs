@@ -359,24 +359,17 @@ impl Rest {
         )
     }
 
-    /// The row's status and recorded SID (to tell whether a write whose answer was lost applied).
-    pub fn status_and_sid(
-        &self,
-        id: &MessageId,
-    ) -> Result<Option<(Option<String>, Option<String>)>, RestError> {
+    /// The SID row `id` records, if any (to tell whether a write whose answer was lost applied).
+    pub fn recorded_sid(&self, id: &MessageId) -> Result<Option<String>, RestError> {
         #[derive(Deserialize)]
         struct Row {
-            status: Option<String>,
             twilio_message_sid: Option<String>,
         }
-        let query = format!("select=status,twilio_message_sid&id=eq.{id}");
+        let query = format!("select=twilio_message_sid&id=eq.{id}");
         let text = self.call(self.request("GET", &query), None)?;
         let rows: Vec<Row> =
             serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .map(|r| (r.status, r.twilio_message_sid)))
+        Ok(rows.into_iter().next().and_then(|r| r.twilio_message_sid))
     }
 
     /// `PATCH` the rows matching `filter` with `body`; tells whether any row changed.

@@ -474,7 +474,7 @@ impl Pipeline {
 
     /// Whether row `id` records `sid` (false when that cannot be read).
     fn records(&self, id: &MessageId, sid: &str) -> bool {
-        matches!(self.rest.status_and_sid(id), Ok(Some((_, Some(s)))) if s == sid)
+        matches!(self.rest.recorded_sid(id), Ok(Some(s)) if s == sid)
     }
 
     /// Claim `id` under `lease`, retrying transient REST failures a few times. `None`: not ours

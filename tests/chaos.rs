@@ -1,12 +1,11 @@
 //! Chaos: crashes, ambiguous Twilio failures, outages of Twilio, Supabase REST, Realtime and
-//! PostgreSQL, and rolling restarts. Every test ends with [`assert_settled`]: each message is
+//! PostgreSQL, and rolling restarts. Every test ends with `Stack::assert_exactly_once`: each message is
 //! `sent` with exactly one Twilio create carrying its body and SID, or `failed` for a stated
 //! reason; nothing is left `sending` or `queued_for_send`.
 //!
 //! Timings are shortened through the service's own variables (lease 6 s, checks every second) so
 //! the tests stay bounded; the logic is the production logic.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ const FAST: &[(&str, &str)] = &[
     ("SWEEP_INTERVAL_SECS", "1"),
     ("RETRY_BACKOFF_MS", "50"),
     ("REALTIME_HEARTBEAT_MS", "500"),
+    ("RECONCILE_SETTLE_MS", "2000"),
 ];
 
 fn launch(stack: &Stack, extra: &[(&str, &str)]) -> Service {
@@ -41,80 +41,6 @@ fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
 
 fn bodies(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix} #{i}")).collect()
-}
-
-/// Wait until no message is `queued_for_send` or `sending` (bounded).
-fn wait_settled(stack: &Stack, timeout: Duration) -> bool {
-    wait_until(timeout, || {
-        let c = stack.status_counts();
-        !c.contains_key("queued_for_send")
-            && !c.contains_key("sending")
-            && !c.contains_key("pending")
-    })
-}
-
-/// Every message is `sent` exactly once (one Twilio create with its body, SID recorded) or
-/// `failed`; returns how many failed.
-fn assert_settled(stack: &Stack, logs: &[&Service]) -> usize {
-    let rows: Vec<(String, String, Option<String>, Option<String>)> = stack.db(|c| {
-        Ok(c.query(
-            "SELECT id::text, content, status, twilio_message_sid FROM messages",
-            &[],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect())
-    });
-    let dump = || {
-        logs.iter()
-            .map(|s| s.log())
-            .collect::<Vec<_>>()
-            .join("\n-----\n")
-    };
-    let mut created: HashMap<String, Vec<String>> = HashMap::new();
-    for m in stack.twilio.messages() {
-        created
-            .entry(m.body.clone())
-            .or_default()
-            .push(m.sid.clone());
-    }
-    let mut failed = 0;
-    for (id, body, status, sid) in &rows {
-        let sids = created.get(body).cloned().unwrap_or_default();
-        match status.as_deref() {
-            Some("sent") => {
-                assert_eq!(
-                    sids.len(),
-                    1,
-                    "{id} ({body}) created {} times at Twilio",
-                    sids.len()
-                );
-                assert_eq!(
-                    sid.as_ref(),
-                    sids.first(),
-                    "{id} records the SID of its SMS"
-                );
-            }
-            Some("failed") => {
-                assert!(
-                    sids.is_empty(),
-                    "{id} ({body}) is failed but was created at Twilio"
-                );
-                failed += 1;
-            }
-            other => panic!(
-                "{id} left in status {other:?}; counts {:?}\n{}",
-                stack.status_counts(),
-                dump()
-            ),
-        }
-    }
-    assert_eq!(
-        stack.twilio.messages().len(),
-        rows.len() - failed,
-        "Twilio holds exactly one message per sent row"
-    );
-    failed
 }
 
 /// Kill -9 the service once Twilio holds at least `created` messages.
@@ -152,12 +78,12 @@ fn sigkill_mid_burst_before_and_after_twilio_converges_without_duplicates() {
 
     let c = start(&stack, &[("SENDER_THREADS", "8")]);
     assert!(
-        wait_settled(&stack, Duration::from_secs(90)),
+        stack.wait_settled(Duration::from_secs(90)),
         "{:?}\n{}",
         stack.status_counts(),
         c.log()
     );
-    assert_eq!(assert_settled(&stack, &[&a, &b, &c]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&a, &b, &c]), 0);
     assert!(
         c.log().contains("orphan"),
         "orphan recovery did the work:\n{}",
@@ -166,7 +92,7 @@ fn sigkill_mid_burst_before_and_after_twilio_converges_without_duplicates() {
 }
 
 #[test]
-fn with_the_claimed_at_migration_orphans_are_recovered_at_once() {
+fn orphans_are_recovered_soon_after_their_stamped_lease_even_with_the_old_migration() {
     let stack = Stack::start();
     stack.sql(include_str!("../sql/migrations/001_claimed_at.sql"));
     stack.supabase.reload_schema();
@@ -189,14 +115,13 @@ fn with_the_claimed_at_migration_orphans_are_recovered_at_once() {
     let t = Instant::now();
     let b = start(&stack, &[]);
     assert!(
-        wait_settled(&stack, Duration::from_secs(60)),
+        stack.wait_settled(Duration::from_secs(60)),
         "{:?}\n{}",
         stack.status_counts(),
         b.log()
     );
-    assert!(b.log().contains("claim ages are exact"), "{}", b.log());
     assert!(t.elapsed() < Duration::from_secs(30));
-    assert_eq!(assert_settled(&stack, &[&a, &b]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&a, &b]), 0);
 }
 
 #[test]
@@ -215,13 +140,13 @@ fn ambiguous_twilio_failures_after_create_are_reconciled_not_resent() {
         stack.twilio.fail_next_creates(1, fault);
         stack.insert_outbound(&conv, tag);
         assert!(
-            wait_settled(&stack, Duration::from_secs(30)),
+            stack.wait_settled(Duration::from_secs(30)),
             "{tag}: {:?}\n{}",
             stack.status_counts(),
             svc.log()
         );
     }
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
     assert_eq!(
         stack.twilio.create_requests(),
         3,
@@ -250,12 +175,8 @@ fn a_5xx_that_did_not_create_is_sent_again_once() {
     );
     let conv = stack.create_conversation(TO);
     stack.insert_outbound(&conv, "not created the first time");
-    assert!(
-        wait_settled(&stack, Duration::from_secs(30)),
-        "{}",
-        svc.log()
-    );
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert!(stack.wait_settled(Duration::from_secs(30)), "{}", svc.log());
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
     assert_eq!(stack.twilio.create_requests(), 2);
     let lists = stack
         .twilio
@@ -300,12 +221,12 @@ fn a_twilio_outage_pauses_sending_and_nothing_fails() {
     );
     stack.twilio.set_outage(None);
     assert!(
-        wait_settled(&stack, Duration::from_secs(60)),
+        stack.wait_settled(Duration::from_secs(60)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
     );
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 #[test]
@@ -336,12 +257,12 @@ fn a_supabase_rest_outage_loses_nothing_and_health_tells() {
     std::thread::sleep(Duration::from_secs(1));
     stack.supabase.set_rest_outage(None);
     assert!(
-        wait_settled(&stack, Duration::from_secs(60)),
+        stack.wait_settled(Duration::from_secs(60)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
     );
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
     assert!(wait_until(Duration::from_secs(5), || svc
         .health()
         .is_some_and(|(_, h)| h["database"] == "ok")));
@@ -376,7 +297,7 @@ fn realtime_black_holed_or_restarted_loses_nothing() {
     stack.supabase.realtime_server_disconnect();
     stack.insert_many(&conv, &bodies("restart", 10));
     assert!(
-        wait_settled(&stack, Duration::from_secs(30)),
+        stack.wait_settled(Duration::from_secs(30)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
@@ -386,7 +307,7 @@ fn realtime_black_holed_or_restarted_loses_nothing() {
         "reconnected twice"
     );
     assert!(svc.wait_subscribed(Duration::from_secs(20)));
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 #[test]
@@ -397,12 +318,12 @@ fn events_dropped_on_a_healthy_socket_are_caught_by_the_periodic_sweep() {
     stack.supabase.set_drop_events(true);
     stack.insert_many(&conv, &bodies("dropped event", 5));
     assert!(
-        wait_settled(&stack, Duration::from_secs(20)),
+        stack.wait_settled(Duration::from_secs(20)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
     );
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 #[test]
@@ -422,12 +343,12 @@ fn a_postgresql_restart_loses_nothing() {
     stack.pg.start_again();
     stack.insert_many(&conv, &bodies("after restart", 10));
     assert!(
-        wait_settled(&stack, Duration::from_secs(60)),
+        stack.wait_settled(Duration::from_secs(60)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
     );
-    assert_eq!(assert_settled(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 #[test]
@@ -462,12 +383,12 @@ fn rolling_restarts_of_three_instances_send_1000_messages_exactly_once() {
         assert!(Instant::now() < deadline, "rolling phase too slow");
     }
     assert!(
-        wait_settled(&stack, Duration::from_secs(90)),
+        stack.wait_settled(Duration::from_secs(90)),
         "{:?}\n{}",
         stack.status_counts(),
         fleet[0].log()
     );
     let logs: Vec<&Service> = fleet.iter().chain(retired.iter()).collect();
-    assert_eq!(assert_settled(&stack, &logs), 0);
+    assert_eq!(stack.assert_exactly_once(&logs), 0);
     assert_eq!(stack.twilio.messages().len(), 1000);
 }

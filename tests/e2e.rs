@@ -124,7 +124,11 @@ fn messages_queued_before_start_are_caught_up() {
 #[test]
 fn server_error_then_success_is_retried() {
     let stack = Stack::start();
-    let svc = start(&stack, &[("RETRY_BACKOFF_MS", "50")]);
+    // A 5xx may have created the message: each retry first waits out the settle window.
+    let svc = start(
+        &stack,
+        &[("RETRY_BACKOFF_MS", "50"), ("RECONCILE_SETTLE_MS", "500")],
+    );
     stack.twilio.fail_next_creates(
         2,
         Fault::Error {
@@ -212,7 +216,14 @@ fn permanent_error_fails_after_one_call() {
 #[test]
 fn exhausted_retries_fail_after_max_retries_plus_one_calls() {
     let stack = Stack::start();
-    let svc = start(&stack, &[("RETRY_BACKOFF_MS", "20"), ("MAX_RETRIES", "2")]);
+    let svc = start(
+        &stack,
+        &[
+            ("RETRY_BACKOFF_MS", "20"),
+            ("MAX_RETRIES", "2"),
+            ("RECONCILE_SETTLE_MS", "500"),
+        ],
+    );
     stack.twilio.set_outage(Some(Fault::Error {
         status: 500,
         code: 20500,

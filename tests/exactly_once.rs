@@ -1,12 +1,12 @@
 //! Exactly once against a Twilio that behaves like Twilio: `date_sent` null while queued, a list
 //! that lags behind creates, trial-prefixed and redacted bodies, and the races of the review
 //! (late writes after a re-claim, identical texts, re-claimed orphans, paced leases, a failing
-//! lookup, a lost answer to the `sent` write). Each test ends with [`assert_exactly_once`].
+//! lookup, a lost answer to the `sent` write), and a seeded soak over three instances. Each test
+//! ends with `Stack::assert_exactly_once`.
 //!
 //! `SMS_SENDER_BIN` runs these tests against another build of the service (how they were shown
 //! to fail before the fix).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,78 +49,6 @@ fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
     stack.start_service(&bin(), &pairs)
 }
 
-/// Wait until nothing is `pending`, `queued_for_send` or `sending`.
-fn wait_settled(stack: &Stack, timeout: Duration) -> bool {
-    wait_until(timeout, || {
-        let c = stack.status_counts();
-        !c.contains_key("queued_for_send")
-            && !c.contains_key("sending")
-            && !c.contains_key("pending")
-    })
-}
-
-/// Every row is `sent` with the SID of the one Twilio message created for it (matched by the
-/// body the service sent), or `failed` with none created. Returns the number failed.
-fn assert_exactly_once(stack: &Stack, logs: &[&Service]) -> usize {
-    let rows: Vec<(String, String, Option<String>, Option<String>)> = stack.db(|c| {
-        Ok(c.query(
-            "SELECT id::text, content, status, twilio_message_sid FROM messages",
-            &[],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect())
-    });
-    let dump = || {
-        logs.iter()
-            .map(|s| s.log())
-            .collect::<Vec<_>>()
-            .join("\n-----\n")
-    };
-    let mut created: HashMap<String, Vec<String>> = HashMap::new();
-    for m in stack.twilio.messages() {
-        created
-            .entry(m.requested_body.clone())
-            .or_default()
-            .push(m.sid.clone());
-    }
-    let mut failed = 0;
-    for (id, body, status, sid) in &rows {
-        let sids = created.get(body).cloned().unwrap_or_default();
-        match status.as_deref() {
-            Some("sent") => {
-                assert_eq!(
-                    sids.len(),
-                    1,
-                    "{id} ({body}) created {} times at Twilio\n{}",
-                    sids.len(),
-                    dump()
-                );
-                assert_eq!(
-                    sid.as_ref(),
-                    sids.first(),
-                    "{id} records the SID of its SMS\n{}",
-                    dump()
-                );
-            }
-            Some("failed") => {
-                assert!(
-                    sids.is_empty(),
-                    "{id} ({body}) is failed but was created\n{}",
-                    dump()
-                );
-                failed += 1;
-            }
-            other => panic!(
-                "{id} left {other:?}; counts {:?}\n{}",
-                stack.status_counts(),
-                dump()
-            ),
-        }
-    }
-    failed
-}
-
 /// The four ways a create can end without an answer after Twilio stored the message.
 fn ambiguous_faults() -> Vec<(&'static str, Fault)> {
     vec![
@@ -134,13 +62,16 @@ fn ambiguous_faults() -> Vec<(&'static str, Fault)> {
     ]
 }
 
+/// A way the Twilio double lists messages.
+type Condition = dyn Fn(&Stack);
+
 /// Every ambiguous kind × {queued for minutes, list lagging, trial account, redacted bodies}:
 /// exactly one create, the row `sent` with Twilio's SID.
 #[test]
 fn every_ambiguous_create_is_found_however_twilio_lists_it() {
     let stack = Stack::start();
     let svc = start(&stack, &[("SENDER_THREADS", "4")]);
-    let conditions: [(&str, &dyn Fn(&Stack)); 4] = [
+    let conditions: [(&str, &Condition); 4] = [
         ("queued for minutes", &|s: &Stack| {
             s.twilio.set_send_delay(Duration::from_secs(600))
         }),
@@ -168,13 +99,13 @@ fn every_ambiguous_create_is_found_however_twilio_lists_it() {
             stack.insert_outbound(&conv, &format!("{condition}: {kind}"));
         }
         assert!(
-            wait_settled(&stack, Duration::from_secs(60)),
+            stack.wait_settled(Duration::from_secs(60)),
             "{condition}: {:?}\n{}",
             stack.status_counts(),
             svc.log()
         );
     }
-    assert_eq!(assert_exactly_once(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
     assert_eq!(stack.twilio.messages().len(), 16);
 }
 
@@ -217,12 +148,12 @@ fn a_late_release_cannot_undo_another_instances_claim() {
     std::thread::sleep(Duration::from_secs(1));
     stack.twilio.hold_creates(false);
     assert!(
-        wait_settled(&stack, Duration::from_secs(30)),
+        stack.wait_settled(Duration::from_secs(30)),
         "{:?}\n{}",
         stack.status_counts(),
         b.log()
     );
-    assert_eq!(assert_exactly_once(&stack, &[&a, &b]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&a, &b]), 0);
     assert_eq!(stack.message(&id).status.as_deref(), Some("sent"));
 }
 
@@ -254,7 +185,7 @@ fn identical_texts_never_adopt_each_other() {
         &["see you at 5".to_string(), "see you at 5".to_string()],
     );
     assert!(
-        wait_settled(&stack, Duration::from_secs(60)),
+        stack.wait_settled(Duration::from_secs(60)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
@@ -288,7 +219,7 @@ fn a_reclaimed_row_is_judged_by_its_new_claim() {
     );
     // A row left `sending` by someone (no stamp): this instance starts observing it.
     let id = stack.insert_outbound(&conv, "reclaimed row");
-    assert!(wait_settled(&stack, Duration::from_secs(20)));
+    assert!(stack.wait_settled(Duration::from_secs(20)));
     stack.sql(&format!(
         "UPDATE messages SET status = 'sending', sent_at = NULL, twilio_message_sid = NULL WHERE id = '{id}'"
     ));
@@ -335,13 +266,13 @@ fn paced_waits_never_outlive_the_lease() {
     std::thread::sleep(Duration::from_millis(500));
     let b = start(&stack, &paced);
     assert!(
-        wait_settled(&stack, Duration::from_secs(90)),
+        stack.wait_settled(Duration::from_secs(90)),
         "{:?}\n{}\n{}",
         stack.status_counts(),
         a.log(),
         b.log()
     );
-    assert_eq!(assert_exactly_once(&stack, &[&a, &b]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&a, &b]), 0);
 }
 
 /// Review finding 5: after an ambiguous create, Twilio's list answers 400 for a while: the
@@ -382,12 +313,12 @@ fn a_failing_lookup_never_fails_a_maybe_sent_message() {
     );
     stack.twilio.set_list_outage(None);
     assert!(
-        wait_settled(&stack, Duration::from_secs(40)),
+        stack.wait_settled(Duration::from_secs(40)),
         "{:?}\n{}",
         stack.status_counts(),
         svc.log()
     );
-    assert_eq!(assert_exactly_once(&stack, &[&svc]), 0);
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 /// A `sent` write that applied but whose answer was lost: the retry sees the row recorded, and
@@ -401,12 +332,8 @@ fn a_lost_answer_to_the_sent_write_is_recognised() {
         RestRule::body("PATCH", "\"status\":\"sent\"").fault(RestFault::HangupAfterApply),
     );
     let id = stack.insert_outbound(&conv, "lost answer to sent");
-    assert!(
-        wait_settled(&stack, Duration::from_secs(20)),
-        "{}",
-        svc.log()
-    );
-    assert_eq!(assert_exactly_once(&stack, &[&svc]), 0);
+    assert!(stack.wait_settled(Duration::from_secs(20)), "{}", svc.log());
+    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
     assert_eq!(stack.message(&id).status.as_deref(), Some("sent"));
     std::thread::sleep(Duration::from_millis(1500));
     let log = svc.log();
@@ -414,4 +341,109 @@ fn a_lost_answer_to_the_sent_write_is_recognised() {
         !log.contains("could not be recorded") && !log.contains("claimed again"),
         "{log}"
     );
+}
+
+/// A randomized soak, reproducible by seed (`SOAK_SEED`, default 1; `SOAK_MESSAGES`, default 200;
+/// `make soak` runs a longer one): three instances against a realistic Twilio (queued for a
+/// second, list lagging up to 2 s) with random after-create faults, REST faults (lost answers,
+/// outages, hang-ups), slow `sent` writes, kills and restarts. Every row ends `sent` with exactly
+/// one create, or `failed` with its id in a log.
+#[test]
+fn soak_three_instances_with_random_faults_and_kills() {
+    let seed: u64 = std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let total: usize = std::env::var("SOAK_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    eprintln!("soak: seed {seed}, {total} messages (SOAK_SEED / SOAK_MESSAGES reproduce it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let stack = Stack::start();
+    stack.twilio.set_latency(Duration::from_millis(5));
+    stack
+        .twilio
+        .set_visibility_lag(Duration::from_millis(rng.u64(0..2000)));
+    let convs: Vec<String> = (0..5)
+        .map(|i| stack.create_conversation(&format!("+1555200000{i}")))
+        .collect();
+    let opts = [
+        ("SENDER_THREADS", "4"),
+        ("SENDING_TIMEOUT_SECS", "10"),
+        ("RECONCILE_SETTLE_MS", "2500"),
+    ];
+    let launch = || {
+        let vars = env(&opts);
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Service::start(&bin(), stack.service_env_with(&pairs))
+    };
+    let mut fleet: Vec<Service> = (0..3).map(|_| launch()).collect();
+    let mut retired: Vec<Service> = Vec::new();
+    let faults = ambiguous_faults();
+    let rest_faults = [
+        RestFault::HangupAfterApply,
+        RestFault::Hangup,
+        RestFault::db_unavailable(),
+    ];
+    let mut sent_so_far = 0;
+    let chunk = (total / 10).max(1);
+    while sent_so_far < total {
+        let n = chunk.min(total - sent_so_far);
+        for _ in 0..rng.usize(0..4) {
+            let (_, f) = &faults[rng.usize(..faults.len())];
+            stack.twilio.fail_next_creates(1, f.clone());
+        }
+        stack.supabase.rest_fail_next(
+            rng.usize(0..4),
+            rest_faults[rng.usize(..rest_faults.len())].clone(),
+        );
+        if rng.bool() {
+            stack.supabase.add_rest_rule(
+                RestRule::body("PATCH", "\"status\":\"sent\"")
+                    .delay(Duration::from_millis(rng.u64(500..3000)))
+                    .times(rng.usize(1..4)),
+            );
+        }
+        for i in 0..n {
+            let conv = &convs[rng.usize(..convs.len())];
+            stack.insert_outbound(conv, &format!("soak {seed} message {}", sent_so_far + i));
+        }
+        sent_so_far += n;
+        std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
+        match rng.u8(..6) {
+            0 => {
+                let victim = rng.usize(..fleet.len());
+                let mut old = fleet.swap_remove(victim);
+                old.kill();
+                retired.push(old);
+                fleet.push(launch());
+            }
+            1 => {
+                let victim = rng.usize(..fleet.len());
+                let mut old = fleet.swap_remove(victim);
+                old.terminate();
+                assert!(
+                    old.wait_exit(Duration::from_secs(15)).is_some(),
+                    "{}",
+                    old.log()
+                );
+                retired.push(old);
+                fleet.push(launch());
+            }
+            _ => {}
+        }
+    }
+    let logs: Vec<&Service> = fleet.iter().chain(retired.iter()).collect();
+    assert!(
+        stack.wait_settled(Duration::from_secs(180)),
+        "seed {seed}: {:?}\n{}",
+        stack.status_counts(),
+        logs.iter()
+            .map(|s| s.log())
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    );
+    std::thread::sleep(Duration::from_secs(3)); // any late create would land now
+    stack.assert_exactly_once(&logs);
 }

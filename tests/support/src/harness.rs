@@ -221,6 +221,87 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Wait until nothing is `pending`, `queued_for_send` or `sending` (bounded).
+    pub fn wait_settled(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let c = self.status_counts();
+            !c.contains_key("queued_for_send")
+                && !c.contains_key("sending")
+                && !c.contains_key("pending")
+        })
+    }
+
+    /// The promise, checked: every row is `sent` with the SID of the one Twilio message created
+    /// for it (matched on the body the service sent, so bodies must be unique per test), or
+    /// `failed` with none created and its id named in a log. Panics with the logs otherwise;
+    /// returns how many failed.
+    pub fn assert_exactly_once(&self, logs: &[&Service]) -> usize {
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = self.db(|c| {
+            Ok(c.query(
+                "SELECT id::text, content, status, twilio_message_sid FROM messages",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+        });
+        let all_logs = logs
+            .iter()
+            .map(|s| s.log())
+            .collect::<Vec<_>>()
+            .join("\n-----\n");
+        let mut created: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in self.twilio.messages() {
+            created
+                .entry(m.requested_body.clone())
+                .or_default()
+                .push(m.sid.clone());
+        }
+        let mut failed = 0;
+        for (id, body, status, sid) in &rows {
+            let sids = created.get(body).cloned().unwrap_or_default();
+            match status.as_deref() {
+                Some("sent") => {
+                    assert_eq!(
+                        sids.len(),
+                        1,
+                        "{id} ({body}) created {} times at Twilio\n{all_logs}",
+                        sids.len()
+                    );
+                    assert_eq!(
+                        sid.as_ref(),
+                        sids.first(),
+                        "{id} records the SID of its SMS\n{all_logs}"
+                    );
+                }
+                Some("failed") => {
+                    assert!(
+                        sids.is_empty(),
+                        "{id} ({body}) is failed but was created\n{all_logs}"
+                    );
+                    assert!(
+                        all_logs.contains(id.as_str()),
+                        "{id} failed without a logged reason"
+                    );
+                    failed += 1;
+                }
+                other => panic!(
+                    "{id} left {other:?}; counts {:?}\n{all_logs}",
+                    self.status_counts()
+                ),
+            }
+        }
+        let sent = rows.len() - failed;
+        assert_eq!(
+            self.twilio.messages().len(),
+            sent,
+            "Twilio holds exactly one message per sent row\n{all_logs}"
+        );
+        failed
+    }
+}
+
 /// Poll `cond` every 20 ms until true or `timeout`; returns the last result.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
