@@ -447,3 +447,30 @@ fn soak_three_instances_with_random_faults_and_kills() {
     std::thread::sleep(Duration::from_secs(3)); // any late create would land now
     stack.assert_exactly_once(&logs);
 }
+
+/// `/metrics` counts a message `sent` when its row says so, not when Twilio answered: while the
+/// `sent` write is held, the counter stays at zero.
+#[test]
+fn metrics_count_a_send_when_its_row_is_written() {
+    let stack = Stack::start();
+    let conv = stack.create_conversation("+15551230007");
+    let svc = start(&stack, &[]);
+    stack.supabase.add_rest_rule(
+        RestRule::body("PATCH", "\"status\":\"sent\"").delay(Duration::from_secs(3)),
+    );
+    let id = stack.insert_outbound(&conv, "counted when written");
+    assert!(stack.twilio.wait_for_messages(1, Duration::from_secs(10)));
+    let sent_metric = |svc: &Service| {
+        let (_, text) = svc.get("/metrics").expect("metrics answer");
+        text.lines()
+            .find(|l| l.starts_with("sms_sender_messages_total{outcome=\"sent\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stack.message(&id).status.as_deref(), Some("sending"));
+    assert_eq!(sent_metric(&svc).as_deref(), Some("0"), "{}", svc.log());
+    assert!(stack.wait_settled(Duration::from_secs(10)));
+    assert!(wait_until(Duration::from_secs(2), || sent_metric(&svc)
+        .as_deref()
+        == Some("1")));
+}
