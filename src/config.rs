@@ -277,7 +277,7 @@ impl Config {
         };
 
         let port = src.number("PORT", 8080u16, 1..=65535)?;
-        let sender_threads = src.number("SENDER_THREADS", 4usize, 1..=256)?;
+        let sender_threads = src.number("SENDER_THREADS", 128usize, 1..=256)?;
         let max_retries = src.number("MAX_RETRIES", 3u32, 0..=20)?;
         let backoff_ms = src.number("RETRY_BACKOFF_MS", 1000u64, 1..=600_000)?;
         let log_format = match src.optional("LOG_FORMAT").as_deref().map(str::trim) {
@@ -566,7 +566,7 @@ mod tests {
         assert_eq!(c.twilio.api_url, "https://api.twilio.com");
         assert_eq!(c.twilio.sender, SmsSender::Number("+15551234567".into()));
         assert_eq!(c.port, 8080);
-        assert_eq!(c.sender_threads, 4);
+        assert_eq!(c.sender_threads, 128);
         assert_eq!(c.max_retries, 3);
         assert_eq!(c.retry_backoff, Duration::from_millis(1000));
         assert_eq!(c.log_format, LogFormat::Text);

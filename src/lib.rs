@@ -9,7 +9,7 @@
 //! The modules follow the path a message takes:
 //! - [`realtime`] (+ [`realtime::frame`]): the WebSocket that says which messages are ready;
 //! - [`catchup`]: the REST sweep for what Realtime missed;
-//! - [`queue`]: the bounded hand-off to the sender threads;
+//! - [`queue`]: the bounded hand-off to the sender threads ([`pool`], started on demand);
 //! - [`sender`]: claim → check → send → record, per message, on blocking threads, under a
 //!   [`lease`] whose stamp fences every write; [`in_flight`]: what this instance holds;
 //! - [`reconcile`]: "did Twilio create it?" from Twilio's list, after an ambiguous create;
@@ -17,6 +17,7 @@
 //! - [`postgrest`]: every database request (claim, record, release, sweep pages);
 //! - [`twilio`]: the Messages API request and the reading of its answer;
 //! - [`retry`]: the one place that classifies a failed send; [`circuit`]: the pause gate;
+//!   [`concurrency`]: how many creates may be in flight, learned from Twilio's 429s;
 //!   [`backoff`]: delays.
 //!
 //! Around them: [`config`] (environment → validated `Config`), [`service`] (wiring and
@@ -35,6 +36,7 @@ pub mod catchup;
 pub mod check;
 pub mod circuit;
 pub mod clock;
+pub mod concurrency;
 pub mod config;
 pub mod health;
 pub mod in_flight;
@@ -45,6 +47,7 @@ pub mod metrics;
 pub mod orphans;
 pub mod pacer;
 pub mod phone;
+pub mod pool;
 pub mod postgrest;
 pub mod queue;
 pub mod realtime;

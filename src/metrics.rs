@@ -35,6 +35,8 @@ pub struct Metrics {
     failed: AtomicU64,
     skipped: AtomicU64,
     retries: AtomicU64,
+    throttled: AtomicU64,
+    concurrency_limit: AtomicU64,
     reconnects: AtomicU64,
     orphans_recovered: AtomicU64,
     callbacks: AtomicU64,
@@ -83,6 +85,17 @@ impl Metrics {
     /// Count a retry of a send.
     pub fn retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The creates currently allowed in flight at once.
+    pub fn set_concurrency_limit(&self, limit: usize) {
+        self.concurrency_limit
+            .store(limit as u64, Ordering::Relaxed);
+    }
+
+    /// Count a create Twilio refused for its concurrency limit (429 / 20429).
+    pub fn throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count a Realtime reconnect.
@@ -188,6 +201,28 @@ impl Metrics {
             "Send attempts retried after a transient failure.",
         );
         let _ = writeln!(out, "sms_sender_retries_total {}", load(&self.retries));
+        family(
+            &mut out,
+            "sms_sender_twilio_throttled_total",
+            "counter",
+            "Creates Twilio refused for the account's concurrency limit (429 / 20429), retried without counting against MAX_RETRIES.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_twilio_throttled_total {}",
+            load(&self.throttled)
+        );
+        family(
+            &mut out,
+            "sms_sender_twilio_concurrency_limit",
+            "gauge",
+            "Creates allowed in flight at once now (grows while Twilio keeps up, shrinks on 429).",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_twilio_concurrency_limit {}",
+            load(&self.concurrency_limit)
+        );
         family(
             &mut out,
             "sms_sender_realtime_connected",

@@ -69,6 +69,19 @@ pub fn is_ambiguous(error: &SendError) -> bool {
     }
 }
 
+/// Whether Twilio refused the request for the account's concurrency limit (429 / 20429): it was
+/// never processed, so it is always safe to try again.
+pub fn is_throttled(error: &SendError) -> bool {
+    matches!(error, SendError::Rejected { status: 429, .. })
+        || matches!(
+            error,
+            SendError::Rejected {
+                code: Some(20429),
+                ..
+            }
+        )
+}
+
 /// Whether the failure says something about Twilio's availability (outage signal), as opposed
 /// to this one message or throttling.
 pub fn is_outage_signal(error: &SendError) -> bool {
@@ -157,6 +170,14 @@ mod tests {
         assert!(!is_ambiguous(&SendError::NotSent("refused".into())));
         assert!(!is_ambiguous(&rejected(429, Some(20429))));
         assert!(!is_ambiguous(&rejected(400, Some(21211))));
+    }
+
+    #[test]
+    fn throttling() {
+        assert!(is_throttled(&rejected(429, Some(20429))));
+        assert!(is_throttled(&rejected(429, None)));
+        assert!(!is_throttled(&rejected(503, None)));
+        assert!(!is_throttled(&rejected(400, Some(21211))));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The sender threads: for each queued id, claim → check → send → record.
 //!
-//! Each of `SENDER_THREADS` blocking threads takes ids from the [`WorkQueue`] and runs
-//! [`Pipeline::process`]. The flow and its promises:
+//! Each sender thread ([`crate::pool`]) takes ids from the queue and runs [`Pipeline::process`].
+//! The flow and its promises:
 //! - **claim** first (atomic in the database), so no two instances send the same message; a lost
 //!   claim is skipped silently. A claim is a *lease* of `SENDING_TIMEOUT_SECS` whose end is
 //!   stamped on the row ([`crate::lease`]); every later write of the claim is fenced on that
@@ -27,7 +27,6 @@
 //! been and Twilio cannot tell yet, it stays `sending` for orphan recovery ([`crate::orphans`]).
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, error, info, trace, warn};
@@ -35,6 +34,7 @@ use log::{debug, error, info, trace, warn};
 use crate::backoff::Backoff;
 use crate::circuit::{Circuit, Pass};
 use crate::clock;
+use crate::concurrency::Limiter;
 use crate::in_flight::InFlight;
 use crate::lease::Lease;
 use crate::message::{ClaimedMessage, MessageId};
@@ -42,9 +42,8 @@ use crate::metrics::{Metrics, Outcome};
 use crate::pacer::{Pacer, Slot};
 use crate::phone;
 use crate::postgrest::{Claim, Fence, Rest, RestError};
-use crate::queue::WorkQueue;
 use crate::reconcile::{self, Found, Look, Question, CLOCK_SLACK};
-use crate::retry::{classify, is_ambiguous, is_outage_signal, Verdict};
+use crate::retry::{classify, is_ambiguous, is_outage_signal, is_throttled, Verdict};
 use crate::shutdown::Shutdown;
 use crate::twilio::{SendError, Twilio};
 
@@ -77,6 +76,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// `MAX_SENDS_PER_SECOND`.
     pub pacer: Pacer,
+    /// How many creates may be in flight at once (learned from Twilio's 429s).
+    pub limiter: Limiter,
 }
 
 /// How many times a release or `failed` write is tried before leaving the row to orphan
@@ -104,31 +105,6 @@ impl Job<'_> {
     fn fence(&self) -> Fence<'_> {
         Fence::Stamp(self.lease.stamp())
     }
-}
-
-/// Start `count` sender threads reading `queue`. They end when the queue is closed.
-pub fn spawn(
-    count: usize,
-    pipeline: Arc<Pipeline>,
-    queue: WorkQueue,
-) -> std::io::Result<Vec<JoinHandle<()>>> {
-    (0..count)
-        .map(|n| {
-            let pipeline = pipeline.clone();
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("sender-{n}"))
-                .stack_size(256 * 1024)
-                .spawn(move || {
-                    while let Some((id, queued_at)) = queue.pop_blocking() {
-                        if pipeline.shutdown.is_triggered() {
-                            break; // the row is still queued_for_send: nothing to undo
-                        }
-                        pipeline.process(id, queued_at);
-                    }
-                })
-        })
-        .collect()
 }
 
 impl Pipeline {
@@ -195,6 +171,7 @@ impl Pipeline {
         let attempts = self.max_retries + 1;
         let latest = job.lease.last_start(self.request_budget);
         let mut counted = 0u32;
+        let mut throttled = 0u32;
         let mut first = true;
         let mut slot_taken = true; // by process(), before the claim
         loop {
@@ -240,15 +217,22 @@ impl Pipeline {
                     return self.give_back(job, "no send slot inside its lease");
                 }
             }
+            let Some(permit) = self.limiter.acquire(&self.shutdown, latest) else {
+                self.abandon(pass);
+                return self.give_back(job, self.why_stopping());
+            };
             if !job.lease.can_start(self.request_budget) {
                 self.abandon(pass);
                 return self.give_back(job, "its lease ran out");
             }
             let started = Instant::now();
             let outcome = self.twilio.send(job.to, &job.message.body);
+            drop(permit);
             let took = started.elapsed().as_millis();
             let error = match outcome {
                 Ok(accepted) => {
+                    self.limiter.on_success(started.elapsed());
+                    self.metrics.set_concurrency_limit(self.limiter.limit());
                     self.circuit.record_ok();
                     self.metrics.send_latency(queued_at.elapsed());
                     info!(
@@ -261,6 +245,30 @@ impl Pipeline {
                 }
                 Err(error) => error,
             };
+            if is_throttled(&error) {
+                // Twilio's concurrency limit: never processed, so retried; not a failure of this
+                // message (not counted against MAX_RETRIES), but fewer creates go in parallel.
+                self.limiter.on_throttled();
+                self.metrics.throttled();
+                self.metrics.set_concurrency_limit(self.limiter.limit());
+                self.abandon(pass);
+                let delay = match &error {
+                    crate::twilio::SendError::Rejected {
+                        retry_after: Some(after),
+                        ..
+                    } => self.retry_backoff.clamp(*after),
+                    _ => throttle_delay(throttled),
+                };
+                throttled = throttled.saturating_add(1);
+                debug!(
+                    "message {id}: Twilio is at its concurrency limit; again in {} ms",
+                    delay.as_millis()
+                );
+                if !self.shutdown.sleep(delay) {
+                    return self.give_back(job, "shutdown");
+                }
+                continue;
+            }
             if is_ambiguous(&error) {
                 job.ambiguous_at = Some(Instant::now());
             }
@@ -545,6 +553,15 @@ impl Pipeline {
         warn!("message {id}: {what} did not apply; orphan recovery will settle the row");
         false
     }
+}
+
+/// The wait after the `n`th refusal for concurrency in a row: full jitter over 100 ms · 2ⁿ,
+/// capped at 3 s, as twilio-node's `autoRetry` does.
+fn throttle_delay(n: u32) -> Duration {
+    let cap = Duration::from_millis(100)
+        .saturating_mul(1 << n.min(5))
+        .min(Duration::from_secs(3));
+    Duration::from_millis(fastrand::u64(0..=cap.as_millis() as u64))
 }
 
 /// `t - d`, floored at the epoch (never panics on a clock near 1970).

@@ -14,12 +14,14 @@ use log::{info, warn};
 use crate::backoff::Backoff;
 use crate::catchup::{self, SweepTrigger, Sweeper};
 use crate::circuit::Circuit;
+use crate::concurrency::Limiter;
 use crate::config::{Config, SmsSender};
 use crate::health::Health;
 use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::orphans::{self, OrphanCheck};
 use crate::pacer::Pacer;
+use crate::pool::SenderPool;
 use crate::postgrest::{self, Rest};
 use crate::queue::WorkQueue;
 use crate::realtime::{self, Timing};
@@ -103,6 +105,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
+    metrics.set_concurrency_limit(crate::concurrency::INITIAL as usize);
     let Clients { rest, twilio } = clients(&config, &health, metrics.clone())?;
     let queue = WorkQueue::new((config.sender_threads * 2).max(8));
     let sweep = SweepTrigger::default();
@@ -172,8 +175,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         in_flight: in_flight.clone(),
         metrics: metrics.clone(),
         pacer: Pacer::new(config.max_sends_per_second),
+        limiter: Limiter::new(config.sender_threads),
     });
-    let senders = sender::spawn(config.sender_threads, pipeline, queue.clone())
+    let senders = SenderPool::start(config.sender_threads, pipeline, queue.clone())
         .map_err(|e| StartError(format!("cannot start sender threads: {e}")))?;
     orphans::spawn(OrphanCheck {
         rest: rest.clone(),
@@ -213,12 +217,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let abandoned = queue.len();
     queue.close();
     info!("shutting down: {abandoned} queued id(s) left for the next instance; waiting for in-flight sends");
-    while !senders.iter().all(|h| h.is_finished()) {
-        if Instant::now() >= deadline {
-            warn!("shutdown deadline reached with sends still in flight; exiting anyway");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if !senders.wait_finished(deadline) {
+        warn!("shutdown deadline reached with sends still in flight; exiting anyway");
+        return Ok(());
     }
     info!("shutdown complete");
     Ok(())

@@ -237,6 +237,14 @@ struct State {
     held: usize,
     /// Waiting creates told to proceed that have not woken yet (never more than `held`).
     releases: usize,
+    /// Account-level limit of concurrent API requests ([`TwilioDouble::set_concurrency_limit`]).
+    concurrency_limit: Option<usize>,
+    /// API requests being handled now.
+    in_progress: usize,
+    /// The most that were ever in progress at once.
+    peak_in_progress: usize,
+    /// Requests answered 429 / 20429 for exceeding the limit.
+    too_many: usize,
 }
 
 struct Shared {
@@ -406,6 +414,23 @@ impl TwilioDouble {
     /// [`TwilioDouble::set_latency`]. Default zero.
     pub fn set_create_latency(&self, latency: Duration) {
         self.shared.lock().create_latency = latency;
+    }
+
+    /// Limit the account's concurrent API requests, as Twilio does (reference §5.1): a request
+    /// arriving while `limit` others are in progress is answered 429 / 20429 at once and not
+    /// processed. `None` (the default) lifts the limit.
+    pub fn set_concurrency_limit(&self, limit: Option<usize>) {
+        self.shared.lock().concurrency_limit = limit;
+    }
+
+    /// Requests answered 429 / 20429 for exceeding the concurrency limit so far.
+    pub fn too_many_requests(&self) -> usize {
+        self.shared.lock().too_many
+    }
+
+    /// The most API requests ever in progress at once.
+    pub fn peak_concurrency(&self) -> usize {
+        self.shared.lock().peak_in_progress
     }
 
     /// Fault injection on list (`GET …/Messages.json`): the next `n` authenticated lists get
@@ -668,10 +693,19 @@ impl Handler for TwilioHandler {
             req.method == "POST" && matches!(Route::parse(&req.path), Some(Route::Messages(_)));
         // Reserve the record's slot now so `requests()` is in arrival order even when answers
         // overtake each other (latency, slow creates).
-        let (slot, latency) = {
+        let (slot, latency, over_limit) = {
             let mut state = self.shared.lock();
             if is_create {
                 state.create_requests += 1;
+            }
+            let over_limit = state
+                .concurrency_limit
+                .is_some_and(|limit| state.in_progress >= limit);
+            if over_limit {
+                state.too_many += 1;
+            } else {
+                state.in_progress += 1;
+                state.peak_in_progress = state.peak_in_progress.max(state.in_progress);
             }
             state.requests.push(RecordedRequest {
                 method: req.method.clone(),
@@ -689,14 +723,28 @@ impl Handler for TwilioHandler {
             } else {
                 state.latency
             };
-            (state.requests.len() - 1, latency)
+            (state.requests.len() - 1, latency, over_limit)
         };
+        if over_limit {
+            // Refused before any work: "never processed; always safe to retry".
+            let outcome = twilio_error(429, 20429, "Too Many Requests");
+            let mut state = self.shared.lock();
+            let record = &mut state.requests[slot];
+            record.status = Some(429);
+            record.twilio_code = Some(20429);
+            drop(state);
+            return match outcome.response {
+                Some(response) => Reply::Respond(response),
+                None => Reply::Hangup,
+            };
+        }
         if !latency.is_zero() {
             thread::sleep(latency);
         }
         let outcome = self.route(&req, &form, authorization_ok, at);
         {
             let mut state = self.shared.lock();
+            state.in_progress -= 1;
             let record = &mut state.requests[slot];
             record.status = outcome.response.as_ref().map(|r| r.status);
             record.twilio_code = outcome.code;
@@ -2743,6 +2791,44 @@ mod tests {
         let started = Instant::now();
         create(&d, &ok_form(&[]));
         assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn twilio_concurrency_limit_refuses_with_20429_without_creating() {
+        let d = std::sync::Arc::new(TwilioDouble::start(TwilioConfig::default()));
+        d.set_concurrency_limit(Some(2));
+        d.set_create_latency(Duration::from_millis(400));
+        let answers: Vec<u16> = (0..3)
+            .map(|i| {
+                let d = d.clone();
+                std::thread::sleep(Duration::from_millis(if i == 2 { 100 } else { 0 }));
+                std::thread::spawn(move || create(&d, &ok_form(&[])).status)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(
+            answers.iter().filter(|s| **s == 201).count(),
+            2,
+            "{answers:?}"
+        );
+        assert_eq!(
+            answers.iter().filter(|s| **s == 429).count(),
+            1,
+            "{answers:?}"
+        );
+        assert_eq!(d.too_many_requests(), 1);
+        assert_eq!(d.peak_concurrency(), 2);
+        assert_eq!(d.messages().len(), 2, "a refused request creates nothing");
+        let refused = d
+            .requests()
+            .into_iter()
+            .find(|r| r.status == Some(429))
+            .unwrap();
+        assert_eq!(refused.twilio_code, Some(20429));
+        d.set_concurrency_limit(None);
+        assert_eq!(create(&d, &ok_form(&[])).status, 201);
     }
 
     #[test]

@@ -1,0 +1,115 @@
+//! The sender threads: started on demand, up to `SENDER_THREADS`, each taking ids from the
+//! [`WorkQueue`] and running [`Pipeline::process`].
+//!
+//! A few threads start with the service; another is started whenever a thread takes an id while
+//! more are waiting and none is idle, so a burst gets as many blocking threads as it can use
+//! (bounded) and a quiet service keeps a handful. Threads are cheap: 256 KiB of reserved stack,
+//! of which only the touched pages count. How many of them may talk to Twilio at once is decided
+//! separately, by [`crate::concurrency::Limiter`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use crate::queue::WorkQueue;
+use crate::sender::Pipeline;
+
+/// Threads started with the service.
+const INITIAL_THREADS: usize = 4;
+
+/// The running sender threads.
+pub struct SenderPool {
+    pipeline: Arc<Pipeline>,
+    queue: WorkQueue,
+    max: usize,
+    /// Threads started so far (never decreases).
+    started: AtomicUsize,
+    /// Threads that have not ended.
+    live: AtomicUsize,
+    /// Threads waiting for an id.
+    idle: AtomicUsize,
+}
+
+impl SenderPool {
+    /// Start the first threads; more follow on demand, up to `max`.
+    pub fn start(
+        max: usize,
+        pipeline: Arc<Pipeline>,
+        queue: WorkQueue,
+    ) -> std::io::Result<Arc<SenderPool>> {
+        let pool = Arc::new(SenderPool {
+            pipeline,
+            queue,
+            max: max.max(1),
+            started: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+        });
+        for _ in 0..INITIAL_THREADS.min(pool.max) {
+            pool.spawn_one()?;
+        }
+        Ok(pool)
+    }
+
+    /// Threads started so far.
+    pub fn threads(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Wait until every thread has ended (after the queue was closed), at most until `deadline`;
+    /// `false` if some were still working then.
+    pub fn wait_finished(&self, deadline: Instant) -> bool {
+        while self.live.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Start one more thread if the bound allows.
+    fn spawn_one(self: &Arc<Self>) -> std::io::Result<()> {
+        let n = self.started.fetch_add(1, Ordering::SeqCst);
+        if n >= self.max {
+            self.started.fetch_sub(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sender-{n}"))
+            .stack_size(256 * 1024)
+            .spawn(move || pool.work());
+        if let Err(e) = spawned {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            self.started.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn work(self: Arc<Self>) {
+        loop {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let next = self.queue.pop_blocking();
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            let Some((id, queued_at)) = next else { break };
+            if self.pipeline.shutdown.is_triggered() {
+                break; // the row is still queued_for_send: nothing to undo
+            }
+            if !self.queue.is_empty()
+                && self.idle.load(Ordering::SeqCst) == 0
+                && self.started.load(Ordering::SeqCst) < self.max
+            {
+                if let Err(e) = self.spawn_one() {
+                    warn!("cannot start another sender thread: {e}");
+                }
+            }
+            self.pipeline.process(id, queued_at);
+        }
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
