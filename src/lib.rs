@@ -44,6 +44,7 @@ pub mod phone;
 pub mod postgrest;
 pub mod queue;
 pub mod realtime;
+pub mod redact;
 pub mod retry;
 pub mod sender;
 pub mod server;
