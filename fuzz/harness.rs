@@ -21,10 +21,12 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sms_sender::clock;
 use sms_sender::config::{Config, ConfigError, SmsSender};
 use sms_sender::message::MessageId;
 use sms_sender::postgrest::{self, Claim, RestError};
 use sms_sender::realtime::frame::{self, ServerFrame};
+use sms_sender::redact;
 use sms_sender::twilio::{self, SendError};
 
 /// One harness: never panics on any input unless the decoder is wrong.
@@ -73,8 +75,30 @@ pub const CONFIG: Family = Family {
     harnesses: &[("config::Config::from_source", config_lines)],
 };
 
+/// Timestamps read from PostgREST rows (`timestamptz`) and Twilio (`date_created`, RFC 2822).
+pub const CLOCK: Family = Family {
+    name: "clock",
+    harnesses: &[
+        ("clock::parse_rfc3339", clock_rfc3339),
+        ("clock::parse_rfc2822", clock_rfc2822),
+    ],
+};
+
+/// Text from outside (Twilio's error messages), masked before it is logged.
+pub const REDACT: Family = Family {
+    name: "redact",
+    harnesses: &[("redact::scrub", redact_scrub)],
+};
+
 /// Every family, in the order the property test runs them.
-pub const FAMILIES: &[Family] = &[REALTIME_FRAME, POSTGREST_BODY, TWILIO_BODY, CONFIG];
+pub const FAMILIES: &[Family] = &[
+    REALTIME_FRAME,
+    POSTGREST_BODY,
+    TWILIO_BODY,
+    CONFIG,
+    CLOCK,
+    REDACT,
+];
 
 /// Feed `data` to every harness of `family` (the body of each fuzz target).
 pub fn run(family: &Family, data: &[u8]) {
@@ -470,4 +494,130 @@ fn load(vars: &[(String, String)]) -> (Result<Config, ConfigError>, Vec<String>)
         lookup(vars, name).map(str::to_string)
     });
     (result, read.into_inner())
+}
+
+// ----------------------------------------------------------------------------------------------
+// Clock
+
+/// The calendar year of `t`, read from our own formatting of it.
+fn year_of(t: std::time::SystemTime) -> i64 {
+    let text = clock::rfc3339_seconds(t);
+    text.split('-')
+        .next()
+        .and_then(|y| y.parse().ok())
+        .expect("a year")
+}
+
+/// What holds for any instant a parser returns: it is after the epoch, it survives our own
+/// formatting and parsing (to the millisecond), and `saturating_sub` stays between the epoch and
+/// it for any duration taken from the input.
+fn check_instant(t: std::time::SystemTime, data: &[u8]) {
+    let since = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    let millis = std::time::UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64);
+    assert_eq!(
+        clock::parse_rfc3339(&clock::rfc3339_millis(t)),
+        Some(millis)
+    );
+    let d = Duration::from_secs(u64::from(status_of(data, &[0, 1, 59, 3600, 65_535])) * 86_400);
+    for d in [d, since, since + d, Duration::MAX] {
+        let earlier = clock::saturating_sub(t, d);
+        assert!(earlier <= t && earlier >= std::time::UNIX_EPOCH);
+    }
+}
+
+fn clock_rfc3339(data: &[u8]) {
+    let text = text(data);
+    for candidate in std::iter::once(text.as_ref()).chain(text.lines().take(64)) {
+        let Some(t) = clock::parse_rfc3339(candidate) else {
+            continue;
+        };
+        let trimmed = candidate.trim();
+        assert!(trimmed.is_ascii(), "accepted non-ASCII {candidate:?}");
+        // The offset moves the instant by less than a day, so at most across one new year.
+        let written: i64 = trimmed[..4].parse().expect("four digits of year");
+        assert!(
+            (year_of(t) - written).abs() <= 1,
+            "{candidate:?} gave {}",
+            clock::rfc3339_seconds(t)
+        );
+        check_instant(t, data);
+    }
+}
+
+fn clock_rfc2822(data: &[u8]) {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let text = text(data);
+    for candidate in std::iter::once(text.as_ref()).chain(text.lines().take(64)) {
+        let Some(t) = clock::parse_rfc2822(candidate) else {
+            continue;
+        };
+        let lower = candidate.to_ascii_lowercase();
+        assert!(
+            MONTHS.iter().any(|m| lower.contains(m)),
+            "no month name in {candidate:?}"
+        );
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+            0,
+            "RFC 2822 has whole seconds: {candidate:?}"
+        );
+        check_instant(t, data);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Redact
+
+/// What `scrub` promises for any text: bounded, one line, no phone number and no complete
+/// account or key SID left. Checked by scanning the output afresh, not by re-running the rules.
+pub fn check_scrubbed(out: &str, input: &str) {
+    assert!(
+        out.chars().count() <= redact::MAX_CHARS,
+        "longer than {} chars for {input:?}",
+        redact::MAX_CHARS
+    );
+    assert!(
+        !out.chars().any(char::is_control),
+        "control character in {out:?}"
+    );
+    let b = out.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if run == 0 {
+            if i + 34 <= b.len()
+                && (b[i..].starts_with(b"AC") || b[i..].starts_with(b"SK"))
+                && b[i + 2..i + 34].iter().all(u8::is_ascii_hexdigit)
+            {
+                panic!("a whole SID in {out:?} from {input:?}");
+            }
+            i += 1;
+            continue;
+        }
+        // The four characters kept of a SID (after its `…`) may touch digits that follow it.
+        let after_sid_tail = out[..i].rfind('…').is_some_and(|at| {
+            let between = &out[at + '…'.len_utf8()..i];
+            between.len() <= 3 && between.bytes().all(|c| c.is_ascii_hexdigit())
+        });
+        assert!(
+            run < 8 || after_sid_tail,
+            "{run} digits in a row in {out:?} from {input:?}"
+        );
+        assert!(
+            !(i > 0 && b[i - 1] == b'+' && run >= 7),
+            "a number after + in {out:?} from {input:?}"
+        );
+        i += run;
+    }
+}
+
+fn redact_scrub(data: &[u8]) {
+    let text = text(data);
+    check_scrubbed(&redact::scrub(&text), &text);
 }

@@ -4,7 +4,10 @@
 //! callback is checked against `X-Twilio-Signature` exactly as Twilio signs it (reference
 //! twilio-messages.md §6.3: the configured URL, then every POST parameter name and value in sorted
 //! order, HMAC-SHA1 with the auth token, base64; the URL is tried with and without an explicit
-//! default port; compared in constant time). Unsigned or mis-signed requests get 403.
+//! default port; compared in constant time). Unsigned or mis-signed requests get 403: a missing
+//! or empty header never matches, even if the HMAC cannot be computed. Rejections are logged
+//! through [`Rejections`], one line per interval with a count, so forged traffic cannot flood the
+//! log.
 //!
 //! Updates are monotonic and idempotent: only rows still `sending` or `sent` move, to
 //! `delivered` (with `delivered_at`), `undelivered` or `failed`; a duplicate, or a late `sent`
@@ -12,8 +15,9 @@
 //! health probes never wait on the database.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 use openssl::hash::MessageDigest;
@@ -49,16 +53,18 @@ fn signed_string(url: &str, params: &[(String, String)]) -> String {
     data
 }
 
-/// `X-Twilio-Signature` for a form POST to `url` with `params`, keyed by the auth token.
-pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+/// `X-Twilio-Signature` for a form POST to `url` with `params`, keyed by the auth token; `None`
+/// when OpenSSL cannot compute the HMAC (it refuses an empty key, for one).
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> Option<String> {
     let mac = PKey::hmac(auth_token.as_bytes())
         .and_then(|key| {
             let mut signer = Signer::new(MessageDigest::sha1(), &key)?;
             signer.update(signed_string(url, params).as_bytes())?;
             signer.sign_to_vec()
         })
-        .unwrap_or_default();
-    openssl::base64::encode_block(&mac)
+        .ok()
+        .filter(|mac| !mac.is_empty())?;
+    Some(openssl::base64::encode_block(&mac))
 }
 
 /// The URL as configured, and the same URL with its default port added or removed: Twilio's own
@@ -79,13 +85,55 @@ fn url_variants(url: &str) -> Vec<String> {
     out
 }
 
-/// Whether `header` is Twilio's signature of this request.
+/// Whether `header` is Twilio's signature of this request. An empty header, or a signature that
+/// cannot be computed, is never a match.
 pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], header: &str) -> bool {
     let given = header.trim().as_bytes();
+    if given.is_empty() {
+        return false;
+    }
     url_variants(url).iter().any(|u| {
-        let expected = signature(auth_token, u, params);
-        expected.len() == given.len() && openssl::memcmp::eq(expected.as_bytes(), given)
+        signature(auth_token, u, params).is_some_and(|expected| {
+            expected.len() == given.len() && openssl::memcmp::eq(expected.as_bytes(), given)
+        })
     })
+}
+
+/// At most one log line per this interval about rejected callbacks.
+pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Counts rejected callbacks and says when to log them: the first at once, then at most one
+/// line per interval, carrying the number rejected since the last line. Anyone can post forged
+/// callbacks, so one line each would let them flood the log; the exact count is in the
+/// `sms_sender_status_callbacks_total{result="rejected"}` metric.
+pub struct Rejections {
+    interval: Duration,
+    /// When the last line was logged, and the rejections counted since (including that one's).
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Rejections {
+    /// A counter logging at most once per `interval`.
+    pub fn new(interval: Duration) -> Rejections {
+        Rejections {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Count one rejection at `now`; `Some(n)` when a line is due, `n` being the rejections it
+    /// reports (this one included).
+    pub fn record(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, pending) = &mut *state;
+        *pending += 1;
+        let due = last.map_or(true, |t| now.saturating_duration_since(t) >= self.interval);
+        if !due {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(pending))
+    }
 }
 
 /// Read the receipt out of verified callback parameters.
@@ -194,8 +242,8 @@ mod tests {
             "https://mycompany.com/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+14158675309Digits1234From+14158675309To+18005551212"
         );
         assert_eq!(
-            signature("12345", url, &params),
-            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+            signature("12345", url, &params).as_deref(),
+            Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")
         );
         assert!(verify(
             "12345",
@@ -221,16 +269,41 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_signature_is_never_accepted() {
+        let params = pairs(&[("MessageSid", "SMx"), ("MessageStatus", "delivered")]);
+        let url = "https://h.example/twilio/status";
+        // Whatever the key, even one OpenSSL cannot make an HMAC key of, an empty or absent
+        // header must not match.
+        for token in ["tok", "", "\0"] {
+            assert!(!verify(token, url, &params, ""), "token {token:?}");
+            assert!(!verify(token, url, &params, "  "), "token {token:?}");
+        }
+    }
+
+    #[test]
+    fn rejections_are_logged_once_per_interval_with_a_count() {
+        let r = Rejections::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(r.record(t0), Some(1), "the first is logged at once");
+        for s in 1..=30 {
+            assert_eq!(r.record(t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(r.record(t0 + Duration::from_secs(60)), Some(31));
+        assert_eq!(r.record(t0 + Duration::from_secs(61)), None);
+        assert_eq!(r.record(t0 + Duration::from_secs(500)), Some(2));
+    }
+
+    #[test]
     fn default_ports_are_accepted_both_ways() {
         let params = pairs(&[("MessageSid", "SMx"), ("MessageStatus", "delivered")]);
-        let with_port = signature("tok", "https://h.example:443/twilio/status", &params);
+        let with_port = signature("tok", "https://h.example:443/twilio/status", &params).unwrap();
         assert!(verify(
             "tok",
             "https://h.example/twilio/status",
             &params,
             &with_port
         ));
-        let without = signature("tok", "https://h.example/twilio/status", &params);
+        let without = signature("tok", "https://h.example/twilio/status", &params).unwrap();
         assert!(verify(
             "tok",
             "https://h.example:443/twilio/status",

@@ -1,9 +1,11 @@
 //! Wall-clock formatting and parsing in UTC without a date crate: RFC 3339 timestamps (`sent_at`,
 //! the health response, JSON logs, PostgreSQL `timestamptz` values), Twilio's RFC 2822 dates, and
 //! calendar dates. The civil/days conversions are the well-known proleptic Gregorian algorithms;
-//! they are exact for every date after 1970. Parsers return `None` on anything malformed.
+//! they are exact for every date after 1970. Parsers are total: any input, non-ASCII and
+//! out-of-range numbers included, gives `None` unless it is a real date and time in years
+//! 1970–9999 (so that what they return can always be formatted and read back).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Year, month (1–12) and day (1–31) of the day `days` after 1970-01-01.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -30,6 +32,16 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// 28 to 31.
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 fn from_parts(
     year: i64,
     month: u32,
@@ -38,8 +50,9 @@ fn from_parts(
     nanos: u32,
     offset_secs: i64,
 ) -> Option<SystemTime> {
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
         || !(0..86_400 + 1).contains(&secs_of_day)
     {
         return None;
@@ -49,108 +62,120 @@ fn from_parts(
         .checked_add(secs_of_day)?
         .checked_sub(offset_secs)?;
     let total = u64::try_from(total).ok()?;
-    UNIX_EPOCH.checked_add(std::time::Duration::new(total, nanos))
+    UNIX_EPOCH.checked_add(Duration::new(total, nanos))
 }
 
-fn num(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 9 {
+/// 1 to 9 ASCII digits as a number; `None` for anything else (no sign, no white space).
+fn num(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 9 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.parse().ok()
+    Some(s.iter().fold(0, |n, &b| n * 10 + i64::from(b - b'0')))
+}
+
+/// `+hh`, `-hh`, `+hhmm` or `+hh:mm` as seconds east of UTC (hours ≤ 23, minutes ≤ 59).
+fn offset(zone: &[u8]) -> Option<i64> {
+    let (&sign, body) = zone.split_first()?;
+    let sign = match sign {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = match body {
+        [h1, h2] => (num(&[*h1, *h2])?, 0),
+        [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => (num(&[*h1, *h2])?, num(&[*m1, *m2])?),
+        _ => return None,
+    };
+    (h <= 23 && m <= 59).then_some(sign * (h * 3600 + m * 60))
+}
+
+/// `hh:mm:ss` (or `hh:mm` when `seconds_optional`) as seconds of the day; 60 is allowed as a
+/// leap second.
+fn time_of_day(clock: &[u8], seconds_optional: bool) -> Option<i64> {
+    let mut parts = clock.split(|&b| b == b':');
+    let h = num(parts.next()?)?;
+    let m = num(parts.next()?)?;
+    let s = match parts.next() {
+        Some(s) => num(s)?,
+        None if seconds_optional => 0,
+        None => return None,
+    };
+    if parts.next().is_some() || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(h * 3600 + m * 60 + s)
 }
 
 /// Parse `2026-11-24T20:37:35.086+00:00`, `…35Z`, `2026-11-24 20:37:35+00` (PostgreSQL's text
-/// form), with 0–9 fraction digits; an offset is required.
+/// form), with 0–9 fraction digits; an offset is required. Works on bytes, so any input,
+/// non-ASCII included, gives a value or `None`, never a panic.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let text = text.trim();
-    if text.len() < 20 || !text.is_char_boundary(10) || !text.is_char_boundary(19) {
+    let b = text.trim().as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let (date, rest) = text.split_at(10);
-    let mut d = date.split('-');
-    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    let rest = rest.strip_prefix(['T', 't', ' '])?;
-    let (clock, mut tail) = rest.split_at(8.min(rest.len()));
-    let mut c = clock.split(':');
-    let (h, m, s) = (num(c.next()?)?, num(c.next()?)?, num(c.next()?)?);
-    if c.next().is_some() || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
+    let (year, month, day) = (num(&b[..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let secs_of_day = time_of_day(&b[11..19], false)?;
+    let mut tail = &b[19..];
     let mut nanos = 0u32;
-    if let Some(frac) = tail.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+    if let Some(frac) = tail.strip_prefix(b".") {
+        let digits = frac.iter().take_while(|b| b.is_ascii_digit()).count();
         if digits == 0 || digits > 9 {
             return None;
         }
-        nanos = (num(&frac[..digits])? * 10i64.pow(9 - digits as u32)) as u32;
+        nanos = u32::try_from(num(&frac[..digits])? * 10i64.pow(9 - digits as u32)).ok()?;
         tail = &frac[digits..];
     }
     let offset = match tail {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match tail.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let body = &tail[1..];
-            let (oh, om) = match body.len() {
-                2 => (num(body)?, 0),
-                4 => (num(&body[..2])?, num(&body[2..])?),
-                5 if &body[2..3] == ":" => (num(&body[..2])?, num(&body[3..])?),
-                _ => return None,
-            };
-            sign * (oh * 3600 + om * 60)
-        }
+        b"Z" | b"z" => 0,
+        zone => offset(zone)?,
     };
     from_parts(
         year,
-        month as u32,
-        day as u32,
-        h * 3600 + m * 60 + s,
+        u32::try_from(month).ok()?,
+        u32::try_from(day).ok()?,
+        secs_of_day,
         nanos,
         offset,
     )
 }
 
-/// Parse Twilio's `Thu, 24 Aug 2023 05:01:45 +0000`.
+/// Parse Twilio's `Thu, 24 Aug 2023 05:01:45 +0000` (weekday optional, seconds optional, zone
+/// `GMT`/`UT`/`UTC`/`Z`/`±hhmm`, `+0000` when absent). Total, as [`parse_rfc3339`].
 pub fn parse_rfc2822(text: &str) -> Option<SystemTime> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
     let text = text.trim();
     let text = text.split_once(", ").map_or(text, |(_, rest)| rest);
-    let mut parts = text.split_whitespace();
+    let mut parts = text.split_ascii_whitespace().map(str::as_bytes);
     let day = num(parts.next()?)?;
     let month_name = parts.next()?;
     let month = MONTHS
         .iter()
-        .position(|m| m.eq_ignore_ascii_case(month_name))? as u32
-        + 1;
+        .position(|m| m.eq_ignore_ascii_case(month_name))?;
     let year = num(parts.next()?)?;
-    let mut c = parts.next()?.split(':');
-    let (h, m, s) = (
-        num(c.next()?)?,
-        num(c.next()?)?,
-        num(c.next().unwrap_or("0"))?,
-    );
-    let zone = parts.next().unwrap_or("+0000");
-    let offset = match zone {
-        "GMT" | "UT" | "UTC" | "Z" => 0,
-        z if z.len() == 5 => {
-            let sign = match &z[..1] {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            sign * (num(&z[1..3])? * 3600 + num(&z[3..5])? * 60)
-        }
+    let secs_of_day = time_of_day(parts.next()?, true)?;
+    let offset = match parts.next().unwrap_or(b"+0000") {
+        b"GMT" | b"UT" | b"UTC" | b"Z" => 0,
+        zone @ [_, _, _, _, _] => offset(zone)?,
         _ => return None,
     };
-    if h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    from_parts(year, month, day as u32, h * 3600 + m * 60 + s, 0, offset)
+    from_parts(
+        year,
+        month as u32 + 1,
+        u32::try_from(day).ok()?,
+        secs_of_day,
+        0,
+        offset,
+    )
+}
+
+/// `t - d`, or the epoch when that would fall before it (a host clock set near 1970, a huge `d`):
+/// `SystemTime - Duration` panics there.
+pub fn saturating_sub(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_sub(d).map_or(UNIX_EPOCH, |s| s.max(UNIX_EPOCH))
 }
 
 fn split(t: SystemTime) -> (i64, u32, u32, u64, u32) {
@@ -191,7 +216,6 @@ pub fn utc_date(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn known_instants() {
@@ -248,6 +272,59 @@ mod tests {
         );
         assert_eq!(parse_rfc2822("Thu, 24 Foo 2023 05:01:45 +0000"), None);
         assert_eq!(parse_rfc2822("garbage"), None);
+        assert_eq!(
+            parse_rfc2822("24 Aug 2023 05:01 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_692_853_260))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800))
+        );
+    }
+
+    #[test]
+    fn parsers_are_total_on_non_ascii_and_out_of_range_input() {
+        for text in [
+            "2023-08-24T05:01:45+aüb",
+            "2023-08-24T05:01:45+0ü:0",
+            "2023-08-24T05:01:45+üü",
+            "2023-08-24T05:01:45.1ü",
+            "2023-08-24T05:01:45-ü",
+            "2023-08-24T05:01:4ü+00:00",
+            "2023-08-24T99:99:99Z",
+            "999999999-12-31T23:59:60+99:99",
+            "0000-00-00T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2023-04-31T00:00:00Z",
+            "2023-08-24T05:01:45+24:00",
+            "2023-08-24T05:01:45+00:60",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_rfc3339(text), None, "{text:?}");
+        }
+        for text in [
+            "Thu, 24 Aug 2023 05:01:45 ü+12",
+            "Thu, 24 Aug 2023 05:01:45 +1ü2",
+            "Thu, 24 Aug 2023 05:01:45 +12ü",
+            "Thu, 24 Aug 2023 05:01:45 ++++++",
+            "Thu, 99 Aug 999999999 99:99:99 +9999",
+            "Thu, 24 Äug 2023 05:01:45 +0000",
+            "Thu, 24 Aug 2023 05:01 ü",
+        ] {
+            assert_eq!(parse_rfc2822(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn saturating_sub_floors_at_the_epoch() {
+        let t = UNIX_EPOCH + Duration::from_secs(10);
+        assert_eq!(
+            saturating_sub(t, Duration::from_secs(3)),
+            UNIX_EPOCH + Duration::from_secs(7)
+        );
+        assert_eq!(saturating_sub(t, Duration::from_secs(11)), UNIX_EPOCH);
+        assert_eq!(saturating_sub(UNIX_EPOCH, Duration::MAX), UNIX_EPOCH);
+        assert_eq!(saturating_sub(t, Duration::ZERO), t);
     }
 
     #[test]

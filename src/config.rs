@@ -5,7 +5,9 @@
 //! environment) and turns each into a checked, derived value. The rest of the program trusts
 //! `Config` and never reads the environment itself.
 //!
-//! Invariants: every problem is reported as one [`ConfigError`] naming the variable; secret values
+//! Invariants: every problem is reported as one [`ConfigError`] naming the variable; `http://`
+//! (cleartext: the service key, the Twilio credentials and callbacks' phone numbers would travel
+//! readable) is accepted only for a loopback host, where the local doubles run; secret values
 //! (`SUPABASE_SERVICE_KEY`, `TWILIO_AUTH_TOKEN`, and the account SID, which users keep in secret
 //! stores) never appear in an error message or in `Debug` output.
 
@@ -325,11 +327,13 @@ impl Config {
             None => None,
             Some(raw) => {
                 let url = raw.trim();
-                let host = url
-                    .strip_prefix("https://")
-                    .or_else(|| url.strip_prefix("http://"))
-                    .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""))
-                    .unwrap_or("");
+                let (scheme, host) = ["https://", "http://"]
+                    .into_iter()
+                    .find_map(|scheme| {
+                        let rest = url.strip_prefix(scheme)?;
+                        Some((scheme, rest.split(['/', '?', '#']).next().unwrap_or("")))
+                    })
+                    .unwrap_or(("", ""));
                 if host.is_empty() || host.contains('_') || url.contains(' ') {
                     return Err(err(
                         "STATUS_CALLBACK_URL",
@@ -350,6 +354,13 @@ impl Config {
                         format!("{url:?} must point at this service's /twilio/status path"),
                     ));
                 }
+                // Callbacks carry phone numbers and message SIDs, and a signature an observer
+                // could replay: cleartext only where nothing crosses a network.
+                let name = match host.rsplit_once(':') {
+                    Some((name, port)) if !port.contains(']') => name,
+                    _ => host,
+                };
+                require_tls_off_loopback("STATUS_CALLBACK_URL", scheme, name)?;
                 Some(url.to_string())
             }
         };
@@ -399,7 +410,41 @@ fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
             format!("{url:?} is not a valid base URL (scheme://host[:port])"),
         ));
     }
+    require_tls_off_loopback(var, scheme, name)?;
     Ok(url)
+}
+
+/// Refuse `http://` unless `host` (without its port) is a loopback address.
+fn require_tls_off_loopback(
+    var: &'static str,
+    scheme: &str,
+    host: &str,
+) -> Result<(), ConfigError> {
+    if scheme != "http://" || is_loopback(host) {
+        return Ok(());
+    }
+    let shown: String = host.chars().take(80).collect();
+    Err(err(
+        var,
+        format!(
+            "http:// to {shown:?} would send credentials in cleartext; use https:// \
+             (http:// is only accepted for loopback: 127.0.0.0/8, localhost, [::1])"
+        ),
+    ))
+}
+
+/// `localhost`, an IPv4 address in 127.0.0.0/8, or the IPv6 loopback in brackets.
+fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    host.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `https://x` → `wss://x`, `http://x` → `ws://x`.
@@ -585,6 +630,47 @@ mod tests {
             "ws://127.0.0.1:54321/realtime/v1/websocket"
         );
         assert_eq!(c.supabase.rest_url, "http://127.0.0.1:54321/rest/v1");
+    }
+
+    #[test]
+    fn http_is_refused_except_for_loopback() {
+        for (var, url) in [
+            ("SUPABASE_URL", "http://abc.supabase.co"),
+            ("SUPABASE_URL", "http://10.0.0.1:54321"),
+            ("SUPABASE_URL", "http://128.0.0.1"),
+            ("SUPABASE_URL", "http://localhost.example.com"),
+            ("TWILIO_API_URL", "http://api.twilio.com"),
+            ("TWILIO_API_URL", "http://[::2]:80"),
+            ("TWILIO_API_URL", "http://127.0.0.1.nip.io"),
+            (
+                "STATUS_CALLBACK_URL",
+                "http://sms.example.com/twilio/status",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                "http://sms.example.com:8080/twilio/status",
+            ),
+        ] {
+            let e = load_with(&[(var, Some(url))]).unwrap_err();
+            assert_eq!(e.var, var, "{url}: {e}");
+            assert!(e.problem.contains("use https://"), "{url}: {e}");
+        }
+        for (var, url) in [
+            ("SUPABASE_URL", "http://127.0.0.1:54321"),
+            ("SUPABASE_URL", "http://127.8.9.10"),
+            ("SUPABASE_URL", "http://LOCALHOST:1"),
+            ("TWILIO_API_URL", "http://[::1]:4010"),
+            ("TWILIO_API_URL", "https://api.dublin.ie1.twilio.com"),
+            ("STATUS_CALLBACK_URL", "http://127.0.0.1:8080/twilio/status"),
+            ("STATUS_CALLBACK_URL", "http://localhost/twilio/status"),
+            ("STATUS_CALLBACK_URL", "http://[::1]:8080/twilio/status"),
+            (
+                "STATUS_CALLBACK_URL",
+                "https://sms.example.com/twilio/status",
+            ),
+        ] {
+            assert!(load_with(&[(var, Some(url))]).is_ok(), "{var}={url}");
+        }
     }
 
     #[test]

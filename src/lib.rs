@@ -52,6 +52,7 @@ pub mod postgrest;
 pub mod queue;
 pub mod realtime;
 pub mod reconcile;
+pub mod redact;
 pub mod retry;
 pub mod sender;
 pub mod server;

@@ -2,34 +2,57 @@
 //! object per line (`LOG_FORMAT=json`) with the fields Cloud Logging reads: `severity`,
 //! `message`, `time`, plus `target`.
 //!
+//! Invariant kept here: only this crate's own records can be below `info`, whatever `RUST_LOG`
+//! says. The libraries' debug output prints what we must never log (ureq writes every request
+//! header, the `apikey` one included, and every URL, which carries the account SID; tungstenite
+//! writes the WebSocket request, whose URL carries the key), and a filter on the crate name is
+//! bypassed by a directive for one of its modules (`ureq::unit=trace`). So the logger itself
+//! drops every record below `info` whose target is not ours, whichever directive enabled it; a
+//! library added later is covered without being listed.
+//!
 //! Invariant kept by callers, not here: no secret and no message body is ever passed to an
-//! `info!` or higher (bodies only at `trace!`), and phone numbers go through [`crate::phone::mask`].
+//! `info!` or higher (bodies only at `trace!`), and phone numbers go through [`crate::phone::mask`]
+//! (text from outside through [`crate::redact::scrub`]).
 
 use std::io::Write;
 
 use crate::clock;
 use crate::config::LogFormat;
 
-/// Libraries whose debug output would print request headers or URLs carrying our keys
-/// (ureq logs every header, `apikey` included; the WebSocket URL carries the key). They are
-/// capped at `info` whatever `RUST_LOG` says, so no filter can make a secret reach the log.
-const CAPPED: &[&str] = &[
-    "ureq",
-    "tungstenite",
-    "async_tungstenite",
-    "native_tls",
-    "tiny_http",
-];
+/// The target prefix of this crate's records (the library's and the binary's).
+const OWN_TARGET: &str = "sms_sender";
+
+/// Whether a record may be written: `info` and above from anyone, lower levels only from us.
+fn permitted(target: &str, level: log::Level) -> bool {
+    let ours = target
+        .strip_prefix(OWN_TARGET)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
+    level <= log::Level::Info || ours
+}
+
+/// `env_logger` behind the cap of [`permitted`].
+struct Capped(env_logger::Logger);
+
+impl log::Log for Capped {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        permitted(metadata.target(), metadata.level()) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if permitted(record.target(), record.level()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
 
 /// Install the global logger. Call once, before any thread starts logging.
 pub fn init(format: LogFormat, filter: &str) {
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(filter);
-    for module in CAPPED {
-        // A directive for the same module replaces the one parsed from RUST_LOG.
-        let level = log::LevelFilter::Info.min(max_level_for(filter, module));
-        builder.filter_module(module, level);
-    }
     builder.target(env_logger::Target::Stderr);
     match format {
         LogFormat::Text => {
@@ -56,31 +79,12 @@ pub fn init(format: LogFormat, filter: &str) {
             });
         }
     }
+    let logger = builder.build();
+    let max_level = logger.filter();
     // A second init (tests) is harmless: keep the first logger.
-    let _ = builder.try_init();
-}
-
-/// The level `filter` would give `module` (its most specific directive, else the default),
-/// used so that capping never *raises* a library's level above what the operator asked for.
-fn max_level_for(filter: &str, module: &str) -> log::LevelFilter {
-    let mut best: Option<(usize, log::LevelFilter)> = None;
-    for directive in filter.split('/').next().unwrap_or("").split(',') {
-        let directive = directive.trim();
-        if directive.is_empty() {
-            continue;
-        }
-        let (name, level) = match directive.split_once('=') {
-            Some((name, level)) => (name, level.parse().unwrap_or(log::LevelFilter::Trace)),
-            None => match directive.parse::<log::LevelFilter>() {
-                Ok(level) => ("", level),
-                Err(_) => (directive, log::LevelFilter::Trace),
-            },
-        };
-        if module.starts_with(name) && best.map_or(true, |(len, _)| name.len() >= len) {
-            best = Some((name.len(), level));
-        }
+    if log::set_boxed_logger(Box::new(Capped(logger))).is_ok() {
+        log::set_max_level(max_level);
     }
-    best.map_or(log::LevelFilter::Off, |(_, level)| level)
 }
 
 /// Cloud Logging's severity names for `log` levels.
@@ -98,21 +102,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capping_follows_the_most_specific_directive() {
-        assert_eq!(max_level_for("debug", "ureq"), log::LevelFilter::Debug);
-        assert_eq!(
-            max_level_for("info,ureq=trace", "ureq"),
-            log::LevelFilter::Trace
-        );
-        assert_eq!(
-            max_level_for("trace,ureq=off", "ureq"),
-            log::LevelFilter::Off
-        );
-        assert_eq!(
-            max_level_for("sms_sender=debug", "ureq"),
-            log::LevelFilter::Off
-        );
-        assert_eq!(max_level_for("warn", "tungstenite"), log::LevelFilter::Warn);
+    fn only_our_own_records_go_below_info() {
+        use log::Level::*;
+        for target in [
+            "ureq",
+            "ureq::unit",
+            "tungstenite::handshake::client",
+            "async_tungstenite",
+            "native_tls",
+            "openssl",
+            "polling",
+            "sms_sender_evil",
+            "sms_senders::x",
+            "",
+        ] {
+            assert!(!permitted(target, Debug), "{target}");
+            assert!(!permitted(target, Trace), "{target}");
+            assert!(permitted(target, Info), "{target}");
+            assert!(permitted(target, Error), "{target}");
+        }
+        for target in ["sms_sender", "sms_sender::realtime", "sms_sender::sender"] {
+            assert!(permitted(target, Trace), "{target}");
+        }
     }
 
     #[test]

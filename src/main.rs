@@ -65,8 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Still single-threaded here: the CA lookup may set SSL_CERT_FILE.
-    let ca = tls::configure_ca_bundle();
+    let ca = tls::trust_store();
     if checking {
         return if check::run(&config) {
             ExitCode::SUCCESS

@@ -5,19 +5,22 @@
 //! must stay up whatever arrives. (The design card named `tiny_http`; version 0.12 aborts the whole
 //! process on a single request declaring a huge `Content-Length` — it allocates the declared size
 //! to drain the body — and bounds neither header size, header count nor time. See README.)
-//! Invariants: at most [`MAX_CONNECTIONS`] connections at once (more are closed at accept); one
-//! request per connection; the head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] lines, read
-//! within [`REQUEST_DEADLINE`]; only the callback route reads a body, at most [`MAX_BODY`] bytes;
-//! handlers never wait on the network (receipts go to a worker), so a probe is never stuck behind
-//! a database call. It serves until the process exits, so probes see `shutting_down`.
+//! Invariants: at most [`MAX_CONNECTIONS`] connections at once; one request per connection; the
+//! head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] lines; the whole request (head and
+//! body) must arrive within [`REQUEST_DEADLINE`] of the accept, whatever pace the bytes come at
+//! (every read may wait only for the time left); only the callback route reads a body, at most
+//! [`MAX_BODY`] bytes; handlers never wait on the network (receipts go to a worker), so a probe is
+//! never stuck behind a database call. When every slot is taken, a new connection takes the slot
+//! of the oldest one still sending its request (see [`Slots`]), so a flood of slow clients cannot
+//! keep a `/health` probe out. It serves until the process exits, so probes see `shutting_down`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::callbacks::{self, Inbox};
+use crate::callbacks::{self, Inbox, Rejections};
 use crate::circuit::Circuit;
 use crate::config::Secret;
 use crate::health::{Health, Link};
@@ -30,10 +33,17 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most header lines.
 pub const MAX_HEADERS: usize = 64;
-/// Connections served at once; more are closed at once.
+/// Connections served at once; a new one beyond takes the slot of the oldest still being read.
 pub const MAX_CONNECTIONS: usize = 128;
-/// Time allowed to send a whole request (head and body).
+/// Connection threads alive at once, counting those evicted and not yet finished; beyond it new
+/// connections are closed at accept (an evicted thread ends as soon as it is scheduled, so this
+/// is only reached by a flood faster than the threads can be scheduled).
+const MAX_THREADS: usize = 2 * MAX_CONNECTIONS;
+/// Time allowed to send a whole request (head and body), counted from the accept.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Time allowed to write a response (it fits in the socket buffer: only a client that stopped
+/// reading makes this wait).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Delivery-receipt settings.
 pub struct Receipts {
@@ -95,58 +105,175 @@ fn json(status: u16, body: impl Into<String>) -> Response {
     }
 }
 
+/// The connections being served, in the order they were accepted.
+///
+/// Invariant: at most [`MAX_CONNECTIONS`] entries. When full, [`Slots::admit`] cuts the oldest
+/// connection that is still sending its request: an honest client sends its whole request in
+/// one round trip, so the oldest unfinished one is the one most likely to be trickling bytes to
+/// hold a slot. A probe then waits for no deadline: it takes a slot at once and keeps it for as
+/// long as it takes 128 newer connections to arrive, which is far longer than a probe needs.
+#[derive(Default)]
+struct Slots {
+    state: Mutex<SlotState>,
+    /// Connection threads alive, evicted ones included (bounded by [`MAX_THREADS`]).
+    threads: AtomicUsize,
+}
+
+#[derive(Default)]
+struct SlotState {
+    next_id: u64,
+    open: Vec<Slot>,
+}
+
+struct Slot {
+    id: u64,
+    /// Shared with the connection's thread, so that eviction can shut the socket down and wake
+    /// the read it is blocked in.
+    stream: Arc<TcpStream>,
+    /// Still reading the request (only such connections are evicted: one whose request is in
+    /// is answered within the write timeout).
+    reading: bool,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for `stream`, evicting the oldest connection still sending its request when all
+    /// are taken; `None` when none can be freed (the caller closes the connection).
+    fn admit(&self, stream: &Arc<TcpStream>) -> Option<u64> {
+        let mut state = self.lock();
+        if state.open.len() >= MAX_CONNECTIONS {
+            let oldest = state.open.iter().position(|slot| slot.reading)?;
+            let evicted = state.open.remove(oldest);
+            let _ = evicted.stream.shutdown(SocketShutdown::Both);
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        state.open.push(Slot {
+            id,
+            stream: stream.clone(),
+            reading: true,
+        });
+        Some(id)
+    }
+
+    /// The request of connection `id` is in: it may no longer be evicted.
+    fn request_read(&self, id: u64) {
+        if let Some(slot) = self.lock().open.iter_mut().find(|slot| slot.id == id) {
+            slot.reading = false;
+        }
+    }
+
+    /// Connection `id` is finished (it may have been evicted already).
+    fn release(&self, id: u64) {
+        self.lock().open.retain(|slot| slot.id != id);
+    }
+}
+
+/// What every connection of one listener shares.
+struct Shared {
+    admin: Admin,
+    slots: Slots,
+    /// Forged callbacks, logged one line per interval.
+    rejections: Rejections,
+}
+
 /// Start serving on `0.0.0.0:port` in a thread of its own.
 pub fn serve(port: u16, admin: Admin) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port))?;
-    let admin = Arc::new(admin);
-    let open = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        admin,
+        slots: Slots::default(),
+        rejections: Rejections::new(callbacks::REJECTION_LOG_INTERVAL),
+    });
     std::thread::Builder::new()
         .name("http".into())
         .stack_size(128 * 1024)
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    let _ = stream.shutdown(SocketShutdown::Both);
-                    continue;
-                }
-                let (admin, slot) = (admin.clone(), open.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("http-conn".into())
-                    .stack_size(128 * 1024)
-                    .spawn(move || {
-                        serve_connection(stream, &admin);
-                        slot.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    open.fetch_sub(1, Ordering::SeqCst); // never started: free its slot
-                }
+                accept(Arc::new(stream), &shared);
             }
         })?;
     Ok(())
 }
 
-fn serve_connection(stream: TcpStream, admin: &Admin) {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let response = match read_request(&stream, deadline) {
-        Ok(mut request) => route(&mut request, &stream, deadline, admin),
-        Err(status) => json(status, format!("{{\"error\":\"bad request ({status})\"}}")),
+/// Give `stream` a slot and a thread, or close it.
+fn accept(stream: Arc<TcpStream>, shared: &Arc<Shared>) {
+    let started = Instant::now();
+    if shared.slots.threads.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
+        shared.slots.threads.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(SocketShutdown::Both);
+        return;
+    }
+    let Some(id) = shared.slots.admit(&stream) else {
+        shared.slots.threads.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(SocketShutdown::Both);
+        return;
     };
-    let _ = write_response(&stream, &response);
+    let conn_shared = shared.clone();
+    let conn_stream = stream.clone();
+    let spawned = std::thread::Builder::new()
+        .name("http-conn".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let deadline = started + REQUEST_DEADLINE;
+            serve_connection(&conn_stream, deadline, id, &conn_shared);
+            conn_shared.slots.release(id);
+            conn_shared.slots.threads.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        // Never started: free its slot.
+        shared.slots.release(id);
+        shared.slots.threads.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(SocketShutdown::Both);
+    }
+}
+
+fn serve_connection(stream: &TcpStream, deadline: Instant, id: u64, shared: &Shared) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let (response, head_only) = match read_request(stream, deadline) {
+        Ok(mut request) => {
+            let response = route(&mut request, stream, deadline, shared);
+            (response, request.method == "HEAD")
+        }
+        Err(status) => (
+            json(status, format!("{{\"error\":\"bad request ({status})\"}}")),
+            false,
+        ),
+    };
+    shared.slots.request_read(id);
+    let _ = write_response(stream, &response, head_only);
     let _ = stream.shutdown(SocketShutdown::Both);
+}
+
+/// The socket as a reader whose every read may wait only for the time left before the request's
+/// deadline, so the deadline holds however slowly (or byte by byte) the request arrives.
+struct Timed<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
 }
 
 /// Read the request line and headers within the limits; an error is the status to answer.
 fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, u16> {
-    let mut reader = BufReader::with_capacity(1024, stream.take(MAX_HEAD as u64));
+    let timed = Timed { stream, deadline };
+    let mut reader = BufReader::with_capacity(1024, timed.take(MAX_HEAD as u64));
     let mut lines = Vec::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return Err(408);
-        }
         let mut line = Vec::new();
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => return Err(if lines.is_empty() { 400 } else { 431 }),
@@ -203,12 +330,9 @@ fn read_body(request: &mut Request, stream: &TcpStream, deadline: Instant) -> Re
     if length > MAX_BODY {
         return Err(413);
     }
-    let mut reader = stream.take((length.saturating_sub(request.body.len())) as u64);
+    let timed = Timed { stream, deadline };
+    let mut reader = timed.take((length.saturating_sub(request.body.len())) as u64);
     while request.body.len() < length {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return Err(408);
-        }
         let mut chunk = [0u8; 4096];
         match reader.read(&mut chunk) {
             Ok(0) => return Err(400),
@@ -236,7 +360,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(mut stream: &TcpStream, response: &Response) -> std::io::Result<()> {
+/// Write `response`; for `HEAD`, only its head (with the length the body would have).
+fn write_response(
+    mut stream: &TcpStream,
+    response: &Response,
+    head_only: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         response.status,
@@ -245,11 +374,19 @@ fn write_response(mut stream: &TcpStream, response: &Response) -> std::io::Resul
         response.body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(response.body.as_bytes())?;
+    if !head_only {
+        stream.write_all(response.body.as_bytes())?;
+    }
     stream.flush()
 }
 
-fn route(request: &mut Request, stream: &TcpStream, deadline: Instant, admin: &Admin) -> Response {
+fn route(
+    request: &mut Request,
+    stream: &TcpStream,
+    deadline: Instant,
+    shared: &Shared,
+) -> Response {
+    let admin = &shared.admin;
     match (request.method.as_str(), request.path.as_str()) {
         ("GET" | "HEAD", "/health") => {
             let report = admin.health.report_at(Instant::now());
@@ -274,24 +411,39 @@ fn route(request: &mut Request, stream: &TcpStream, deadline: Instant, admin: &A
                 return json(status, format!("{{\"error\":\"bad request ({status})\"}}"));
             }
             let receipts = admin.receipts.as_ref().expect("checked by the guard");
-            status_callback(request, receipts, &admin.metrics)
+            status_callback(request, receipts, &admin.metrics, &shared.rejections)
         }
         (_, "/health" | "/metrics") => json(405, r#"{"error":"method not allowed"}"#),
         _ => json(404, r#"{"error":"not found"}"#),
     }
 }
 
-fn status_callback(request: &Request, receipts: &Receipts, metrics: &Metrics) -> Response {
-    let signature = request.header("x-twilio-signature").unwrap_or_default();
+fn status_callback(
+    request: &Request,
+    receipts: &Receipts,
+    metrics: &Metrics,
+    rejections: &Rejections,
+) -> Response {
     let params = parse_form(&request.body);
-    if !callbacks::verify(
-        receipts.auth_token.expose(),
-        &receipts.url,
-        &params,
-        signature,
-    ) {
+    let verified = request
+        .header("x-twilio-signature")
+        .is_some_and(|signature| {
+            callbacks::verify(
+                receipts.auth_token.expose(),
+                &receipts.url,
+                &params,
+                signature,
+            )
+        });
+    if !verified {
         metrics.callback(false);
-        log::warn!("status callback with a missing or wrong X-Twilio-Signature rejected");
+        if let Some(count) = rejections.record(Instant::now()) {
+            log::warn!(
+                "{count} status callback(s) with a missing or wrong X-Twilio-Signature rejected \
+                 (at most one such line per {} s)",
+                callbacks::REJECTION_LOG_INTERVAL.as_secs()
+            );
+        }
         return json(403, r#"{"error":"invalid signature"}"#);
     }
     metrics.callback(true);

@@ -1,14 +1,17 @@
-//! Where TLS finds its trusted roots.
+//! Where TLS finds its trusted roots, reported for the log.
 //!
-//! The static binary carries a vendored OpenSSL whose built-in certificate paths point into its
-//! build prefix, not at the system bundle, so on a distroless or scratch image nothing would
-//! verify. At start, before any thread exists, we point OpenSSL at the first CA bundle found in
-//! the usual places unless the operator set `SSL_CERT_FILE` or `SSL_CERT_DIR`. Verification is
-//! never turned off.
+//! native-tls probes the usual CA bundle locations itself (`openssl-probe`, when each connector
+//! is built) and honours `SSL_CERT_FILE` / `SSL_CERT_DIR`, even in the static binary whose
+//! vendored OpenSSL has no useful built-in paths. So nothing is configured here: this module only
+//! says what will be trusted, so that the log names the bundle, or warns when there is none.
+//! Invariants: it never writes the environment (no `set_var`: that is unsound once threads run,
+//! and `unsafe` from edition 2024), never trusts a file from the working directory, and TLS
+//! verification is never turned off anywhere.
 
 use std::path::Path;
 
-/// CA bundle locations of common distributions and base images, most common first.
+/// CA bundle locations of common distributions and base images, most common first (the files
+/// `openssl-probe` looks for, as far as this service's images go).
 const BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, distroless, Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
@@ -18,22 +21,16 @@ const BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-bundle.crt",
 ];
 
-/// Set `SSL_CERT_FILE` to the first bundle that exists (relative `./ca-certificates.crt` last, for
-/// a bare directory holding only the binary and a bundle). Returns what TLS will use, for the log.
-///
-/// Must run while the process is single-threaded (it sets an environment variable).
-pub fn configure_ca_bundle() -> Option<String> {
+/// What TLS will trust: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the first bundle found
+/// in the usual places; `None` when there is nothing (every TLS connection would then fail).
+pub fn trust_store() -> Option<String> {
     for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
         if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             return Some(format!("{var}={}", v.to_string_lossy()));
         }
     }
-    let found = BUNDLES
+    BUNDLES
         .iter()
-        .copied()
-        .chain(std::iter::once("ca-certificates.crt"))
-        .find(|p| Path::new(p).is_file())?;
-    let path = std::fs::canonicalize(found).unwrap_or_else(|_| found.into());
-    std::env::set_var("SSL_CERT_FILE", &path);
-    Some(format!("SSL_CERT_FILE={}", path.display()))
+        .find(|p| Path::new(p).is_file())
+        .map(|p| p.to_string())
 }
