@@ -141,7 +141,7 @@ fn private_only_project_subscribes_and_delivers_through_realtime() {
     stack.supabase.set_join_error_delay(Duration::from_secs(5));
     let svc = stack.start_service(binary(), &[("SWEEP_INTERVAL_SECS", "3600")]);
     let conv = stack.create_conversation(TO);
-    stack.insert_outbound(&conv, "private channel");
+    stack.insert_outbound(&conv, "table for two at eight");
     assert!(
         stack.wait_status_count("sent", 1, Duration::from_secs(10)),
         "{:?}; log:\n{}",
@@ -184,7 +184,7 @@ fn private_only_project_subscribes_and_delivers_through_realtime() {
             .all(|j| j["payload"]["config"]["private"] == true),
         "{joins:?}"
     );
-    stack.insert_outbound(&conv, "after the reconnect");
+    stack.insert_outbound(&conv, "see you tomorrow at nine");
     assert!(stack.wait_status_count("sent", 2, Duration::from_secs(10)));
 }
 
