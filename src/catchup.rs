@@ -3,14 +3,21 @@
 //! to the senders too. It also runs every `SWEEP_INTERVAL_SECS`, which catches events the server
 //! dropped on a socket that still looks healthy, and keeps messages moving while Realtime is down.
 //!
+//! It also sweeps while Supabase REST is failing (the shared flag `/health` reports), at most every
+//! [`RECOVERY_PROBE`]: a claim that failed during an outage drops its id, and the first sweep
+//! that gets through once REST answers again re-offers every such id, within seconds of the
+//! recovery whatever `SWEEP_INTERVAL_SECS` is. While REST is down that sweep is also the probe
+//! that notices the recovery (its page reads retry with a short, capped backoff).
+//!
 //! One thread runs sweeps on request. Requests made while a sweep runs are coalesced into one
 //! more sweep afterwards. Pages are small and fetched only when the queue has taken the previous
 //! one, so a backlog of any size costs constant memory. Overlap with live events is harmless:
 //! the queue drops ids already waiting and the claim settles the rest.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
@@ -19,6 +26,9 @@ use crate::message::MessageId;
 use crate::postgrest::Rest;
 use crate::queue::{PushError, Pushed, WorkQueue};
 use crate::shutdown::Shutdown;
+
+/// The least time between two sweeps made because Supabase REST was failing.
+pub const RECOVERY_PROBE: Duration = Duration::from_secs(1);
 
 /// Asks the sweeper to run (cheap, callable from async code: it never blocks for long).
 #[derive(Clone, Default)]
@@ -61,6 +71,9 @@ pub struct Sweeper {
     pub backoff: Backoff,
     /// Sweep at least this often, requested or not.
     pub interval: Duration,
+    /// Set while Supabase REST is failing (shared with the REST client, reported by `/health`):
+    /// claims fail and their ids are dropped, so the sweeper sweeps until it is clear again.
+    pub rest_failing: Arc<AtomicBool>,
 }
 
 /// Start the sweeper thread.
@@ -69,12 +82,18 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
         .name("catch-up".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let mut last = std::time::Instant::now();
+            let mut last = Instant::now();
             while !sweeper.shutdown.is_triggered() {
                 let requested = sweeper.trigger.take(Duration::from_millis(250));
-                if requested || last.elapsed() >= sweeper.interval {
-                    last = std::time::Instant::now();
+                let recovering = sweeper.rest_failing.load(Ordering::Relaxed)
+                    && last.elapsed() >= RECOVERY_PROBE;
+                if recovering && !requested {
+                    debug!("Supabase REST failed since the last sweep; sweeping to re-offer what it dropped");
+                }
+                if requested || recovering || last.elapsed() >= sweeper.interval {
                     sweeper.sweep();
+                    // Measured from the end: a sweep that waited out an outage counts as recent.
+                    last = Instant::now();
                 }
             }
         })

@@ -90,7 +90,7 @@ fn realtime_check(config: &Config) -> Result<String, String> {
     let started = Instant::now();
     match realtime::probe(&config.supabase, config.heartbeat, REALTIME_LIMIT) {
         Ok(()) => Ok(format!(
-            "subscribed to UPDATE on public.messages in {} ms",
+            "subscribed to INSERT and UPDATE on public.messages in {} ms",
             started.elapsed().as_millis()
         )),
         Err(e) => Err(e),

@@ -5,6 +5,12 @@
 //! producer facing a full queue waits (async or blocking), nothing is dropped; an id already
 //! waiting is not queued twice (events and sweeps often name the same message), which saves a
 //! claim request. Closing the queue wakes every producer and consumer.
+//!
+//! An id is marked "waiting" from the moment a producer starts pushing it until a sender pops it.
+//! The mark is held by a [`Reservation`] that removes it again if the push does not complete: a
+//! push future dropped while it waits for room (the Realtime reader's socket died meanwhile), or
+//! a closed queue. So every id handed towards the queue either reaches a sender or can be handed
+//! again; a mark never outlives the attempt that made it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -49,11 +55,17 @@ impl WorkQueue {
         }
     }
 
-    fn reserve(&self, id: &MessageId) -> bool {
+    /// Mark `id` as waiting; `None` when it already is (another push holds the mark, or the id
+    /// sits in the channel).
+    fn reserve(&self, id: &MessageId) -> Option<Reservation<'_>> {
         self.waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone())
+            .then(|| Reservation {
+                queue: self,
+                id: Some(id.clone()),
+            })
     }
 
     fn unreserve(&self, id: &MessageId) {
@@ -64,30 +76,31 @@ impl WorkQueue {
     }
 
     /// Queue `id`, waiting (asynchronously) while the queue is full.
+    /// Dropping the returned future before it completes gives the id's mark back.
     pub async fn push(&self, id: MessageId) -> Result<Pushed, PushError> {
-        if !self.reserve(&id) {
+        let Some(reservation) = self.reserve(&id) else {
             return Ok(Pushed::AlreadyWaiting);
-        }
+        };
         match self.tx.send((id, Instant::now())).await {
-            Ok(()) => Ok(Pushed::Queued),
-            Err(e) => {
-                self.unreserve(&e.0 .0);
-                Err(PushError::Closed)
+            Ok(()) => {
+                reservation.keep();
+                Ok(Pushed::Queued)
             }
+            Err(_) => Err(PushError::Closed),
         }
     }
 
     /// Queue `id`, blocking the thread while the queue is full.
     pub fn push_blocking(&self, id: MessageId) -> Result<Pushed, PushError> {
-        if !self.reserve(&id) {
+        let Some(reservation) = self.reserve(&id) else {
             return Ok(Pushed::AlreadyWaiting);
-        }
+        };
         match self.tx.send_blocking((id, Instant::now())) {
-            Ok(()) => Ok(Pushed::Queued),
-            Err(e) => {
-                self.unreserve(&e.0 .0);
-                Err(PushError::Closed)
+            Ok(()) => {
+                reservation.keep();
+                Ok(Pushed::Queued)
             }
+            Err(_) => Err(PushError::Closed),
         }
     }
 
@@ -116,6 +129,31 @@ impl WorkQueue {
     /// Whether no id is waiting.
     pub fn is_empty(&self) -> bool {
         self.tx.is_empty()
+    }
+}
+
+/// The "waiting" mark of one id while its push is under way. Dropped without [`keep`], it
+/// removes the mark, so an abandoned push leaves the id free to be handed again.
+///
+/// [`keep`]: Reservation::keep
+struct Reservation<'a> {
+    queue: &'a WorkQueue,
+    /// `None` once kept.
+    id: Option<MessageId>,
+}
+
+impl Reservation<'_> {
+    /// The id is in the channel: the mark stays until a sender pops it.
+    fn keep(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.queue.unreserve(&id);
+        }
     }
 }
 
@@ -157,6 +195,25 @@ mod tests {
         assert_eq!(producer.join().unwrap(), Ok(Pushed::Queued));
         assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(2)));
         assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(3)));
+    }
+
+    #[test]
+    fn an_abandoned_push_gives_the_id_back() {
+        use futures_lite::future;
+        let q = WorkQueue::new(1);
+        q.push_blocking(id(1)).unwrap();
+        // The queue is full: this push waits; dropping it (a dead socket's reader) abandons it.
+        {
+            let mut push = std::pin::pin!(q.push(id(2)));
+            assert!(future::block_on(future::poll_once(push.as_mut())).is_none());
+        }
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(1)));
+        assert_eq!(
+            q.push_blocking(id(2)),
+            Ok(Pushed::Queued),
+            "a later sweep or event can hand id 2 again"
+        );
+        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(2)));
     }
 
     #[test]

@@ -196,8 +196,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         trigger: sweep.clone(),
         shutdown: shutdown.clone(),
         page_size: SWEEP_PAGE,
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
+        // Capped low: while REST is down this retry is what notices the recovery.
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(5), true),
         interval: config.sweep_interval,
+        rest_failing: health.database_status(),
     })
     .map_err(|e| StartError(format!("cannot start the catch-up thread: {e}")))?;
 

@@ -10,13 +10,17 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-/// The one `postgres_changes` binding this service subscribes to.
-pub const BINDING_EVENT: &str = "UPDATE";
+/// The change types this service subscribes to, one `postgres_changes` binding each, in this
+/// order: an UPDATE into `queued_for_send` (the schema's trigger queues `pending` rows that way),
+/// and an INSERT of a row born `queued_for_send` (an app, or a requeue done as an INSERT), which
+/// an UPDATE binding never sees (reference §5.1). Two items rather than one `*`: DELETEs of
+/// queued rows would match `*` too, and each event then names the binding it matched.
+pub const BINDING_EVENTS: [&str; 2] = ["INSERT", "UPDATE"];
 /// Schema of the watched table.
 pub const BINDING_SCHEMA: &str = "public";
 /// The watched table.
 pub const BINDING_TABLE: &str = "messages";
-/// The row filter: only rows just moved to `queued_for_send`.
+/// The row filter: only rows (new or just changed) in `queued_for_send`.
 pub const BINDING_FILTER: &str = "status=eq.queued_for_send";
 
 /// A frame that could not be decoded.
@@ -257,19 +261,26 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
     })
 }
 
-/// The `phx_join` for our binding. `access_token` only for legacy JWT keys (reference §1.3).
-pub fn join(topic: &str, join_ref: &str, access_token: Option<&str>) -> String {
+/// The `phx_join` for our bindings. `access_token` only for legacy JWT keys (reference §1.3);
+/// `private` only on a project that refused a public channel (§3.2).
+pub fn join(topic: &str, join_ref: &str, access_token: Option<&str>, private: bool) -> String {
+    let bindings: Vec<Value> = BINDING_EVENTS
+        .iter()
+        .map(|event| {
+            json!({
+                "event": event,
+                "schema": BINDING_SCHEMA,
+                "table": BINDING_TABLE,
+                "filter": BINDING_FILTER,
+            })
+        })
+        .collect();
     let mut payload = json!({
         "config": {
             "broadcast": {"ack": false, "self": false},
             "presence": {"enabled": false, "key": ""},
-            "postgres_changes": [{
-                "event": BINDING_EVENT,
-                "schema": BINDING_SCHEMA,
-                "table": BINDING_TABLE,
-                "filter": BINDING_FILTER,
-            }],
-            "private": false,
+            "postgres_changes": bindings,
+            "private": private,
         }
     });
     if let Some(token) = access_token {
@@ -290,21 +301,72 @@ pub fn leave(topic: &str, reference: &str, join_ref: &str) -> String {
         .to_string()
 }
 
-/// Check an `ok` join reply's `response`: exactly our binding echoed back with an integer id.
-/// Returns that id, or why the reply does not match (realtime-js calls this a binding mismatch).
+/// The server's ids for our bindings, from the join reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bindings {
+    /// The INSERT binding's id.
+    pub insert: u64,
+    /// The UPDATE binding's id.
+    pub update: u64,
+}
+
+impl Bindings {
+    /// Whether a change of type `kind` listing `ids` is for us: the binding of that very type is
+    /// among the ids (realtime-js's rule; older servers send every type to every binding that
+    /// matches table and filter, §5.2).
+    pub fn matches(&self, kind: &str, ids: &[u64]) -> bool {
+        match kind {
+            "INSERT" => ids.contains(&self.insert),
+            "UPDATE" => ids.contains(&self.update),
+            _ => false,
+        }
+    }
+}
+
+/// Check an `ok` join reply's `response`: exactly our bindings echoed back in request order
+/// (§3.3), each with an integer id. Returns the ids, or why the reply does not match (realtime-js
+/// calls this a binding mismatch).
+pub fn binding_ids(response: &Value) -> Result<Bindings, String> {
+    let items = echoed_items(response)?;
+    let [insert, update] = items else {
+        return Err(format!(
+            "expected {} postgres_changes bindings, got {}",
+            BINDING_EVENTS.len(),
+            items.len()
+        ));
+    };
+    Ok(Bindings {
+        insert: item_id(insert, BINDING_EVENTS[0])?,
+        update: item_id(update, BINDING_EVENTS[1])?,
+    })
+}
+
+/// The single-binding form of [`binding_ids`]: `response` echoes exactly one item, the UPDATE
+/// binding. Kept for the decoder property tests, which exercise the per-item comparison both
+/// share.
 pub fn binding_id(response: &Value) -> Result<u64, String> {
-    let items = response
-        .get("postgres_changes")
-        .and_then(Value::as_array)
-        .ok_or("the reply has no postgres_changes list")?;
-    let [item] = items.as_slice() else {
+    let items = echoed_items(response)?;
+    let [item] = items else {
         return Err(format!(
             "expected 1 postgres_changes binding, got {}",
             items.len()
         ));
     };
+    item_id(item, "UPDATE")
+}
+
+fn echoed_items(response: &Value) -> Result<&[Value], String> {
+    response
+        .get("postgres_changes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| "the reply has no postgres_changes list".to_string())
+}
+
+/// The id of one echoed item, if it is our binding for `event` (compared case-insensitively).
+fn item_id(item: &Value, event: &str) -> Result<u64, String> {
     let field = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("");
-    if !field("event").eq_ignore_ascii_case(BINDING_EVENT)
+    if !field("event").eq_ignore_ascii_case(event)
         || field("schema") != BINDING_SCHEMA
         || field("table") != BINDING_TABLE
         || field("filter") != BINDING_FILTER
@@ -325,20 +387,26 @@ mod tests {
     #[test]
     fn join_frame_matches_the_protocol() {
         let v: Value =
-            serde_json::from_str(&join("realtime:sms-sender", "3", Some("jwt"))).unwrap();
+            serde_json::from_str(&join("realtime:sms-sender", "3", Some("jwt"), false)).unwrap();
         assert_eq!(v["topic"], "realtime:sms-sender");
         assert_eq!(v["event"], "phx_join");
         assert_eq!(v["ref"], "3");
         assert_eq!(v["join_ref"], "3");
         assert_eq!(v["payload"]["access_token"], "jwt");
-        let pc = &v["payload"]["config"]["postgres_changes"][0];
-        assert_eq!(pc["event"], "UPDATE");
-        assert_eq!(pc["schema"], "public");
-        assert_eq!(pc["table"], "messages");
-        assert_eq!(pc["filter"], "status=eq.queued_for_send");
+        let items = v["payload"]["config"]["postgres_changes"]
+            .as_array()
+            .unwrap();
+        assert_eq!(items.len(), 2);
+        for (pc, event) in items.iter().zip(["INSERT", "UPDATE"]) {
+            assert_eq!(pc["event"], event);
+            assert_eq!(pc["schema"], "public");
+            assert_eq!(pc["table"], "messages");
+            assert_eq!(pc["filter"], "status=eq.queued_for_send");
+        }
         assert_eq!(v["payload"]["config"]["private"], false);
-        let v: Value = serde_json::from_str(&join("realtime:x", "1", None)).unwrap();
+        let v: Value = serde_json::from_str(&join("realtime:x", "1", None, true)).unwrap();
         assert!(v["payload"].get("access_token").is_none());
+        assert_eq!(v["payload"]["config"]["private"], true);
     }
 
     #[test]
@@ -426,6 +494,34 @@ mod tests {
             panic!()
         };
         assert!(change.has_errors);
+    }
+
+    #[test]
+    fn both_bindings_are_checked_in_request_order() {
+        let item = |id: u64, event: &str| json!({"id": id, "event": event, "schema": "public", "table": "messages", "filter": "status=eq.queued_for_send"});
+        let ok = json!({"postgres_changes": [item(7, "INSERT"), item(9, "update")]});
+        let b = binding_ids(&ok).unwrap();
+        assert_eq!(
+            b,
+            Bindings {
+                insert: 7,
+                update: 9
+            }
+        );
+        assert!(b.matches("INSERT", &[7]));
+        assert!(
+            b.matches("UPDATE", &[7, 9]),
+            "older servers list every binding"
+        );
+        assert!(
+            !b.matches("UPDATE", &[7]),
+            "an UPDATE must name the UPDATE binding"
+        );
+        assert!(!b.matches("DELETE", &[7, 9]));
+        let swapped = json!({"postgres_changes": [item(9, "UPDATE"), item(7, "INSERT")]});
+        assert!(binding_ids(&swapped).unwrap_err().contains("mismatch"));
+        let one = json!({"postgres_changes": [item(7, "INSERT")]});
+        assert!(binding_ids(&one).is_err());
     }
 
     #[test]

@@ -1,12 +1,22 @@
 //! Realtime: the one WebSocket that tells us which messages are ready.
 //!
 //! [`run`] keeps a socket to `/realtime/v1/websocket` for the life of the service: connect,
-//! `phx_join` the `postgres_changes` binding, wait for the ok reply (binding checked) *and* the
-//! "Subscribed to PostgreSQL" system message, then hand every matching row id to the
-//! [`WorkQueue`]. Every (re)subscription asks the catch-up sweep to run, because Realtime never
-//! replays what happened while we were away. A heartbeat goes out every interval; one still
-//! unanswered at the next tick means the link is dead. Any ending other than shutdown leads to a
-//! reconnect after an exponential, jittered, capped backoff, forever.
+//! `phx_join` the `postgres_changes` bindings (INSERT and UPDATE into `queued_for_send`), wait
+//! for the ok reply (bindings checked) *and* the "Subscribed to PostgreSQL" system message, then
+//! hand every matching row id to the [`WorkQueue`]. Every (re)subscription asks the catch-up
+//! sweep to run, because Realtime never replays what happened while we were away. A heartbeat
+//! goes out every interval; one still unanswered at the next tick means the link is dead. Any
+//! ending other than shutdown leads to a reconnect after an exponential, jittered, capped
+//! backoff, forever.
+//!
+//! The channel is public (`private: false`, what the reference recommends) until the server
+//! refuses that with `PrivateOnly` (the project's "Allow public access" is off, §3.2 and §3.5):
+//! then it is joined again at once as a private channel, which the service role is authorized
+//! on (it bypasses RLS), and stays private for the life of the process.
+//!
+//! [`probe`] (for `sms-sender check`) subscribes once and reports; a refusal that retrying would
+//! not change (the upgrade answered 4xx, the server unreachable, the join or subscription refused
+//! for a reason that is not transient) is its answer at once, with the server's reason.
 //!
 //! Invariants: this task never blocks a thread (sends happen on the sender threads); when the
 //! queue is full it stops reading the socket until there is room, but keeps heartbeating; the
@@ -30,7 +40,7 @@ use crate::health::{Health, Link};
 use crate::message::MessageId;
 use crate::queue::{PushError, WorkQueue};
 use crate::shutdown::Shutdown;
-use frame::ServerFrame;
+use frame::{Bindings, ServerFrame};
 
 /// The channel topic (the subtopic is only a name; the binding does the filtering).
 pub const TOPIC: &str = "realtime:sms-sender";
@@ -85,24 +95,68 @@ pub struct Context {
 enum End {
     /// Shutdown was requested; the channel was left.
     Shutdown,
-    /// Anything else: reconnect. `subscribed` tells whether the backoff may start over.
-    Lost { reason: String, subscribed: bool },
+    /// Anything else: reconnect. `subscribed` tells whether the backoff may start over;
+    /// `decisive` whether the server refused us in a way a retry soon would not change (what
+    /// [`probe`] reports at once).
+    Lost {
+        reason: String,
+        subscribed: bool,
+        decisive: bool,
+    },
+}
+
+/// Why connecting failed.
+struct Failure {
+    reason: String,
+    /// The server is unreachable or refused the upgrade with a 4xx other than 429.
+    decisive: bool,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure {
+            reason,
+            decisive: false,
+        }
+    }
+}
+
+/// What one socket passes on to the next.
+#[derive(Default)]
+struct Memory {
+    /// Message refs continue across sockets.
+    refs: Refs,
+    /// The project refused a public channel (`PrivateOnly`): join privately from now on.
+    private: bool,
 }
 
 /// Keep the subscription alive until shutdown.
 pub async fn run(ctx: Context) {
-    let mut refs = Refs::default();
+    keep_subscribed(&ctx, false).await;
+}
+
+/// The reconnect loop of [`run`]; with `stop_when_refused`, a decisive refusal ends it and is
+/// returned (for [`probe`]).
+async fn keep_subscribed(ctx: &Context, stop_when_refused: bool) -> Option<String> {
+    let mut memory = Memory::default();
     let mut failures: u32 = 0;
     loop {
         ctx.health.set_link(Link::Connecting);
-        match session(&ctx, &mut refs).await {
+        match session(ctx, &mut memory).await {
             End::Shutdown => {
                 ctx.health.set_link(Link::Disconnected);
-                return;
+                return None;
             }
-            End::Lost { reason, subscribed } => {
+            End::Lost {
+                reason,
+                subscribed,
+                decisive,
+            } => {
                 ctx.health.set_link(Link::Disconnected);
                 ctx.health.set_realtime_error(&reason);
+                if decisive && stop_when_refused {
+                    return Some(reason);
+                }
                 ctx.metrics.reconnect();
                 if subscribed {
                     failures = 0;
@@ -124,7 +178,7 @@ pub async fn run(ctx: Context) {
                     },
                 );
                 if stop.await {
-                    return;
+                    return None;
                 }
             }
         }
@@ -132,7 +186,8 @@ pub async fn run(ctx: Context) {
 }
 
 /// Connect, join and wait for the subscription once, then leave (for `sms-sender check`).
-/// Returns why it did not work within `limit`.
+/// Returns why it did not work: a decisive refusal as soon as it comes, else the last reason
+/// once `limit` has passed.
 pub fn probe(
     supabase: &SupabaseConfig,
     heartbeat: Duration,
@@ -140,9 +195,12 @@ pub fn probe(
 ) -> Result<(), String> {
     let health = Health::new();
     let shutdown = Shutdown::new();
+    let mut timing = Timing::with_heartbeat(heartbeat);
+    // As long as the REST clients wait to connect: a check should answer in seconds.
+    timing.connect_timeout = Duration::from_secs(5);
     let ctx = Context {
         supabase: supabase.clone(),
-        timing: Timing::with_heartbeat(heartbeat),
+        timing,
         health: health.clone(),
         queue: WorkQueue::new(1),
         sweep: SweepTrigger::default(),
@@ -153,7 +211,10 @@ pub fn probe(
         let (health, shutdown) = (health.clone(), shutdown.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + limit;
-            while health.link() != Link::Connected && Instant::now() < deadline {
+            while health.link() != Link::Connected
+                && Instant::now() < deadline
+                && !shutdown.is_triggered()
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let subscribed = health.link() == Link::Connected;
@@ -161,8 +222,13 @@ pub fn probe(
             subscribed
         })
     };
-    smol::block_on(run(ctx));
-    if watcher.join().unwrap_or(false) {
+    let refused = smol::block_on(keep_subscribed(&ctx, true));
+    shutdown.trigger();
+    let subscribed = watcher.join().unwrap_or(false);
+    if let Some(reason) = refused {
+        return Err(reason);
+    }
+    if subscribed {
         return Ok(());
     }
     Err(match health.realtime_error() {
@@ -209,28 +275,32 @@ fn endpoint(url: &str) -> Result<(String, u16, bool), String> {
     Ok((host.trim_matches(['[', ']']).to_string(), port, tls))
 }
 
-async fn with_timeout<T>(
+async fn with_timeout<T, E: From<String>>(
     limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     or(fut, async {
         Timer::after(limit).await;
-        Err(format!("timed out after {} ms", limit.as_millis()))
+        Err(format!("timed out after {} ms", limit.as_millis()).into())
     })
     .await
 }
 
 /// Open the socket: TCP, TLS for `wss`, then the WebSocket upgrade with the key as `apikey`.
-async fn connect(ctx: &Context) -> Result<Ws, String> {
-    let (host, port, tls) = endpoint(&ctx.supabase.realtime_url)?;
+async fn connect(ctx: &Context) -> Result<Ws, Failure> {
+    let unreachable = |reason: String| Failure {
+        reason,
+        decisive: true,
+    };
+    let (host, port, tls) = endpoint(&ctx.supabase.realtime_url).map_err(unreachable)?;
     let tcp = smol::net::TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        .map_err(|e| unreachable(format!("cannot connect to {host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Io> = if tls {
         let tls = async_native_tls::connect(host.as_str(), tcp)
             .await
-            .map_err(|e| format!("TLS with {host} failed: {e}"))?;
+            .map_err(|e| unreachable(format!("TLS with {host} failed: {e}")))?;
         Box::new(tls)
     } else {
         Box::new(tcp)
@@ -257,13 +327,40 @@ async fn connect(ctx: &Context) -> Result<Ws, String> {
                         .map(String::from)
                 })
                 .unwrap_or_else(|| body.chars().take(200).collect());
-            Err(format!(
-                "upgrade refused with HTTP {}: {reason}",
-                resp.status().as_u16()
-            ))
+            let status = resp.status().as_u16();
+            Err(Failure {
+                reason: format!("upgrade refused with HTTP {status}: {reason}"),
+                // A wrong key (401), a suspended project (403), a wrong URL (404): retrying
+                // soon changes nothing. Limits (429) and server errors pass.
+                decisive: (400..500).contains(&status) && status != 429,
+            })
         }
-        Err(e) => Err(format!("WebSocket handshake failed: {e}")),
+        Err(e) => Err(format!("WebSocket handshake failed: {e}").into()),
     }
+}
+
+/// Join refusals that say "try again later" (reference §3.5); any other refusal is a problem of
+/// the key, the project or the request that a retry soon would meet again.
+fn transient_join_refusal(reason: &str) -> bool {
+    const TRANSIENT: [&str; 11] = [
+        "InitializingProjectConnection",
+        "UnableToConnectToProject",
+        "IncreaseConnectionPool",
+        "DatabaseLackOfConnections",
+        "DatabaseConnectionRateLimitReached",
+        "RealtimeRestarting",
+        "TimeoutOnRpcCall",
+        "ErrorOnRpcCall",
+        "ConnectionRateLimitReached",
+        "ClientJoinRateLimitReached",
+        "Unknown Error on Channel",
+    ];
+    TRANSIENT.iter().any(|code| reason.starts_with(code))
+}
+
+/// The `PrivateOnly` join refusal (§3.5): the project accepts private channels only.
+fn private_only_refusal(reason: &str) -> bool {
+    reason.starts_with("PrivateOnly")
 }
 
 /// What woke the session loop.
@@ -276,16 +373,54 @@ enum Wake {
 /// Progress of our channel on this socket.
 struct Channel {
     join_ref: String,
-    /// The binding id from the ok reply, once it came.
-    binding: Option<u64>,
+    /// The binding ids from the ok reply, once it came.
+    bindings: Option<Bindings>,
     subscribed: bool,
     /// When the current wait (join reply, then subscription) gives up.
     deadline: Option<Instant>,
 }
 
+impl Channel {
+    /// A join just sent with `join_ref`: its reply is due within the join timeout.
+    fn joining(ctx: &Context, join_ref: String) -> Channel {
+        Channel {
+            join_ref,
+            bindings: None,
+            subscribed: false,
+            deadline: Some(Instant::now() + ctx.timing.join_timeout),
+        }
+    }
+}
+
+/// Send a `phx_join` for our channel (public or private as `memory` says); its join ref.
+async fn send_join(ctx: &Context, ws: &mut Ws, memory: &mut Memory) -> Result<String, String> {
+    let access_token = match ctx.supabase.key_kind {
+        KeyKind::LegacyJwt => Some(ctx.supabase.key.expose()),
+        KeyKind::Secret => None,
+    };
+    let join_ref = memory.refs.next();
+    ws.send(Message::text(frame::join(
+        TOPIC,
+        &join_ref,
+        access_token,
+        memory.private,
+    )))
+    .await
+    .map_err(|e| format!("sending join failed: {e}"))?;
+    debug!(
+        "realtime joining {TOPIC} ({}) with ref {join_ref}",
+        if memory.private { "private" } else { "public" }
+    );
+    Ok(join_ref)
+}
+
 /// One socket from connect to close.
-async fn session(ctx: &Context, refs: &mut Refs) -> End {
-    let lost = |reason: String, subscribed: bool| End::Lost { reason, subscribed };
+async fn session(ctx: &Context, memory: &mut Memory) -> End {
+    let lost = |reason: String, subscribed: bool| End::Lost {
+        reason,
+        subscribed,
+        decisive: false,
+    };
     let host = endpoint(&ctx.supabase.realtime_url)
         .map(|e| e.0)
         .unwrap_or_default();
@@ -301,33 +436,19 @@ async fn session(ctx: &Context, refs: &mut Refs) -> End {
     let mut ws = match connected {
         None => return End::Shutdown,
         Some(Ok(ws)) => ws,
-        Some(Err(e)) => return lost(e, false),
+        Some(Err(Failure { reason, decisive })) => {
+            return End::Lost {
+                reason,
+                subscribed: false,
+                decisive,
+            }
+        }
     };
 
-    let access_token = match ctx.supabase.key_kind {
-        KeyKind::LegacyJwt => Some(ctx.supabase.key.expose()),
-        KeyKind::Secret => None,
+    let mut chan = match send_join(ctx, &mut ws, memory).await {
+        Ok(join_ref) => Channel::joining(ctx, join_ref),
+        Err(e) => return lost(e, false),
     };
-    let mut chan = Channel {
-        join_ref: refs.next(),
-        binding: None,
-        subscribed: false,
-        deadline: Some(Instant::now() + ctx.timing.join_timeout),
-    };
-    if let Err(e) = ws
-        .send(Message::text(frame::join(
-            TOPIC,
-            &chan.join_ref,
-            access_token,
-        )))
-        .await
-    {
-        return lost(format!("sending join failed: {e}"), false);
-    }
-    debug!(
-        "realtime socket open; joined {TOPIC} with ref {}",
-        chan.join_ref
-    );
 
     let mut next_heartbeat = Instant::now() + ctx.timing.heartbeat;
     let mut pending_heartbeat: Option<String> = None;
@@ -350,7 +471,7 @@ async fn session(ctx: &Context, refs: &mut Refs) -> End {
 
         match wake {
             Wake::Stop => {
-                let leave = frame::leave(TOPIC, &refs.next(), &chan.join_ref);
+                let leave = frame::leave(TOPIC, &memory.refs.next(), &chan.join_ref);
                 let _ = ws.send(Message::text(leave)).await;
                 let _ = with_timeout(Duration::from_secs(1), async {
                     ws.close(None).await.map_err(|e| e.to_string())
@@ -362,7 +483,7 @@ async fn session(ctx: &Context, refs: &mut Refs) -> End {
             Wake::Tick => {
                 let now = Instant::now();
                 if chan.deadline.is_some_and(|d| now >= d) {
-                    let what = if chan.binding.is_none() {
+                    let what = if chan.bindings.is_none() {
                         "no reply to the join"
                     } else {
                         "no \"Subscribed to PostgreSQL\" after the join"
@@ -376,7 +497,7 @@ async fn session(ctx: &Context, refs: &mut Refs) -> End {
                             chan.subscribed,
                         );
                     }
-                    let r = refs.next();
+                    let r = memory.refs.next();
                     if let Err(e) = ws.send(Message::text(frame::heartbeat(&r))).await {
                         return lost(format!("sending heartbeat failed: {e}"), chan.subscribed);
                     }
@@ -407,11 +528,36 @@ async fn session(ctx: &Context, refs: &mut Refs) -> End {
                 match handle_frame(ctx, decoded, &mut chan, &mut pending_heartbeat) {
                     Step::Continue => {}
                     Step::Lost(reason) => return lost(reason, chan.subscribed),
+                    Step::Refused(reason) => {
+                        return End::Lost {
+                            reason,
+                            subscribed: chan.subscribed,
+                            decisive: true,
+                        }
+                    }
+                    Step::JoinPrivate(reason) if !memory.private => {
+                        memory.private = true;
+                        info!(
+                            "realtime public join refused ({reason}); joining {TOPIC} as a \
+                             private channel from now on (the service role is authorized on it)"
+                        );
+                        chan = match send_join(ctx, &mut ws, memory).await {
+                            Ok(join_ref) => Channel::joining(ctx, join_ref),
+                            Err(e) => return lost(e, false),
+                        };
+                    }
+                    Step::JoinPrivate(reason) => {
+                        return End::Lost {
+                            reason: format!("join refused: {reason} (to a private join)"),
+                            subscribed: false,
+                            decisive: true,
+                        }
+                    }
                     Step::Enqueue(id) => {
                         match push_keeping_heartbeat(
                             ctx,
                             &mut ws,
-                            refs,
+                            &mut memory.refs,
                             id,
                             &mut next_heartbeat,
                             &mut pending_heartbeat,
@@ -434,7 +580,12 @@ async fn session(ctx: &Context, refs: &mut Refs) -> End {
 enum Step {
     Continue,
     Enqueue(MessageId),
+    /// Reconnect (after the backoff).
     Lost(String),
+    /// Reconnect, but the server refused us for a reason a retry soon would meet again.
+    Refused(String),
+    /// The project refused a public channel (the server's reason): join again as a private one.
+    JoinPrivate(String),
 }
 
 fn handle_frame(
@@ -465,14 +616,26 @@ fn handle_frame(
                     .and_then(|r| r.as_str())
                     .map(String::from)
                     .unwrap_or_else(|| response.to_string());
+                if private_only_refusal(&reason) {
+                    return Step::JoinPrivate(reason);
+                }
                 error!("realtime join refused: {reason}");
-                return Step::Lost(format!("join refused: {reason}"));
+                let transient = transient_join_refusal(&reason);
+                let reason = format!("join refused: {reason}");
+                return if transient {
+                    Step::Lost(reason)
+                } else {
+                    Step::Refused(reason)
+                };
             }
-            match frame::binding_id(&response) {
-                Ok(id) => {
-                    chan.binding = Some(id);
+            match frame::binding_ids(&response) {
+                Ok(ids) => {
+                    chan.bindings = Some(ids);
                     chan.deadline = Some(Instant::now() + ctx.timing.subscribe_timeout);
-                    debug!("realtime join ok (binding id {id}); waiting for the subscription");
+                    debug!(
+                        "realtime join ok (binding ids {} and {}); waiting for the subscription",
+                        ids.insert, ids.update
+                    );
                     Step::Continue
                 }
                 Err(why) => {
@@ -494,8 +657,8 @@ fn handle_frame(
                 ("postgres_changes", "ok") => {
                     if !chan.subscribed {
                         info!(
-                            "realtime subscribed to UPDATE on public.messages ({})",
-                            message
+                            "realtime subscribed to INSERT and UPDATE into queued_for_send on \
+                             public.messages ({message})"
                         );
                     } else {
                         info!("realtime subscription re-established by the server ({message})");
@@ -511,7 +674,7 @@ fn handle_frame(
                         "realtime subscription failed: {message} (is `messages` in the \
                          supabase_realtime publication, and does the key have access?)"
                     );
-                    Step::Lost(format!("subscription failed: {message}"))
+                    Step::Refused(format!("subscription failed: {message}"))
                 }
                 (_, "error") => {
                     warn!("realtime server notice on {topic}: {message}");
@@ -524,19 +687,19 @@ fn handle_frame(
             }
         }
         ServerFrame::Change { topic, change } => {
-            if topic != TOPIC || !chan.subscribed && chan.binding.is_none() {
+            if topic != TOPIC || !chan.subscribed && chan.bindings.is_none() {
                 return Step::Continue;
             }
-            if let Some(binding) = chan.binding {
-                if !change.ids.contains(&binding) {
-                    return Step::Continue;
+            if let Some(bindings) = chan.bindings {
+                if !bindings.matches(&change.kind, &change.ids) {
+                    return Step::Continue; // older servers send every type that matched
                 }
             }
-            if change.kind != frame::BINDING_EVENT
+            if !frame::BINDING_EVENTS.contains(&change.kind.as_str())
                 || change.schema != frame::BINDING_SCHEMA
                 || change.table != frame::BINDING_TABLE
             {
-                return Step::Continue; // older servers send every type that matched
+                return Step::Continue;
             }
             let Some(row) = change.record else {
                 return Step::Continue;
@@ -604,6 +767,7 @@ async fn push_keeping_heartbeat(
                     return Err(End::Lost {
                         reason: format!("sending heartbeat failed: {e}"),
                         subscribed: true,
+                        decisive: false,
                     });
                 }
                 *pending_heartbeat = None;

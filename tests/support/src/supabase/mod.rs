@@ -379,6 +379,17 @@ impl SupabaseDouble {
         *self.shared.rt.join_error_delay.lock().unwrap() = d;
     }
 
+    /// On = the project's Realtime setting "Allow public access" is off: joins with
+    /// `private: false` get `PrivateOnly: This project only allows private channels` (after the
+    /// join-error delay), and `private: true` joins are authorized for service_role only (no
+    /// `realtime.messages` policy is modelled; service_role bypasses RLS, §3.2). A change of the
+    /// setting, like any tenant configuration change, disconnects every socket with 1012 (§6.5).
+    pub fn set_private_only(&self, on: bool) {
+        if self.shared.rt.private_only.swap(on, Ordering::SeqCst) != on {
+            self.shared.rt.server_disconnect();
+        }
+    }
+
     /// `phx_error` (ref = join_ref) on every joined channel; the channels are gone, the sockets stay.
     pub fn phx_error_all(&self) {
         self.shared.rt.phx_error_all();

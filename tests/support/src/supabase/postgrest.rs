@@ -507,13 +507,24 @@ fn check_keys(shared: &Shared, req: &Request) -> Result<Role, ApiError> {
                 "Secret API keys can only be used in a protected environment and should never be used in a browser.",
             ));
         }
-        if let Some(a) = authorization {
-            if a != format!("Bearer {service}") {
-                return Err(ApiError::gateway(
-                    "Invalid API key",
-                    "The `Authorization` header must be absent or carry the same key as `apikey`.",
-                ));
-            }
+        // A Bearer is forwarded to PostgREST, which refuses any value that is not a JWT, even
+        // one byte-identical to `apikey` (the API-keys guide, §1.2; PGRST301, §9.5). The gateway
+        // only hands PostgREST a service_role JWT when `Authorization` is absent.
+        if let Some(token) = authorization.and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        }) {
+            let parts = token.trim().split('.').count();
+            let description = if parts != 3 {
+                format!("Expected 3 parts in JWT; got {parts}")
+            } else {
+                // No user sessions are modelled: no JWT verifies against this project's secret.
+                "No suitable key or wrong key type".to_string()
+            };
+            return Err(ApiError::new(401, "PGRST301", description.clone()).header(
+                "WWW-Authenticate",
+                format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+            ));
         }
         return Ok(Role::Service);
     }
@@ -1959,7 +1970,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(same.status, 200);
+        // Even byte-identical to `apikey`, a non-JWT Bearer is refused by PostgREST (§1.2).
+        assert_eq!(same.status, 401, "{}", same.body);
+        assert_eq!(same.json()["code"], "PGRST301");
+        assert_eq!(same.json()["message"], "Expected 3 parts in JWT; got 1");
         let other = http(
             &e.sb,
             "GET",
@@ -1972,7 +1986,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(other.status, 401);
-        assert!(other.json().get("code").is_none(), "gateway shape");
+        assert_eq!(other.json()["code"], "PGRST301");
         let browser = http(
             &e.sb,
             "GET",

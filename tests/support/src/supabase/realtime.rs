@@ -71,6 +71,8 @@ pub(crate) struct RealtimeState {
     pub(crate) subscribe_mode: Mutex<SubscribeMode>,
     pub(crate) join_error: Mutex<Option<String>>,
     pub(crate) join_error_delay: Mutex<Duration>,
+    /// The project's "Allow public access" is off: `private: false` joins are refused (§3.2).
+    pub(crate) private_only: AtomicBool,
     /// Tables known to carry the change trigger.
     triggered: Mutex<HashSet<String>>,
 }
@@ -94,6 +96,7 @@ impl Default for RealtimeState {
             subscribe_mode: Mutex::default(),
             join_error: Mutex::default(),
             join_error_delay: Mutex::default(),
+            private_only: AtomicBool::new(false),
             triggered: Mutex::default(),
         }
     }
@@ -114,6 +117,9 @@ pub(crate) struct Conn {
     stream: TcpStream,
     /// Joined channels by topic.
     channels: Mutex<HashMap<String, Channel>>,
+    /// The role of the connect-time token: what a join without its own `access_token` (or with
+    /// an `sb_` one) is authorized as (§1.3).
+    role: Option<String>,
 }
 
 /// Something for a socket's thread to send.
@@ -386,6 +392,15 @@ pub(crate) fn handle_upgrade(shared: &Arc<Shared>, req: Request, stream: &TcpStr
         }
     }
 
+    // The gateway turns an `sb_secret_` key into a service_role JWT (§1.3, inferred).
+    let role = if token.starts_with("sb_secret_") {
+        Some("service_role".to_string())
+    } else if token.starts_with("sb_") {
+        Some("anon".to_string())
+    } else {
+        jwt_role(&token)
+    };
+
     let (Ok(mut write_half), Ok(sock), Ok(cut)) =
         (stream.try_clone(), stream.try_clone(), stream.try_clone())
     else {
@@ -401,6 +416,7 @@ pub(crate) fn handle_upgrade(shared: &Arc<Shared>, req: Request, stream: &TcpStr
         tx,
         stream: cut,
         channels: Mutex::default(),
+        role,
     });
     // Registered and counted before the 101 goes out, so an observer that saw the upgrade
     // succeed also sees it in the counters.
@@ -787,6 +803,14 @@ impl Socket {
         if let Some(reason) = forced {
             return self.join_error(&frame, &reason);
         }
+        // The server checks "private only" first, before the token (`only_private?`, §3.2).
+        let private = join_is_private(&frame.payload);
+        if !private && self.shared.rt.private_only.load(Ordering::SeqCst) {
+            return self.join_error(
+                &frame,
+                "PrivateOnly: This project only allows private channels",
+            );
+        }
         let token = frame
             .payload
             .get("access_token")
@@ -816,6 +840,22 @@ impl Socket {
             if chans.len() >= MAX_CHANNELS && !chans.contains_key(&frame.topic) {
                 drop(chans);
                 return self.join_error(&frame, "ChannelRateLimitReached: Too many channels");
+            }
+        }
+        // A private join reads the channel's RLS policies on `realtime.messages` as the token's
+        // role. The double models no policy: only service_role (BYPASSRLS) is authorized (§3.2).
+        if private {
+            let role = token
+                .as_deref()
+                .and_then(jwt_role)
+                .or(self.conn.role.clone());
+            if role.as_deref() != Some("service_role") {
+                return self.join_error(
+                    &frame,
+                    &format!(
+                        "Unauthorized: You do not have permissions to read from this Channel topic: {sub}"
+                    ),
+                );
             }
         }
         let items: Vec<Value> = frame
@@ -916,6 +956,24 @@ impl Socket {
         ))?;
         self.send(&close_like_frame(&frame.topic, &ch, "phx_close"))
     }
+}
+
+/// `config.private` of a join: a boolean, or the strings "true"/"false" (§3.2); absent = false.
+fn join_is_private(payload: &Value) -> bool {
+    match payload.get("config").and_then(|c| c.get("private")) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// The `role` claim of a JWT that passes Realtime's checks.
+fn jwt_role(token: &str) -> Option<String> {
+    jwt_claims(token)
+        .ok()?
+        .get("role")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1778,6 +1836,65 @@ mod tests {
         assert_eq!(e.sb.subscribed_channels(), 0);
         insert_message(&e.pg, &s, "x", "outbound", Some("pending"));
         c.expect_silence(Duration::from_millis(300));
+    }
+
+    #[test]
+    fn private_only_projects_refuse_public_joins_and_authorize_service_role() {
+        let e = env();
+        e.sb.set_private_only(true);
+        let mut c = ws_open(&e.sb);
+        let join = |c: &mut super::super::testkit::WsClient,
+                    r: &str,
+                    private: Value,
+                    token: Option<String>| {
+            // One topic per join: a re-join would interleave the old channel's phx_close.
+            let mut payload =
+                json!({"config": {"postgres_changes": queued_binding(), "private": private}});
+            if let Some(t) = token {
+                payload["access_token"] = json!(t);
+            }
+            c.send(json!({"topic": format!("realtime:p{r}"), "event": "phx_join", "ref": r, "join_ref": r, "payload": payload}));
+            c.recv(T)
+        };
+        let refused = join(&mut c, "1", json!(false), None);
+        assert_eq!(
+            refused["payload"],
+            json!({"status": "error", "response": {"reason": "PrivateOnly: This project only allows private channels"}})
+        );
+        assert_eq!(
+            join(&mut c, "2", json!(false), None)["payload"]["status"],
+            "error"
+        );
+        let ok = join(&mut c, "3", json!(true), None);
+        assert_eq!(ok["payload"]["status"], "ok", "{ok}");
+        assert_eq!(c.recv(T)["payload"]["message"], "Subscribed to PostgreSQL");
+        assert_eq!(
+            join(&mut c, "4", json!("true"), None)["payload"]["status"],
+            "ok"
+        );
+        assert_eq!(c.recv(T)["payload"]["message"], "Subscribed to PostgreSQL");
+        // A private join as anon (no policy modelled) is unauthorized.
+        let anon = make_test_jwt(&json!({"role": "anon", "exp": 4102444800u64}));
+        let r = join(&mut c, "5", json!(true), Some(anon));
+        assert_eq!(
+            r["payload"]["response"]["reason"],
+            "Unauthorized: You do not have permissions to read from this Channel topic: p5"
+        );
+        // Turning the setting off is a tenant config change: 1012 for every socket (§6.5).
+        e.sb.set_private_only(false);
+        let code = loop {
+            match c.event(T) {
+                WsEvent::Text(_) => continue, // "Server requested disconnect"
+                WsEvent::Close(code) => break code,
+                other => panic!("expected close 1012, got {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1012));
+        let mut c = ws_open(&e.sb);
+        assert_eq!(
+            c.join("realtime:q", "1", queued_binding())["payload"]["status"],
+            "ok"
+        );
     }
 
     #[test]
