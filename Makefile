@@ -59,7 +59,7 @@ bench-quick: build
 ## stable too, through RUSTC_BOOTSTRAP=1 (it unlocks the -Z flag, and stable's rust-std ships the
 ## ASan runtime), at a small fraction of the speed.
 FUZZ_SECONDS   ?= 60
-FUZZ_TARGETS   ?= realtime_frame postgrest_body twilio_body config
+FUZZ_TARGETS   ?= realtime_frame postgrest_body twilio_body config clock redact
 FUZZ_SANITIZER ?= none
 fuzz:
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked

@@ -9,10 +9,22 @@
 //! through [`Rejections`], one line per interval with a count, so forged traffic cannot flood the
 //! log.
 //!
-//! Updates are monotonic and idempotent: only rows still `sending` or `sent` move, to
-//! `delivered` (with `delivered_at`), `undelivered` or `failed`; a duplicate, or a late `sent`
-//! after `delivered`, changes nothing. They run on a worker thread fed by a bounded channel so
-//! health probes never wait on the database.
+//! **Linking.** Each create's `StatusCallback` is `STATUS_CALLBACK_URL` plus our own query
+//! parameter [`MESSAGE_PARAM`] = the row's id ([`url_for`]); Twilio signs that full URL, so a
+//! verified callback names its row authoritatively. A receipt can therefore be applied even when it
+//! arrives before our `sent` write (Twilio calls back within a second; the write may be slower), and
+//! even when the create's answer was lost: the row is then recorded with the callback's SID.
+//!
+//! Updates are monotonic and idempotent: a row recording the SID moves only from `sending`/`sent`
+//! to `delivered` (with `delivered_at`), `undelivered` or `failed`; a row that records no SID yet
+//! (`sending`, or given back to `queued_for_send`) takes the SID and the receipt's status. A
+//! duplicate, or a late `sent` after `delivered`, changes nothing.
+//!
+//! Receipts run on a worker thread fed by a bounded channel, so health probes never wait on the
+//! database. One that cannot be applied yet (database failing; or a callback without our
+//! parameter, from a message created before this version, whose SID is not recorded yet) is kept,
+//! at most [`MAX_PENDING`] of them for at most [`PENDING_FOR`], and retried; every receipt dropped
+//! after it was acknowledged is logged with its SID and the reason.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
@@ -25,9 +37,37 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 
 use crate::clock;
+use crate::message::MessageId;
 use crate::metrics::Metrics;
-use crate::postgrest::Rest;
+use crate::postgrest::{Rest, RestError};
 use crate::shutdown::Shutdown;
+
+/// The query parameter naming the row in each message's `StatusCallback` URL.
+pub const MESSAGE_PARAM: &str = "sms_sender_message";
+/// At most this many receipts wait to be applied.
+pub const MAX_PENDING: usize = 10_000;
+/// A receipt that could not be applied for this long is dropped (with a log line).
+pub const PENDING_FOR: Duration = Duration::from_secs(600);
+
+/// The `StatusCallback` for message `id`: `base` with [`MESSAGE_PARAM`] added to its query (before
+/// any `#` fragment, which carries Twilio's connection overrides and is not part of the request).
+pub fn url_for(base: &str, id: &MessageId) -> String {
+    let (url, fragment) = match base.find('#') {
+        Some(i) => base.split_at(i),
+        None => (base, ""),
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{MESSAGE_PARAM}={id}{fragment}")
+}
+
+/// The message id in a callback request's raw query string, if it carries ours.
+pub fn message_param(query: &str) -> Option<MessageId> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == MESSAGE_PARAM)
+        .and_then(|(_, v)| MessageId::parse(v))
+}
 
 /// A verified status callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +78,8 @@ pub struct Receipt {
     pub status: String,
     /// `ErrorCode`, for `failed`/`undelivered`.
     pub error_code: Option<String>,
+    /// The row, from our parameter in the signed URL (absent for older messages).
+    pub message: Option<MessageId>,
 }
 
 /// What the signature is computed over: the URL followed by each sorted `name` `value`.
@@ -151,6 +193,7 @@ pub fn parse(params: &[(String, String)]) -> Option<Receipt> {
         sid,
         status,
         error_code: get("ErrorCode").filter(|c| !c.is_empty()),
+        message: None,
     })
 }
 
@@ -184,36 +227,149 @@ pub fn spawn(
     Ok((Inbox { tx }, handle))
 }
 
+/// A receipt waiting to be applied.
+struct Pending {
+    receipt: Receipt,
+    since: Instant,
+    next_try: Instant,
+    tries: u32,
+}
+
+/// What one try to apply a receipt did.
+enum Applied {
+    /// The row changed.
+    Done,
+    /// Nothing to change (duplicate, out of order, not ours).
+    Nothing,
+    /// Not applicable yet: no row records this SID so far.
+    NotYet,
+    /// The database failed.
+    Failed(RestError),
+}
+
 fn work(rx: &Receiver<Receipt>, rest: &Rest, _metrics: &Metrics, shutdown: &Shutdown) {
-    while let Ok(receipt) = rx.recv() {
-        let (new_status, delivered_at) = match receipt.status.as_str() {
-            "delivered" => ("delivered", Some(clock::rfc3339_millis(SystemTime::now()))),
-            "undelivered" => ("undelivered", None),
-            "failed" => ("failed", None),
-            _ => continue, // queued/sent/sending/…: the row already says sent
+    let mut pending: Vec<Pending> = Vec::new();
+    loop {
+        let wait = if pending.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(500)
         };
-        if new_status != "delivered" {
-            warn!(
-                "delivery receipt: {} is {new_status} (Twilio error code {})",
-                receipt.sid,
-                receipt.error_code.as_deref().unwrap_or("-")
-            );
-        }
-        for attempt in 0..5u32 {
-            match rest.apply_receipt(&receipt.sid, new_status, delivered_at.as_deref()) {
-                Ok(true) => {
-                    info!("delivery receipt: {} → {new_status}", receipt.sid);
-                    break;
+        match rx.recv_timeout(wait) {
+            Ok(receipt) => {
+                let now = Instant::now();
+                if pending.len() >= MAX_PENDING {
+                    let oldest = pending.remove(0);
+                    warn!(
+                        "delivery receipt for {} ({}) dropped: {MAX_PENDING} receipts already wait \
+                         to be applied",
+                        oldest.receipt.sid, oldest.receipt.status
+                    );
                 }
-                Ok(false) => break, // duplicate, out of order, or not ours: nothing to change
-                Err(e) => {
-                    warn!("delivery receipt for {}: update failed ({e})", receipt.sid);
-                    if !shutdown.sleep(Duration::from_millis(500 << attempt)) {
-                        return;
-                    }
-                }
+                pending.push(Pending {
+                    receipt,
+                    since: now,
+                    next_try: now,
+                    tries: 0,
+                });
             }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if shutdown.is_triggered() {
+            break;
+        }
+        let now = Instant::now();
+        pending.retain_mut(|p| {
+            if p.next_try > now {
+                return true;
+            }
+            let outcome = apply(rest, &p.receipt);
+            let reason = match outcome {
+                Applied::Done | Applied::Nothing => return false,
+                Applied::NotYet => "no row records its SID".to_string(),
+                Applied::Failed(e) => {
+                    warn!(
+                        "delivery receipt for {}: update failed ({e}); will retry",
+                        p.receipt.sid
+                    );
+                    format!("the database kept failing ({e})")
+                }
+            };
+            if now.duration_since(p.since) >= PENDING_FOR {
+                warn!(
+                    "delivery receipt for {} ({}) dropped after {} s: {reason}",
+                    p.receipt.sid,
+                    p.receipt.status,
+                    PENDING_FOR.as_secs()
+                );
+                return false;
+            }
+            p.tries += 1;
+            p.next_try = now + Duration::from_millis(500 << p.tries.min(6));
+            true
+        });
+    }
+    if !pending.is_empty() {
+        let sids: Vec<&str> = pending
+            .iter()
+            .take(20)
+            .map(|p| p.receipt.sid.as_str())
+            .collect();
+        warn!(
+            "shutdown: {} acknowledged delivery receipt(s) not applied and dropped (database \
+             failing, or SID not recorded yet): {}{}",
+            pending.len(),
+            sids.join(", "),
+            if pending.len() > sids.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Apply one receipt to its row.
+fn apply(rest: &Rest, receipt: &Receipt) -> Applied {
+    let now = SystemTime::now();
+    let (new_status, delivered_at) = match receipt.status.as_str() {
+        "delivered" => ("delivered", Some(clock::rfc3339_millis(now))),
+        "undelivered" => ("undelivered", None),
+        "failed" => ("failed", None),
+        "sent" => ("sent", None),
+        _ => return Applied::Nothing, // queued/sending/accepted/…: nothing a row shows
+    };
+    if new_status == "undelivered" || new_status == "failed" {
+        warn!(
+            "delivery receipt: {} is {new_status} (Twilio error code {})",
+            receipt.sid,
+            receipt.error_code.as_deref().unwrap_or("-")
+        );
+    }
+    let result = match &receipt.message {
+        Some(id) => rest.apply_receipt_to(
+            id,
+            &receipt.sid,
+            new_status,
+            delivered_at.as_deref(),
+            &clock::rfc3339_millis(now),
+        ),
+        None if new_status == "sent" => return Applied::Nothing, // the row says so already
+        None => rest.apply_receipt(&receipt.sid, new_status, delivered_at.as_deref()),
+    };
+    match result {
+        Ok(true) => {
+            info!("delivery receipt: {} → {new_status}", receipt.sid);
+            Applied::Done
+        }
+        Ok(false) if receipt.message.is_some() => Applied::Nothing,
+        Ok(false) => match rest.sid_owner(&receipt.sid) {
+            Ok(Some(_)) => Applied::Nothing, // recorded, and already past this status
+            Ok(None) => Applied::NotYet,
+            Err(e) => Applied::Failed(e),
+        },
+        Err(e) => Applied::Failed(e),
     }
 }
 
@@ -332,10 +488,31 @@ mod tests {
             Receipt {
                 sid: sid.clone(),
                 status: "undelivered".into(),
-                error_code: Some("30003".into())
+                error_code: Some("30003".into()),
+                message: None,
             }
         );
         assert!(parse(&pairs(&[("MessageStatus", "sent")])).is_none());
+    }
+
+    #[test]
+    fn callback_urls_name_the_message_before_any_fragment() {
+        let id = MessageId::parse("6f1c2e0a-0000-4000-8000-000000000001").unwrap();
+        let with = |base: &str| url_for(base, &id);
+        assert_eq!(
+            with("https://h.example/twilio/status"),
+            format!("https://h.example/twilio/status?{MESSAGE_PARAM}={id}")
+        );
+        assert_eq!(
+            with("https://h.example/s?x=1#rc=3"),
+            format!("https://h.example/s?x=1&{MESSAGE_PARAM}={id}#rc=3")
+        );
+        assert_eq!(
+            message_param(&format!("x=1&{MESSAGE_PARAM}={id}")),
+            Some(id.clone())
+        );
+        assert_eq!(message_param("x=1"), None);
+        assert_eq!(message_param(&format!("{MESSAGE_PARAM}=not-a-uuid")), None);
         assert!(parse(&pairs(&[
             ("MessageSid", "SM1&x=y"),
             ("MessageStatus", "sent")

@@ -44,8 +44,8 @@ pub enum KeyKind {
     /// A legacy `service_role` JWT: sent as `apikey` and `Authorization: Bearer`, and as the
     /// Realtime join `access_token`.
     LegacyJwt,
-    /// A new `sb_secret_…` key: sent as `apikey` (and an identical Bearer for REST); never as a
-    /// join `access_token` (the server ignores `sb_` tokens there).
+    /// A new `sb_secret_…` key: sent as `apikey` only (it is not a JWT, so a Bearer would be
+    /// refused); never as a join `access_token` (the server ignores `sb_` tokens there).
     Secret,
 }
 

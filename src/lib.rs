@@ -24,7 +24,8 @@
 //! shutdown order), [`server`] (the HTTP port: `/health` from [`health`], `/metrics` from
 //! [`metrics`], `/twilio/status` from [`callbacks`]), [`pacer`] (`MAX_SENDS_PER_SECOND`),
 //! [`check`] (the `check` command), [`shutdown`] and [`signals`], [`logging`],
-//! [`tls`] (CA bundle discovery for the static binary), and small helpers [`message`], [`phone`],
+//! [`tls`] (which trust store the static binary uses), [`redact`] (masking numbers and account
+//! SIDs in text from outside before it is logged), and small helpers [`message`], [`phone`],
 //! [`clock`]. `main.rs` only reads the config, starts logging, runs, and maps exit codes.
 
 #![forbid(unsafe_code)]

@@ -25,7 +25,7 @@ use crate::lease::{self, CLOCK_SKEW};
 use crate::message::MessageId;
 use crate::postgrest::{Fence, Rest, SendingRow};
 use crate::reconcile::{self, Look, Question, CLOCK_SLACK};
-use crate::sender::{check, clock_sub};
+use crate::sender::check;
 use crate::shutdown::Shutdown;
 use crate::twilio::Twilio;
 
@@ -158,7 +158,9 @@ impl OrphanCheck {
             .created_at
             .as_deref()
             .and_then(clock::parse_rfc3339)
-            .map_or(std::time::UNIX_EPOCH, |t| clock_sub(t, CLOCK_SLACK));
+            .map_or(std::time::UNIX_EPOCH, |t| {
+                clock::saturating_sub(t, CLOCK_SLACK)
+            });
         let question = Question {
             id,
             to,

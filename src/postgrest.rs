@@ -478,6 +478,41 @@ impl Rest {
         )
     }
 
+    /// Apply a receipt that names its row (`id`, from our parameter in the signed callback URL):
+    /// to the row if it records `sid` and is `sending`/`sent`; otherwise, if the row records no
+    /// SID yet (`sending`, or given back to `queued_for_send` after a create whose answer was
+    /// lost), record `sid` with the receipt's status. Tells whether a row changed.
+    pub fn apply_receipt_to(
+        &self,
+        id: &MessageId,
+        sid: &str,
+        status: &str,
+        delivered_at: Option<&str>,
+        now: &str,
+    ) -> Result<bool, RestError> {
+        if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(false);
+        }
+        let mut body = serde_json::json!({ "status": status });
+        if let Some(at) = delivered_at {
+            body["delivered_at"] = serde_json::Value::String(at.to_string());
+        }
+        if status != "sent"
+            && self.patch_rows(
+                &format!("id=eq.{id}&twilio_message_sid=eq.{sid}&status=in.(sending,sent)"),
+                &body,
+            )?
+        {
+            return Ok(true);
+        }
+        body["twilio_message_sid"] = serde_json::Value::String(sid.to_string());
+        body["sent_at"] = serde_json::Value::String(now.to_string());
+        self.patch_rows(
+            &format!("id=eq.{id}&twilio_message_sid=is.null&status=in.(sending,queued_for_send)"),
+            &body,
+        )
+    }
+
     /// Read one row of `messages` selecting `columns` (for `check`); returns how many came back.
     pub fn probe_columns(&self, columns: &str) -> Result<usize, RestError> {
         let text = self.call(

@@ -226,7 +226,7 @@ impl Pipeline {
                 return self.give_back(job, "its lease ran out");
             }
             let started = Instant::now();
-            let outcome = self.twilio.send(job.to, &job.message.body);
+            let outcome = self.twilio.send(job.to, &job.message.body, &id);
             drop(permit);
             let took = started.elapsed().as_millis();
             let error = match outcome {
@@ -341,9 +341,17 @@ impl Pipeline {
             return Look::NotFound;
         };
         let settled_at = ambiguous_at + self.settle;
-        let since = clock_sub(job.lease.claimed_at(), CLOCK_SLACK);
+        let since = clock::saturating_sub(job.lease.claimed_at(), CLOCK_SLACK);
         let budget = self.request_budget;
         loop {
+            // A delivery receipt (which names the row) may have recorded the SID meanwhile.
+            if let Ok(Some(sid)) = self.rest.recorded_sid(job.id()) {
+                return Look::Found(Found {
+                    sid,
+                    created: SystemTime::now(),
+                    recorded: true,
+                });
+            }
             let question = Question {
                 id: job.id(),
                 to: job.to,
@@ -450,14 +458,15 @@ impl Pipeline {
     fn record_sent(&self, job: &Job<'_>, sid: &str, at: SystemTime) {
         let id = job.id();
         let sent_at = clock::rfc3339_millis(at);
-        let mut uncertain = false;
         let mut attempt = 0u32;
         loop {
             match self.rest.mark_sent(id, job.fence(), sid, &sent_at) {
                 Ok(true) => break,
                 Ok(false) => {
-                    if uncertain && self.records(id, sid) {
-                        break; // an earlier try applied; its answer was lost
+                    // An earlier try applied and its answer was lost, or a delivery receipt
+                    // (which names the row) recorded the SID first.
+                    if self.records(id, sid) {
+                        break;
                     }
                     error!(
                         "message {id} WAS SENT as {sid} but its row was claimed again meanwhile; \
@@ -466,7 +475,6 @@ impl Pipeline {
                     return;
                 }
                 Err(e) => {
-                    uncertain |= !matches!(e, RestError::Connect(_));
                     error!(
                         "message {id} was sent as {sid}; recording it failed (attempt {}): {e}; \
                          retrying",
@@ -562,11 +570,6 @@ fn throttle_delay(n: u32) -> Duration {
         .saturating_mul(1 << n.min(5))
         .min(Duration::from_secs(3));
     Duration::from_millis(fastrand::u64(0..=cap.as_millis() as u64))
-}
-
-/// `t - d`, floored at the epoch (never panics on a clock near 1970).
-pub(crate) fn clock_sub(t: SystemTime, d: Duration) -> SystemTime {
-    t.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Whether a claimed message can be sent; returns the destination number.

@@ -75,6 +75,8 @@ pub struct Request {
     pub method: String,
     /// The path without the query.
     pub path: String,
+    /// The raw query string (after `?`), empty when there is none.
+    pub query: String,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
     /// The body (read only where a route needs it).
@@ -313,6 +315,7 @@ fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, u16> {
     Ok(Request {
         method: method.to_string(),
         path: target.split('?').next().unwrap_or("").to_string(),
+        query: target.split_once('?').map_or("", |(_, q)| q).to_string(),
         headers,
         body: buffered,
     })
@@ -425,15 +428,17 @@ fn status_callback(
     rejections: &Rejections,
 ) -> Response {
     let params = parse_form(&request.body);
+    // Twilio signs the URL it was given: ours with the message's id, or (older messages) the
+    // configured one as it is.
+    let message = callbacks::message_param(&request.query);
+    let url = match &message {
+        Some(id) => callbacks::url_for(&receipts.url, id),
+        None => receipts.url.clone(),
+    };
     let verified = request
         .header("x-twilio-signature")
         .is_some_and(|signature| {
-            callbacks::verify(
-                receipts.auth_token.expose(),
-                &receipts.url,
-                &params,
-                signature,
-            )
+            callbacks::verify(receipts.auth_token.expose(), &url, &params, signature)
         });
     if !verified {
         metrics.callback(false);
@@ -447,7 +452,10 @@ fn status_callback(
         return json(403, r#"{"error":"invalid signature"}"#);
     }
     metrics.callback(true);
-    let accepted = callbacks::parse(&params).map_or(true, |r| receipts.inbox.offer(r));
+    let accepted = callbacks::parse(&params).map_or(true, |mut r| {
+        r.message = message;
+        receipts.inbox.offer(r)
+    });
     if accepted {
         Response {
             status: 200,

@@ -15,10 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::callbacks;
 use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
+use crate::message::MessageId;
 use crate::metrics::Metrics;
 use crate::postgrest::describe_transport;
+use crate::redact;
 
 /// Twilio accepted the message (HTTP 201).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +183,7 @@ pub struct ListedMessage {
 
 /// Read a list page.
 pub fn parse_list_page(text: &str) -> Result<ListPage, String> {
-    serde_json::from_str(text).map_err(|e| format!("unreadable message list: {e}"))
+    serde_json::from_str(text).map_err(|e| redact::scrub(&format!("unreadable message list: {e}")))
 }
 
 /// What Twilio answered to a request that reached it.
@@ -258,7 +261,7 @@ impl Twilio {
             Answer::Success { status, text } => {
                 serde_json::from_str(&text).map_err(|e| SendError::Unreadable {
                     status,
-                    detail: e.to_string(),
+                    detail: redact::scrub(&e.to_string()),
                 })
             }
             Answer::Failure { status, text, .. } => Err(parse_rejection(status, &text, None)),
@@ -313,14 +316,19 @@ impl Twilio {
         }
     }
 
-    /// Create one SMS to `to` with `body`.
-    pub fn send(&self, to: &str, body: &str) -> Result<Accepted, SendError> {
+    /// Create one SMS to `to` with `body` for row `id` (named in its `StatusCallback`, when
+    /// receipts are on).
+    pub fn send(&self, to: &str, body: &str, id: &MessageId) -> Result<Accepted, SendError> {
         let from = match &self.sender {
             SmsSender::Number(n) => ("From", n.as_str()),
             SmsSender::MessagingService(s) => ("MessagingServiceSid", s.as_str()),
         };
+        let callback = self
+            .status_callback
+            .as_ref()
+            .map(|base| callbacks::url_for(base, id));
         let mut form = vec![("To", to), from, ("Body", body)];
-        if let Some(url) = &self.status_callback {
+        if let Some(url) = &callback {
             form.push(("StatusCallback", url));
         }
         match self.execute(self.agent.post(&self.messages_url), Some(&form))? {
@@ -421,7 +429,7 @@ pub fn parse_created(status: u16, text: &str) -> Result<Accepted, SendError> {
         }),
         Err(e) => Err(SendError::Unreadable {
             status,
-            detail: e.to_string(),
+            detail: redact::scrub(&e.to_string()),
         }),
     }
 }
@@ -429,16 +437,17 @@ pub fn parse_created(status: u16, text: &str) -> Result<Accepted, SendError> {
 /// Read an error answer, JSON or not.
 pub fn parse_rejection(status: u16, text: &str, retry_after: Option<Duration>) -> SendError {
     match serde_json::from_str::<ErrorBody>(text) {
+        // Twilio's texts quote numbers and account paths: masked before anyone can log them.
         Ok(b) => SendError::Rejected {
             status,
             code: b.code,
-            message: b.message.unwrap_or_default(),
+            message: redact::scrub(&b.message.unwrap_or_default()),
             retry_after,
         },
         Err(_) => SendError::Rejected {
             status,
             code: None,
-            message: text.chars().filter(|c| !c.is_control()).take(200).collect(),
+            message: redact::scrub(text),
             retry_after,
         },
     }

@@ -1,6 +1,7 @@
 //! Hardening, checked on the real binary against the local world: no `RUST_LOG` directive prints
 //! a secret, `http://` to a host that is not loopback is refused at start, and the delivery
-//! receipt route never takes an unsigned request and logs forgeries rate-limited.
+//! receipt route never takes an unsigned request and logs forgeries rate-limited, and Twilio's
+//! error texts reach the log with their phone numbers masked.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,20 +16,8 @@ const TO: &str = "+15551234567";
 
 /// Standard base64 with padding (RFC 4648 §4), as the `Authorization: Basic` header carries it.
 fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// Every form of directive that once reached the libraries' debug output, and the forms next to
@@ -216,4 +205,31 @@ fn callbacks_without_a_signature_are_refused_and_forgeries_are_logged_rate_limit
         (1..=2).contains(&lines),
         "60 forged callbacks gave {lines} log lines:\n{log}"
     );
+}
+
+/// Twilio's 21211 quotes the full `To` number ("The 'To' number +15005550001 is not a valid
+/// phone number."): the service logs the failure with the number masked, and the error text once.
+#[test]
+fn twilio_error_texts_reach_the_log_with_numbers_masked() {
+    let stack = Stack::start();
+    let svc = stack.start_service(Path::new(BIN), &[]);
+    let conv = stack.create_conversation("+15005550001");
+    stack.insert_outbound(&conv, "masked number");
+    assert!(stack.wait_status_count("failed", 1, WAIT), "{}", svc.log());
+    assert!(wait_until(WAIT, || svc
+        .log()
+        .contains("failed permanently")));
+    let log = svc.log();
+    assert!(log.contains("21211"), "{log}");
+    assert!(
+        !log.contains("5005550001"),
+        "the full number reached the log:\n{log}"
+    );
+    for line in log.lines().filter(|l| l.contains("21211")) {
+        assert_eq!(
+            line.matches("Twilio code").count(),
+            1,
+            "the prefix once: {line}"
+        );
+    }
 }

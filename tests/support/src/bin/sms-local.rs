@@ -175,9 +175,15 @@ fn smoke(binary: &Path) -> Result<(), String> {
         println!("    not root: running as the current user (cannot switch to uid 1001)");
         None
     };
+    // As the image does (Dockerfile.distroless): the bundle is named, not found in the directory.
+    let mut env = stack.service_env();
+    env.push((
+        "SSL_CERT_FILE".into(),
+        dir.0.join("ca-certificates.crt").display().to_string(),
+    ));
     let mut svc = Service::launch(Launch {
         binary: &exe,
-        env: stack.service_env(),
+        env,
         cwd: Some(&dir.0),
         uid_gid,
     });
