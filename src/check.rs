@@ -6,7 +6,8 @@
 //! service uses and the embedded conversation phone number, so a wrong key, a missing table or
 //! column, or a missing foreign key is named); Realtime (joins and waits for "Subscribed to
 //! PostgreSQL"); Twilio credentials (fetches the account); the sender (the number is one of the
-//! account's SMS-capable numbers, or the messaging service exists).
+//! account's SMS-capable numbers, or the messaging service exists); Twilio's message list (which
+//! reconciliation reads after an ambiguous create: test credentials, for one, cannot list).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ pub fn run(config: &Config) -> bool {
     ok &= line_result("Realtime", realtime_check(config));
     ok &= line_result("Twilio credentials", account_check(&clients.twilio));
     ok &= line_result("Twilio sender", sender_check(config, &clients.twilio));
+    ok &= line_result("Twilio message list", list_check(&clients.twilio));
     ok
 }
 
@@ -123,6 +125,17 @@ fn account_check(twilio: &Twilio) -> Result<String, String> {
         return Err(format!("the account {name:?} is {status}, not active"));
     }
     Ok(format!("account {name:?} is active"))
+}
+
+fn list_check(twilio: &Twilio) -> Result<String, String> {
+    match twilio.get_account_resource("/Messages.json?PageSize=1") {
+        Ok(_) => Ok("readable: an ambiguous create can be reconciled".into()),
+        Err(e) => Err(format!(
+            "{}: reconciliation cannot work, so a message whose create gets no clear answer \
+             (timeout, 5xx) stays 'sending' instead of being re-sent or recorded",
+            describe(&e)
+        )),
+    }
 }
 
 fn sender_check(config: &Config, twilio: &Twilio) -> Result<String, String> {

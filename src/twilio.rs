@@ -447,7 +447,10 @@ pub fn parse_rejection(status: u16, text: &str, retry_after: Option<Duration>) -
         Err(_) => SendError::Rejected {
             status,
             code: None,
-            message: redact::scrub(text),
+            message: redact::scrub(&text.chars().take(200).collect::<String>())
+                .chars()
+                .take(200)
+                .collect(),
             retry_after,
         },
     }

@@ -188,9 +188,10 @@ fn check_command_reports_each_problem_clearly() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out.lines().filter(|l| l.starts_with('✓')).count(),
-        5,
+        6,
         "{out}"
     );
+    assert!(out.contains("✓ Twilio message list: readable"), "{out}");
     assert!(out.contains("✓ Realtime: subscribed"), "{out}");
     assert_eq!(
         stack.twilio.create_requests(),
@@ -212,6 +213,21 @@ fn check_command_reports_each_problem_clearly() {
         "{out}"
     );
     assert!(!out.contains("wrong"), "no secret echoed: {out}");
+
+    // Test credentials cannot list messages (403): reconciliation cannot work, and check says so.
+    stack.twilio.set_list_outage(Some(Fault::Error {
+        status: 403,
+        code: 20003,
+        message: "Authenticate".into(),
+        retry_after: None,
+    }));
+    let (code, out) = check(&stack, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ Twilio message list:") && out.contains("reconciliation cannot work"),
+        "{out}"
+    );
+    stack.twilio.set_list_outage(None);
 
     let (code, out) = check(&stack, &[("TWILIO_PHONE_NUMBER", "+15557654321")]);
     assert_eq!(code, Some(1));
