@@ -250,8 +250,9 @@ enum Applied {
 fn work(rx: &Receiver<Receipt>, rest: &Rest, _metrics: &Metrics, shutdown: &Shutdown) {
     let mut pending: Vec<Pending> = Vec::new();
     loop {
+        // Woken at least every second so shutdown is seen (and what is pending reported).
         let wait = if pending.is_empty() {
-            Duration::from_secs(3600)
+            Duration::from_secs(1)
         } else {
             Duration::from_millis(500)
         };

@@ -114,10 +114,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true),
     );
 
+    let mut receipts_worker = None;
     let receipts = match &config.status_callback_url {
         Some(url) => {
-            let (inbox, _) = callbacks::spawn(rest.clone(), metrics.clone(), shutdown.clone())
+            let (inbox, worker) = callbacks::spawn(rest.clone(), metrics.clone(), shutdown.clone())
                 .map_err(|e| StartError(format!("cannot start the receipts worker: {e}")))?;
+            receipts_worker = Some(worker);
             Some(Receipts {
                 url: url.clone(),
                 auth_token: config.twilio.auth_token.clone(),
@@ -222,6 +224,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if !senders.wait_finished(deadline) {
         warn!("shutdown deadline reached with sends still in flight; exiting anyway");
         return Ok(());
+    }
+    // The receipts worker reports what it could not apply before the process ends.
+    if let Some(worker) = receipts_worker {
+        while !worker.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     info!("shutdown complete");
     Ok(())

@@ -725,3 +725,58 @@ fn a_receipt_links_a_message_whose_create_answer_was_lost() {
     assert_eq!(stack.twilio.create_requests(), 1, "{}", svc.log());
     assert_eq!(stack.message(&id).status.as_deref(), Some("sent"));
 }
+
+/// A receipt acknowledged while the database is down is kept and retried, not dropped after a few
+/// failed writes; one still unapplied at shutdown is named in the log with the reason.
+#[test]
+fn acknowledged_receipts_survive_a_database_outage_and_are_reported_at_shutdown() {
+    let stack = Stack::start();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/twilio/status");
+    let mut svc = start(
+        &stack,
+        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
+    );
+    let conv = stack.create_conversation(TO);
+    let a = stack.insert_outbound(&conv, "delivered after the outage");
+    let b = stack.insert_outbound(&conv, "delivered during shutdown");
+    assert!(stack.wait_status_count("sent", 2, WAIT));
+    let sid = |id: &str| stack.message(id).twilio_message_sid.unwrap();
+    let (sid_a, sid_b) = (sid(&a), sid(&b));
+
+    stack.supabase.set_rest_outage(Some(
+        sms_sender_doubles::supabase::RestFault::db_unavailable(),
+    ));
+    assert_eq!(
+        stack.twilio.send_status_callback(&sid_a, "delivered", None),
+        Some(200)
+    );
+    std::thread::sleep(Duration::from_secs(8)); // several failed writes
+    stack.supabase.set_rest_outage(None);
+    assert!(
+        wait_until(Duration::from_secs(30), || stack
+            .message(&a)
+            .status
+            .as_deref()
+            == Some("delivered")),
+        "{}",
+        svc.log()
+    );
+
+    stack.supabase.set_rest_outage(Some(
+        sms_sender_doubles::supabase::RestFault::db_unavailable(),
+    ));
+    assert_eq!(
+        stack.twilio.send_status_callback(&sid_b, "delivered", None),
+        Some(200)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    svc.terminate();
+    assert!(svc.wait_exit(Duration::from_secs(15)).is_some());
+    let log = svc.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&sid_b) && l.contains("dropped") && l.contains("database")),
+        "the dropped receipt is named with the reason:\n{log}"
+    );
+}
