@@ -24,10 +24,10 @@ use serde_json::{json, Value};
 use sms_sender::clock;
 use sms_sender::config::{Config, ConfigError, SmsSender};
 use sms_sender::message::MessageId;
-use sms_sender::postgrest::{self, Claim, RestError};
-use sms_sender::realtime::frame::{self, ServerFrame};
 use sms_sender::redact;
-use sms_sender::twilio::{self, SendError};
+use sms_sender::supabase::realtime::frame::{self, ServerFrame};
+use sms_sender::supabase::rest::{self, Claim, RestError};
+use sms_sender::twilio::client::{self, SendError};
 
 /// One harness: never panics on any input unless the decoder is wrong.
 pub type Harness = fn(&[u8]);
@@ -244,7 +244,7 @@ pub const CLAIM_ID: &str = "6f1c2e0a-0000-4000-8000-000000000001";
 fn postgrest_claim(data: &[u8]) {
     let text = text(data);
     let id = MessageId::parse(CLAIM_ID).expect("CLAIM_ID is a UUID");
-    let result = postgrest::parse_claim(&id, &text);
+    let result = rest::parse_claim(&id, &text);
     assert_eq!(
         matches!(result, Ok(Claim::Lost)),
         is_empty_json_array(&text),
@@ -265,7 +265,7 @@ fn postgrest_claim(data: &[u8]) {
 fn postgrest_error(data: &[u8]) {
     let text = text(data);
     let status = status_of(data, ERROR_STATUSES);
-    let error = postgrest::parse_error(status, &text);
+    let error = rest::parse_error(status, &text);
     drop(error.to_string());
     let RestError::Status {
         status: got,
@@ -310,7 +310,7 @@ pub fn check_message_id(text: &str) {
 fn twilio_created(data: &[u8]) {
     let text = text(data);
     let status = status_of(data, SUCCESS_STATUSES);
-    match twilio::parse_created(status, &text) {
+    match client::parse_created(status, &text) {
         Ok(accepted) => assert!(
             is_message_sid(&accepted.sid),
             "accepted a non-Message SID from {text:?}"
@@ -325,7 +325,7 @@ fn twilio_created(data: &[u8]) {
 
 fn twilio_list_page(data: &[u8]) {
     let text = text(data);
-    if let Ok(page) = twilio::parse_list_page(&text) {
+    if let Ok(page) = client::parse_list_page(&text) {
         // Every field is optional; a page may be empty, and nothing read may be invented.
         for m in &page.messages {
             if let Some(sid) = &m.sid {
@@ -340,7 +340,7 @@ fn twilio_rejection(data: &[u8]) {
     let status = status_of(data, ERROR_STATUSES);
     // Both shapes of the header: absent, and present with any number of seconds.
     let retry_after = (data.len() % 2 == 1).then(|| Duration::from_secs(data.len() as u64));
-    let error = twilio::parse_rejection(status, &text, retry_after);
+    let error = client::parse_rejection(status, &text, retry_after);
     drop(error.to_string());
     assert_eq!(error.http_status(), Some(status));
     let SendError::Rejected {

@@ -121,7 +121,11 @@ mod tests {
             assert!(permitted(target, Info), "{target}");
             assert!(permitted(target, Error), "{target}");
         }
-        for target in ["sms_sender", "sms_sender::realtime", "sms_sender::sender"] {
+        for target in [
+            "sms_sender",
+            "sms_sender::supabase::realtime",
+            "sms_sender::delivery::sender",
+        ] {
             assert!(permitted(target, Trace), "{target}");
         }
     }

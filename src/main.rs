@@ -11,7 +11,8 @@
 
 use std::process::ExitCode;
 
-use sms_sender::{check, config::Config, logging, service, tls};
+use sms_sender::shutdown::Shutdown;
+use sms_sender::{config::Config, http, logging, ops::preflight, service, signals};
 
 const USAGE: &str = "\
 sms-sender: sends the SMS of a Supabase `messages` table through Twilio.
@@ -27,7 +28,8 @@ TWILIO_PHONE_NUMBER or TWILIO_MESSAGING_SERVICE_SID.
 Optional: TWILIO_API_URL, PORT (8080), SENDER_THREADS (128), MAX_RETRIES (3),
 RETRY_BACKOFF_MS (1000), MAX_SENDS_PER_SECOND, STATUS_CALLBACK_URL, LOG_FORMAT (text|json),
 RUST_LOG (info), REALTIME_HEARTBEAT_MS (25000), HTTP_TIMEOUT_MS (15000),
-SENDING_TIMEOUT_SECS (300), ORPHAN_CHECK_SECS (60), SWEEP_INTERVAL_SECS (60).
+SENDING_TIMEOUT_SECS (300), RECONCILE_SETTLE_MS (10000), ORPHAN_CHECK_SECS (60),
+SWEEP_INTERVAL_SECS (60).
 See README.md for what each does.
 ";
 
@@ -65,9 +67,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ca = tls::trust_store();
+    let ca = http::trust_store();
     if checking {
-        return if check::run(&config) {
+        return if preflight::run(&config) {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -78,7 +80,13 @@ fn main() -> ExitCode {
         Some(ca) => log::debug!("TLS trust store: {ca}"),
         None => log::warn!("no CA bundle found: TLS connections will fail (set SSL_CERT_FILE)"),
     }
-    match service::run(config) {
+    let shutdown = Shutdown::new();
+    if let Err(e) = signals::spawn(shutdown.clone()) {
+        log::error!("cannot watch signals: {e}");
+        eprintln!("sms-sender: cannot watch signals: {e}");
+        return ExitCode::from(1);
+    }
+    match service::run(config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("cannot start: {e}");

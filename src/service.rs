@@ -12,24 +12,25 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::catchup::{self, SweepTrigger, Sweeper};
-use crate::circuit::Circuit;
-use crate::concurrency::Limiter;
 use crate::config::{Config, SmsSender};
-use crate::health::Health;
-use crate::in_flight::InFlight;
-use crate::metrics::Metrics;
-use crate::orphans::{self, OrphanCheck};
-use crate::pacer::Pacer;
-use crate::pool::SenderPool;
-use crate::postgrest::{self, Rest};
-use crate::queue::WorkQueue;
-use crate::realtime::{self, Timing};
-use crate::sender::{self, Pipeline};
-use crate::server::{self, Admin, Receipts};
+use crate::delivery::circuit::Circuit;
+use crate::delivery::concurrency::Limiter;
+use crate::delivery::in_flight::InFlight;
+use crate::delivery::orphans::{self, OrphanCheck};
+use crate::delivery::pacer::Pacer;
+use crate::delivery::pool::SenderPool;
+use crate::delivery::queue::WorkQueue;
+use crate::delivery::sender::{self, Pipeline};
+use crate::delivery::sweep::{self, SweepTrigger, Sweeper};
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::ops::server::{self, Admin, Receipts};
 use crate::shutdown::Shutdown;
-use crate::twilio::Twilio;
-use crate::{callbacks, phone, signals};
+use crate::supabase::realtime::{self, Timing};
+use crate::supabase::rest::Rest;
+use crate::twilio::client::Twilio;
+use crate::twilio::receipts;
+use crate::{http, phone};
 
 /// Time allowed from the shutdown signal to exit (Cloud Run kills at 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -39,12 +40,49 @@ const SWEEP_PAGE: usize = 200;
 
 /// A failure to start (the service never ran).
 #[derive(Debug)]
-pub struct StartError(pub String);
+pub enum StartError {
+    /// The TLS connector could not be built (no usable CA bundle, OpenSSL failure).
+    Tls(String),
+    /// The HTTP port could not be served (in use, not permitted).
+    Port {
+        /// `PORT`.
+        port: u16,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A thread could not be started.
+    Thread {
+        /// Which one.
+        what: &'static str,
+        /// Why.
+        error: std::io::Error,
+    },
+}
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StartError::Tls(e) => f.write_str(e),
+            StartError::Port { port, error } => {
+                write!(f, "PORT {port}: cannot serve health checks: {error}")
+            }
+            StartError::Thread { what, error } => write!(f, "cannot start {what}: {error}"),
+        }
     }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Tls(_) => None,
+            StartError::Port { error, .. } | StartError::Thread { error, .. } => Some(error),
+        }
+    }
+}
+
+/// `map_err` for a thread that would not start.
+fn thread(what: &'static str) -> impl FnOnce(std::io::Error) -> StartError {
+    move |error| StartError::Thread { what, error }
 }
 
 /// The clients every part shares, built from the configuration.
@@ -71,7 +109,7 @@ pub fn clients(
         .iter()
         .any(|url| url.starts_with("https://"));
     let tls = if https {
-        Some(postgrest::tls_connector().map_err(StartError)?)
+        Some(http::tls_connector().map_err(StartError::Tls)?)
     } else {
         None
     };
@@ -83,7 +121,7 @@ pub fn clients(
         tls.clone(),
         health.database_status(),
     );
-    let agent = postgrest::http_agent(
+    let agent = http::http_agent(
         connect_timeout,
         config.http_timeout,
         config.sender_threads + 1,
@@ -98,14 +136,11 @@ pub fn clients(
     Ok(Clients { rest, twilio })
 }
 
-/// Run the service until a signal stops it.
-pub fn run(config: Config) -> Result<(), StartError> {
-    let shutdown = Shutdown::new();
-    signals::spawn(shutdown.clone()).map_err(|e| StartError(format!("signal setup: {e}")))?;
-
+/// Run the service until `shutdown` fires (`main` connects it to SIGTERM and SIGINT).
+pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
-    metrics.set_concurrency_limit(crate::concurrency::INITIAL as usize);
+    metrics.set_concurrency_limit(crate::delivery::concurrency::INITIAL as usize);
     let Clients { rest, twilio } = clients(&config, &health, metrics.clone())?;
     let queue = WorkQueue::new((config.sender_threads * 2).max(8));
     let sweep = SweepTrigger::default();
@@ -117,8 +152,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut receipts_worker = None;
     let receipts = match &config.status_callback_url {
         Some(url) => {
-            let (inbox, worker) = callbacks::spawn(rest.clone(), metrics.clone(), shutdown.clone())
-                .map_err(|e| StartError(format!("cannot start the receipts worker: {e}")))?;
+            let (inbox, worker) = receipts::spawn(rest.clone(), metrics.clone(), shutdown.clone())
+                .map_err(thread("the receipts worker"))?;
             receipts_worker = Some(worker);
             Some(Receipts {
                 url: url.clone(),
@@ -138,11 +173,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
             receipts,
         },
     )
-    .map_err(|e| {
-        StartError(format!(
-            "PORT {}: cannot serve health checks: {e}",
-            config.port
-        ))
+    .map_err(|error| StartError::Port {
+        port: config.port,
+        error,
     })?;
 
     info!(
@@ -180,7 +213,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         limiter: Limiter::new(config.sender_threads),
     });
     let senders = SenderPool::start(config.sender_threads, pipeline, queue.clone())
-        .map_err(|e| StartError(format!("cannot start sender threads: {e}")))?;
+        .map_err(thread("the sender threads"))?;
     orphans::spawn(OrphanCheck {
         rest: rest.clone(),
         twilio,
@@ -191,8 +224,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
     })
-    .map_err(|e| StartError(format!("cannot start the orphan checker: {e}")))?;
-    catchup::spawn(Sweeper {
+    .map_err(thread("the orphan checker"))?;
+    sweep::spawn(Sweeper {
         rest,
         queue: queue.clone(),
         trigger: sweep.clone(),
@@ -203,7 +236,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         interval: config.sweep_interval,
         rest_failing: health.database_status(),
     })
-    .map_err(|e| StartError(format!("cannot start the catch-up thread: {e}")))?;
+    .map_err(thread("the catch-up sweeper"))?;
 
     smol::block_on(realtime::run(realtime::Context {
         supabase: config.supabase.clone(),

@@ -4,6 +4,7 @@
 //! idempotent and wakes every waiter at once: blocking threads parked in [`Shutdown::sleep`]
 //! (backoff between retries) and async tasks awaiting [`Shutdown::wait`] (the WebSocket reader).
 
+use crate::sync::Locked;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -49,15 +50,9 @@ impl Shutdown {
     /// Fire the signal (idempotent) and wake every waiter.
     pub fn trigger(&self) {
         self.inner.triggered.store(true, Ordering::SeqCst);
-        let _guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.inner.lock.locked();
         self.inner.wake.notify_all();
-        drop(
-            self.inner
-                .closer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
+        drop(self.inner.closer.locked().take());
     }
 
     /// Whether the signal has fired.
@@ -68,7 +63,7 @@ impl Shutdown {
     /// Sleep up to `duration`; returns `false` if woken early by the signal (or already fired).
     pub fn sleep(&self, duration: Duration) -> bool {
         let deadline = Instant::now() + duration;
-        let mut guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.inner.lock.locked();
         loop {
             if self.is_triggered() {
                 return false;

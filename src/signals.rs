@@ -12,26 +12,23 @@ use crate::shutdown::Shutdown;
 /// Start the thread that watches for the signals.
 pub fn spawn(shutdown: Shutdown) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut seen = 0;
-            for signal in signals.forever() {
-                let name = if signal == SIGTERM {
-                    "SIGTERM"
-                } else {
-                    "SIGINT"
-                };
-                seen += 1;
-                if seen == 1 {
-                    info!("{name} received: finishing in-flight sends (again to exit at once)");
-                    shutdown.trigger();
-                } else {
-                    warn!("second {name}: exiting now");
-                    std::process::exit(128 + signal);
-                }
+    crate::sync::spawn_named("signals", 64 * 1024, move || {
+        let mut seen = 0;
+        for signal in signals.forever() {
+            let name = if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            seen += 1;
+            if seen == 1 {
+                info!("{name} received: finishing in-flight sends (again to exit at once)");
+                shutdown.trigger();
+            } else {
+                warn!("second {name}: exiting now");
+                std::process::exit(128 + signal);
             }
-        })?;
+        }
+    })?;
     Ok(())
 }

@@ -34,10 +34,10 @@ use fastrand::Rng;
 use serde_json::Value;
 use sms_sender::clock::{parse_rfc2822, parse_rfc3339};
 use sms_sender::message::{ClaimedMessage, MessageId};
-use sms_sender::postgrest::{parse_claim, parse_error, Claim, RestError};
-use sms_sender::realtime::frame::{binding_id, decode};
 use sms_sender::redact::scrub;
-use sms_sender::twilio::{parse_created, parse_rejection, Accepted, SendError};
+use sms_sender::supabase::realtime::frame::{binding_id, decode};
+use sms_sender::supabase::rest::{parse_claim, parse_error, Claim, RestError};
+use sms_sender::twilio::client::{parse_created, parse_rejection, Accepted, SendError};
 
 use harness::{is_e164, Family, FAMILIES};
 
@@ -845,7 +845,7 @@ fn realtime_decode_ignores_unknown_keys_key_order_and_formatting() {
 fn binding_id_accepts_exactly_our_binding() {
     let mut rng = rng(6);
     let reply = decode(&seed("realtime_frame", "join_reply_ok.json")).unwrap();
-    let sms_sender::realtime::frame::ServerFrame::Reply { response, .. } = reply else {
+    let sms_sender::supabase::realtime::frame::ServerFrame::Reply { response, .. } = reply else {
         panic!("join_reply_ok.json is not a reply: {reply:?}");
     };
     assert_eq!(binding_id(&response), Ok(31339886));

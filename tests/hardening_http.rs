@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sms_sender::backoff::Backoff;
-use sms_sender::circuit::Circuit;
-use sms_sender::health::Health;
-use sms_sender::metrics::Metrics;
-use sms_sender::queue::WorkQueue;
-use sms_sender::server::{self, Admin, MAX_CONNECTIONS, REQUEST_DEADLINE};
+use sms_sender::delivery::circuit::Circuit;
+use sms_sender::delivery::queue::WorkQueue;
+use sms_sender::ops::health::Health;
+use sms_sender::ops::metrics::Metrics;
+use sms_sender::ops::server::{self, Admin, MAX_CONNECTIONS, REQUEST_DEADLINE};
 use sms_sender_doubles::harness::{free_port, http_get, wait_until};
 
 /// Start the HTTP server on a free port, with no delivery receipts; returns the port.

@@ -38,9 +38,10 @@ use openssl::sign::Signer;
 
 use crate::clock;
 use crate::message::MessageId;
-use crate::metrics::Metrics;
-use crate::postgrest::{Rest, RestError};
+use crate::ops::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::supabase::rest::{Rest, RestError};
+use crate::sync::Locked;
 
 /// The query parameter naming the row in each message's `StatusCallback` URL.
 pub const MESSAGE_PARAM: &str = "sms_sender_message";
@@ -166,7 +167,7 @@ impl Rejections {
     /// Count one rejection at `now`; `Some(n)` when a line is due, `n` being the rejections it
     /// reports (this one included).
     pub fn record(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         let (last, pending) = &mut *state;
         *pending += 1;
         let due = last.map_or(true, |t| now.saturating_duration_since(t) >= self.interval);
@@ -220,10 +221,9 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> std::io::Result<(Inbox, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(256);
-    let handle = std::thread::Builder::new()
-        .name("receipts".into())
-        .stack_size(256 * 1024)
-        .spawn(move || work(&rx, &rest, &metrics, &shutdown))?;
+    let handle = crate::sync::spawn_named("receipts", 256 * 1024, move || {
+        work(&rx, &rest, &metrics, &shutdown)
+    })?;
     Ok((Inbox { tx }, handle))
 }
 

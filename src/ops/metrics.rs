@@ -6,6 +6,7 @@
 //! reconnects. Gauges that mirror other state (connection, queue depth, circuit) are read when
 //! the page is rendered.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,12 +75,7 @@ impl Metrics {
     /// Count a request to Twilio by its HTTP status (`None`: no answer).
     pub fn twilio_request(&self, status: Option<u16>) {
         let label = status.map_or_else(|| "error".to_string(), |s| s.to_string());
-        *self
-            .twilio_requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(label)
-            .or_default() += 1;
+        *self.twilio_requests.locked().entry(label).or_default() += 1;
     }
 
     /// Count a retry of a send.
@@ -183,12 +179,7 @@ impl Metrics {
             "counter",
             "HTTP requests to Twilio (creates and lookups), by status; \"error\" when there was no answer.",
         );
-        for (status, value) in self
-            .twilio_requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (status, value) in self.twilio_requests.locked().iter() {
             let _ = writeln!(
                 out,
                 "sms_sender_twilio_requests_total{{status=\"{status}\"}} {value}"

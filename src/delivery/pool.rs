@@ -5,7 +5,7 @@
 //! more are waiting and none is idle, so a burst gets as many blocking threads as it can use
 //! (bounded) and a quiet service keeps a handful. Threads are cheap: 256 KiB of reserved stack,
 //! of which only the touched pages count. How many of them may talk to Twilio at once is decided
-//! separately, by [`crate::concurrency::Limiter`].
+//! separately, by [`crate::delivery::concurrency::Limiter`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use crate::queue::WorkQueue;
-use crate::sender::Pipeline;
+use crate::delivery::queue::WorkQueue;
+use crate::delivery::sender::Pipeline;
 
 /// Threads started with the service.
 const INITIAL_THREADS: usize = 4;
@@ -79,10 +79,8 @@ impl SenderPool {
         }
         self.live.fetch_add(1, Ordering::SeqCst);
         let pool = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("sender-{n}"))
-            .stack_size(256 * 1024)
-            .spawn(move || pool.work());
+        let spawned =
+            crate::sync::spawn_named(format!("sender-{n}"), 256 * 1024, move || pool.work());
         if let Err(e) = spawned {
             self.live.fetch_sub(1, Ordering::SeqCst);
             self.started.fetch_sub(1, Ordering::SeqCst);

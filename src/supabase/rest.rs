@@ -3,7 +3,7 @@
 //! - [`Rest::claim`]: the atomic compare-and-set `queued_for_send → sending` that makes sending
 //!   exclusive across instances, returning the body and the conversation's phone number in the
 //!   same request (resource embedding), so the happy path costs one REST call before Twilio.
-//!   The claim stamps `sent_at` with its lease (see [`crate::lease`]).
+//!   The claim stamps `sent_at` with its lease (see [`crate::delivery::lease`]).
 //! - [`Rest::mark_sent`], [`Rest::mark_failed`], [`Rest::release`]: the state changes after it,
 //!   each **fenced** on the claim (`status=eq.sending&sent_at=eq.<stamp>`), so a retried, late or
 //!   duplicated write never touches a row that has since been claimed again.
@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{KeyKind, Secret, SupabaseConfig};
+use crate::http::{describe_transport, http_agent};
 use crate::message::{ClaimedMessage, MessageId};
 
 /// A REST call that did not succeed.
@@ -43,6 +44,8 @@ pub enum RestError {
     /// A success status with a body we could not read.
     Body(String),
 }
+
+impl std::error::Error for RestError {}
 
 impl std::fmt::Display for RestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,63 +180,6 @@ struct SendingRowJson {
     created_at: Option<String>,
     #[serde(default)]
     sent_at: Option<String>,
-}
-
-/// The TLS settings every HTTPS client shares: certificates verified against the CA bundle.
-/// Built once (it parses the whole bundle, which costs time and memory) and only when an
-/// `https://` URL needs it.
-pub fn tls_connector() -> Result<Arc<native_tls::TlsConnector>, String> {
-    native_tls::TlsConnector::new()
-        .map(Arc::new)
-        .map_err(|e| format!("TLS setup failed: {e}"))
-}
-
-/// A ureq agent with the given limits; `tls` is required for `https://` URLs.
-pub fn http_agent(
-    connect_timeout: Duration,
-    total_timeout: Duration,
-    pool_per_host: usize,
-    tls: Option<Arc<native_tls::TlsConnector>>,
-) -> ureq::Agent {
-    let mut builder = ureq::AgentBuilder::new();
-    if let Some(tls) = tls {
-        builder = builder.tls_connector(tls);
-    }
-    builder
-        .resolver(BoundedResolver(connect_timeout))
-        .timeout_connect(connect_timeout)
-        .timeout(total_timeout)
-        .max_idle_connections_per_host(pool_per_host)
-        .max_idle_connections(pool_per_host * 2)
-        .user_agent(concat!("sms-sender/", env!("CARGO_PKG_VERSION")))
-        .redirects(0)
-        .build()
-}
-
-/// Name resolution with a time limit. ureq's total timeout does not cover DNS (the system
-/// resolver cannot be interrupted), and a lease must bound every request from the moment it
-/// starts, so the lookup runs on a short-lived thread that is abandoned when it takes longer than
-/// the limit. Connections are pooled, so this runs only when a new connection is opened.
-struct BoundedResolver(Duration);
-
-impl ureq::Resolver for BoundedResolver {
-    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
-        use std::net::ToSocketAddrs;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let netloc = netloc.to_string();
-        std::thread::Builder::new()
-            .name("dns".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let _ = tx.send(netloc.to_socket_addrs().map(Iterator::collect));
-            })?;
-        rx.recv_timeout(self.0).unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("name resolution took longer than {} ms", self.0.as_millis()),
-            ))
-        })
-    }
 }
 
 impl Rest {
@@ -638,21 +584,6 @@ pub fn transport_error(t: &ureq::Transport) -> RestError {
         }
         _ => RestError::Transport(describe_transport(t)),
     }
-}
-
-/// A transport failure in words, without its URL: Twilio URLs carry the account SID, which
-/// operators keep secret.
-pub fn describe_transport(t: &ureq::Transport) -> String {
-    let mut text = t.kind().to_string();
-    if let Some(message) = t.message() {
-        text.push_str(": ");
-        text.push_str(message);
-    }
-    if let Some(source) = std::error::Error::source(t) {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-    }
-    text
 }
 
 #[cfg(test)]

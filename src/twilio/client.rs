@@ -3,25 +3,25 @@
 //! `POST {TWILIO_API_URL}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded (`+` sent as
 //! `%2B`), HTTP Basic auth, `.json` so errors come back as `{code, message, more_info, status}`.
 //! It never retries by itself: create is not idempotent, so whether to try again is decided by
-//! [`crate::retry`] with the facts this module reports (was the request written? what did Twilio
+//! [`crate::delivery::retry`] with the facts this module reports (was the request written? what did Twilio
 //! answer?).
 //!
 //! Twilio has no idempotency key, so after an ambiguous failure the only way to learn whether a
 //! message was created is the list endpoint: [`Twilio::list_outbound`] reads it; deciding what the
-//! list means is [`crate::reconcile`]'s job.
+//! list means is [`crate::delivery::reconcile`]'s job.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::callbacks;
 use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
+use crate::http::describe_transport;
 use crate::message::MessageId;
-use crate::metrics::Metrics;
-use crate::postgrest::describe_transport;
+use crate::ops::metrics::Metrics;
 use crate::redact;
+use crate::twilio::receipts;
 
 /// Twilio accepted the message (HTTP 201).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,8 @@ pub enum SendError {
         detail: String,
     },
 }
+
+impl std::error::Error for SendError {}
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,7 +328,7 @@ impl Twilio {
         let callback = self
             .status_callback
             .as_ref()
-            .map(|base| callbacks::url_for(base, id));
+            .map(|base| receipts::url_for(base, id));
         let mut form = vec![("To", to), from, ("Body", body)];
         if let Some(url) = &callback {
             form.push(("StatusCallback", url));

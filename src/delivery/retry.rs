@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::twilio::SendError;
+use crate::twilio::client::SendError;
 
 /// What to do after a failed send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

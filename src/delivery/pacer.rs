@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
+use crate::sync::Locked;
 
 /// The shared pacer.
 pub struct Pacer {
@@ -40,7 +41,7 @@ impl Pacer {
         };
         let now = Instant::now();
         let slot = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = self.next.locked();
             let slot = (*next).max(now);
             if latest.is_some_and(|l| slot > l) {
                 return Slot::TooLate;

@@ -3,12 +3,12 @@
 //!
 //! At start and every `ORPHAN_CHECK_SECS` one thread pages through `sending` rows. A row is an
 //! orphan once its claim is over for everyone: its stamp (`sent_at`, the lease end written by the
-//! claim, see [`crate::lease`]) is past by the clock allowance and the settle window, whatever
+//! claim, see [`crate::delivery::lease`]) is past by the clock allowance and the settle window, whatever
 //! lease *this* instance uses. A row in `sending` without a readable stamp (claimed by an older
 //! version, or set by hand) is aged by observation instead: how long this instance has seen it
 //! with that same stamp, which is never longer than the truth, against this instance's lease.
 //!
-//! Each orphan is reconciled with Twilio's list ([`crate::reconcile`], created since the row was
+//! Each orphan is reconciled with Twilio's list ([`crate::delivery::reconcile`], created since the row was
 //! created, the settle window long past): found → `sent` with that SID; not found → back to
 //! `queued_for_send` for a normal send; cannot tell → left for the next round. Every write is
 //! fenced on the stamp that was read, so a row claimed again meanwhile is never touched.
@@ -20,14 +20,14 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 
 use crate::clock;
-use crate::in_flight::InFlight;
-use crate::lease::{self, CLOCK_SKEW};
+use crate::delivery::in_flight::InFlight;
+use crate::delivery::lease::{self, CLOCK_SKEW};
+use crate::delivery::reconcile::{self, Look, Question, CLOCK_SLACK};
+use crate::delivery::sender::destination;
 use crate::message::MessageId;
-use crate::postgrest::{Fence, Rest, SendingRow};
-use crate::reconcile::{self, Look, Question, CLOCK_SLACK};
-use crate::sender::check;
 use crate::shutdown::Shutdown;
-use crate::twilio::Twilio;
+use crate::supabase::rest::{Fence, Rest, SendingRow};
+use crate::twilio::client::Twilio;
 
 /// Rows per page when listing `sending` rows.
 const PAGE: usize = 100;
@@ -51,15 +51,12 @@ pub struct OrphanCheck {
     /// Stop.
     pub shutdown: Shutdown,
     /// Counts recovered orphans.
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: std::sync::Arc<crate::ops::metrics::Metrics>,
 }
 
 /// Start the orphan checker thread.
 pub fn spawn(check: OrphanCheck) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("orphans".into())
-        .stack_size(256 * 1024)
-        .spawn(move || check.run())
+    crate::sync::spawn_named("orphans", 256 * 1024, move || check.run())
 }
 
 /// A claim as orphan recovery sees it: the row and the stamp it carried when read.
@@ -146,7 +143,7 @@ impl OrphanCheck {
     /// Settle one orphan; `true` when its row was updated.
     fn recover(&self, row: &SendingRow, fence: Fence<'_>) -> bool {
         let id = &row.id;
-        let Ok(to) = check(&row.message) else {
+        let Ok(to) = destination(&row.message) else {
             // Not sendable: the normal path fails it with the reason.
             return self.release(id, fence, "it cannot be sent as it is");
         };

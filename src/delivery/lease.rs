@@ -11,7 +11,7 @@
 //!   duplicated write cannot touch a row that has since been released and claimed again, because
 //!   the new claim carries a new stamp;
 //! - **the claim's age and length**, readable by any instance: a row is an orphan once its stamp is
-//!   [`ORPHAN_GRACE`]-past, whatever `SENDING_TIMEOUT_SECS` the *reading* instance runs with, so
+//!   past its end by [`CLOCK_SKEW`] (and the settle window), whatever `SENDING_TIMEOUT_SECS` the *reading* instance runs with, so
 //!   instances with different settings cannot break each other's leases.
 //!
 //! What an app reading the table sees: `sent_at` is `NULL` while `queued_for_send`, the lease's

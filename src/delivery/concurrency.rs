@@ -15,6 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
+use crate::sync::Locked;
 
 /// Creates allowed in flight before anything is known.
 pub const INITIAL: f64 = 4.0;
@@ -69,7 +70,7 @@ impl Limiter {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Wait for a place, until `latest` or shutdown (`None` then). Waiting is not an attempt.

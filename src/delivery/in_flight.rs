@@ -9,9 +9,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::delivery::reconcile::normalise;
 use crate::message::MessageId;
-use crate::reconcile::normalise;
 use crate::shutdown::Shutdown;
+use crate::sync::Locked;
 
 #[derive(Default)]
 struct Held {
@@ -25,7 +26,7 @@ pub struct InFlight(Arc<(Mutex<Held>, Condvar)>);
 
 impl InFlight {
     fn lock(&self) -> MutexGuard<'_, Held> {
-        self.0 .0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0 .0.locked()
     }
 
     /// Whether `id` is being processed here.

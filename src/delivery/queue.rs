@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::message::MessageId;
+use crate::sync::Locked;
 
 /// Why an id was not queued.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,8 +60,7 @@ impl WorkQueue {
     /// sits in the channel).
     fn reserve(&self, id: &MessageId) -> Option<Reservation<'_>> {
         self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .insert(id.clone())
             .then(|| Reservation {
                 queue: self,
@@ -69,10 +69,7 @@ impl WorkQueue {
     }
 
     fn unreserve(&self, id: &MessageId) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.waiting.locked().remove(id);
     }
 
     /// Queue `id`, waiting (asynchronously) while the queue is full.

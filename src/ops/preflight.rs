@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, SmsSender};
-use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::postgrest::RestError;
-use crate::realtime;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
 use crate::service;
-use crate::twilio::{SendError, Twilio};
+use crate::supabase::realtime;
+use crate::supabase::rest::RestError;
+use crate::twilio::client::{SendError, Twilio};
 
 /// How long the Realtime check waits for the subscription.
 const REALTIME_LIMIT: Duration = Duration::from_secs(20);
@@ -58,7 +58,7 @@ fn line_result(what: &str, result: Result<String, String>) -> bool {
     }
 }
 
-fn rest_check(rest: &crate::postgrest::Rest) -> Result<String, String> {
+fn rest_check(rest: &crate::supabase::rest::Rest) -> Result<String, String> {
     match rest.probe_columns(COLUMNS) {
         Ok(rows) => Ok(format!(
             "messages table readable with every column used ({rows} row(s) sampled)"

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::message::MessageId;
 use crate::shutdown::Shutdown;
+use crate::sync::Locked;
 
 /// Outage failures in a row (over at least two messages) that open the gate.
 pub const OUTAGE_THRESHOLD: u32 = 5;
@@ -77,7 +78,7 @@ impl Circuit {
     /// Wait until sending is allowed, shutdown, or `deadline`.
     pub fn enter_until(&self, shutdown: &Shutdown, deadline: Option<Instant>) -> Pass {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock.locked();
         loop {
             if shutdown.is_triggered() {
                 return Pass::Shutdown;
@@ -109,7 +110,7 @@ impl Circuit {
     /// Twilio answered in a way that shows it works: close the gate.
     pub fn record_ok(&self) {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock.locked();
         s.outage_failures = 0;
         s.first_failed = None;
         s.several_messages = false;
@@ -124,7 +125,7 @@ impl Circuit {
     /// Our account or configuration is refused: open (or re-open) the gate. Returns the pause.
     pub fn trip(&self) -> Duration {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock.locked();
         let pause = Self::open(&mut s, &self.account);
         cv.notify_all();
         pause
@@ -142,7 +143,7 @@ impl Circuit {
     /// `None` while it stays closed.
     pub fn record_outage(&self, message: &MessageId) -> Option<Duration> {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock.locked();
         if s.probing || s.open_until.is_some() {
             // A failed probe (or a straggler while open): stay open, for longer.
             let pause = Self::open(&mut s, &self.outage);
@@ -166,19 +167,14 @@ impl Circuit {
     /// The probe ended without telling anything either way (e.g. shutdown): let another probe.
     pub fn abandon_probe(&self) {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock.locked();
         s.probing = false;
         cv.notify_all();
     }
 
     /// Whether the gate is open or half-open.
     pub fn is_open(&self) -> bool {
-        self.inner
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .open_until
-            .is_some()
+        self.inner.0.locked().open_until.is_some()
     }
 }
 

@@ -34,11 +34,11 @@ use log::{debug, error, info, warn};
 use smol::Timer;
 
 use crate::backoff::Backoff;
-use crate::catchup::SweepTrigger;
 use crate::config::{KeyKind, SupabaseConfig};
-use crate::health::{Health, Link};
+use crate::delivery::queue::{PushError, WorkQueue};
+use crate::delivery::sweep::SweepTrigger;
 use crate::message::MessageId;
-use crate::queue::{PushError, WorkQueue};
+use crate::ops::health::{Health, Link};
 use crate::shutdown::Shutdown;
 use frame::{Bindings, ServerFrame};
 
@@ -88,7 +88,7 @@ pub struct Context {
     /// Stops the task.
     pub shutdown: Shutdown,
     /// Counts reconnects.
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: std::sync::Arc<crate::ops::metrics::Metrics>,
 }
 
 /// How one socket's life ended.
@@ -742,7 +742,7 @@ async fn push_keeping_heartbeat(
     let mut push = pin!(ctx.queue.push(id));
     loop {
         enum W {
-            Pushed(Result<crate::queue::Pushed, PushError>),
+            Pushed(Result<crate::delivery::queue::Pushed, PushError>),
             Tick,
             Stop,
         }

@@ -16,7 +16,7 @@
 //!   [`Look::NotYet`]);
 //! - a candidate that another row already records is not ours; one that another *unrecorded* row
 //!   might own is kept out by the sender, which never has two messages with the same recipient and
-//!   text in flight at once on one instance (see [`crate::in_flight`]).
+//!   text in flight at once on one instance (see [`crate::delivery::in_flight`]).
 //!
 //! Anything that prevents an answer (Twilio errors including 4xx, a list too long to read, the
 //! owner check failing, several indistinguishable redacted candidates) is [`Look::Unknown`]: the
@@ -25,8 +25,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::message::MessageId;
-use crate::postgrest::Rest;
-use crate::twilio::{ListError, Listed, Twilio};
+use crate::supabase::rest::Rest;
+use crate::twilio::client::{ListError, Listed, Twilio};
 
 /// The prefix Twilio puts before every body sent from a trial account.
 pub const TRIAL_PREFIX: &str = "Sent from your Twilio trial account - ";

@@ -1,21 +1,21 @@
 //! The sender threads: for each queued id, claim → check → send → record.
 //!
-//! Each sender thread ([`crate::pool`]) takes ids from the queue and runs [`Pipeline::process`].
+//! Each sender thread ([`crate::delivery::pool`]) takes ids from the queue and runs [`Pipeline::process`].
 //! The flow and its promises:
 //! - **claim** first (atomic in the database), so no two instances send the same message; a lost
 //!   claim is skipped silently. A claim is a *lease* of `SENDING_TIMEOUT_SECS` whose end is
-//!   stamped on the row ([`crate::lease`]); every later write of the claim is fenced on that
+//!   stamped on the row ([`crate::delivery::lease`]); every later write of the claim is fenced on that
 //!   stamp, and no Twilio request (create or list) starts unless it can end inside the lease;
 //! - **check** the row: a missing conversation or a number that is not E.164 fails the message
 //!   without calling Twilio;
-//! - one (recipient, text) pair at a time per instance ([`crate::in_flight`]), so Twilio's list
+//! - one (recipient, text) pair at a time per instance ([`crate::delivery::in_flight`]), so Twilio's list
 //!   can tell our messages apart;
-//! - **send** with retries: the verdict of [`crate::retry::classify`] decides between another
+//! - **send** with retries: the verdict of [`crate::delivery::retry::classify`] decides between another
 //!   attempt after the backoff (honouring a clamped `Retry-After`), `failed` at once, or a pause
 //!   of all sending (account problems) with the message given back. Waiting (circuit, pacer,
 //!   backoff) is never an attempt;
 //! - after an **ambiguous** failure (timeout, cut connection, 5xx: Twilio may have created the
-//!   message) nothing is sent again until [`crate::reconcile`] has looked at Twilio's list after
+//!   message) nothing is sent again until [`crate::delivery::reconcile`] has looked at Twilio's list after
 //!   the settle window; a message found there is recorded, not re-sent;
 //! - during a Twilio **outage** (the [`Circuit`] is open) attempts do not count against
 //!   `MAX_RETRIES`: the message waits inside its lease, then is given back;
@@ -24,7 +24,7 @@
 //!
 //! Database faults never turn a message `failed`, and neither does Twilio's list failing. A
 //! message given back goes to `queued_for_send` when it certainly was not sent; when it may have
-//! been and Twilio cannot tell yet, it stays `sending` for orphan recovery ([`crate::orphans`]).
+//! been and Twilio cannot tell yet, it stays `sending` for orphan recovery ([`crate::delivery::orphans`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,20 +32,20 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, error, info, trace, warn};
 
 use crate::backoff::Backoff;
-use crate::circuit::{Circuit, Pass};
 use crate::clock;
-use crate::concurrency::Limiter;
-use crate::in_flight::InFlight;
-use crate::lease::Lease;
+use crate::delivery::circuit::{Circuit, Pass};
+use crate::delivery::concurrency::Limiter;
+use crate::delivery::in_flight::InFlight;
+use crate::delivery::lease::Lease;
+use crate::delivery::pacer::{Pacer, Slot};
+use crate::delivery::reconcile::{self, Found, Look, Question, CLOCK_SLACK};
+use crate::delivery::retry::{classify, is_ambiguous, is_outage_signal, is_throttled, Verdict};
 use crate::message::{ClaimedMessage, MessageId};
-use crate::metrics::{Metrics, Outcome};
-use crate::pacer::{Pacer, Slot};
+use crate::ops::metrics::{Metrics, Outcome};
 use crate::phone;
-use crate::postgrest::{Claim, Fence, Rest, RestError};
-use crate::reconcile::{self, Found, Look, Question, CLOCK_SLACK};
-use crate::retry::{classify, is_ambiguous, is_outage_signal, is_throttled, Verdict};
 use crate::shutdown::Shutdown;
-use crate::twilio::{SendError, Twilio};
+use crate::supabase::rest::{Claim, Fence, Rest, RestError};
+use crate::twilio::client::{SendError, Twilio};
 
 /// Everything a sender thread needs; shared by all of them.
 pub struct Pipeline {
@@ -127,7 +127,7 @@ impl Pipeline {
             return;
         };
         let _held = self.in_flight.hold(&id);
-        let to = match check(&message) {
+        let to = match destination(&message) {
             Ok(to) => to,
             Err(reason) => {
                 self.abandon(pass);
@@ -253,7 +253,7 @@ impl Pipeline {
                 self.metrics.set_concurrency_limit(self.limiter.limit());
                 self.abandon(pass);
                 let delay = match &error {
-                    crate::twilio::SendError::Rejected {
+                    crate::twilio::client::SendError::Rejected {
                         retry_after: Some(after),
                         ..
                     } => self.retry_backoff.clamp(*after),
@@ -573,7 +573,7 @@ fn throttle_delay(n: u32) -> Duration {
 }
 
 /// Whether a claimed message can be sent; returns the destination number.
-pub(crate) fn check(message: &ClaimedMessage) -> Result<&str, String> {
+pub(crate) fn destination(message: &ClaimedMessage) -> Result<&str, String> {
     let Some(number) = message.phone_number.as_deref() else {
         return Err("its conversation does not exist".into());
     };
@@ -605,9 +605,11 @@ mod tests {
 
     #[test]
     fn checks_before_sending() {
-        assert_eq!(check(&msg(Some("+15551234567"))), Ok("+15551234567"));
-        assert!(check(&msg(None)).unwrap_err().contains("does not exist"));
-        let e = check(&msg(Some("555-123-4567"))).unwrap_err();
+        assert_eq!(destination(&msg(Some("+15551234567"))), Ok("+15551234567"));
+        assert!(destination(&msg(None))
+            .unwrap_err()
+            .contains("does not exist"));
+        let e = destination(&msg(Some("555-123-4567"))).unwrap_err();
         assert!(e.contains("not E.164"));
         assert!(!e.contains("555-123"), "the number is masked: {e}");
     }

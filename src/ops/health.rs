@@ -1,7 +1,7 @@
 //! The health endpoint Cloud Run probes, and the connection state it reports.
 //!
 //! [`Health`] is shared state written by the Realtime task and read by the HTTP thread
-//! ([`crate::server`]): `healthy` while subscribed or within [`GRACE`] of losing (or first
+//! ([`crate::ops::server`]): `healthy` while subscribed or within [`GRACE`] of losing (or first
 //! seeking) the subscription, `unhealthy` after that so the platform restarts us, and
 //! `shutting_down` once shutdown began. It also carries whether Supabase REST is answering.
 
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock;
+use crate::sync::Locked;
 
 /// How long the service may be without a subscription before it reports itself unhealthy.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -89,11 +90,7 @@ impl Health {
     /// Record a new WebSocket state.
     pub fn set_link(&self, link: Link) {
         self.inner.link.store(link as u8, Ordering::SeqCst);
-        let mut since = self
-            .inner
-            .unsubscribed_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut since = self.inner.unsubscribed_since.locked();
         match link {
             Link::Connected => *since = None,
             _ => {
@@ -113,20 +110,12 @@ impl Health {
 
     /// Remember why the Realtime link was lost.
     pub fn set_realtime_error(&self, reason: &str) {
-        *self
-            .inner
-            .realtime_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        *self.inner.realtime_error.locked() = Some(reason.to_string());
     }
 
     /// Why the Realtime link was last lost, if it was.
     pub fn realtime_error(&self) -> Option<String> {
-        self.inner
-            .realtime_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.realtime_error.locked().clone()
     }
 
     /// The flag the REST client keeps up to date (reported as `database`).
@@ -142,11 +131,7 @@ impl Health {
     /// The report for `now`.
     pub fn report_at(&self, now: Instant) -> Report {
         let link = self.link();
-        let since = *self
-            .inner
-            .unsubscribed_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let since = *self.inner.unsubscribed_since.locked();
         let (http_status, status) = if self.inner.shutting_down.load(Ordering::SeqCst) {
             (503, "shutting_down")
         } else if since.map_or(true, |t| now.saturating_duration_since(t) <= GRACE) {

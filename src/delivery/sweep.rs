@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::delivery::queue::{PushError, Pushed, WorkQueue};
 use crate::message::MessageId;
-use crate::postgrest::Rest;
-use crate::queue::{PushError, Pushed, WorkQueue};
 use crate::shutdown::Shutdown;
+use crate::supabase::rest::Rest;
+use crate::sync::Locked;
 
 /// The least time between two sweeps made because Supabase REST was failing.
 pub const RECOVERY_PROBE: Duration = Duration::from_secs(1);
@@ -40,14 +41,14 @@ impl SweepTrigger {
     /// Request a sweep.
     pub fn request(&self) {
         let (lock, cv) = &*self.inner;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *lock.locked() = true;
         cv.notify_all();
     }
 
     /// Wait up to `timeout` for a request; consumes it.
     fn take(&self, timeout: Duration) -> bool {
         let (lock, cv) = &*self.inner;
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = lock.locked();
         let (mut requested, _) = cv
             .wait_timeout_while(guard, timeout, |requested| !*requested)
             .unwrap_or_else(|e| e.into_inner());
@@ -78,25 +79,22 @@ pub struct Sweeper {
 
 /// Start the sweeper thread.
 pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("catch-up".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let mut last = Instant::now();
-            while !sweeper.shutdown.is_triggered() {
-                let requested = sweeper.trigger.take(Duration::from_millis(250));
-                let recovering = sweeper.rest_failing.load(Ordering::Relaxed)
-                    && last.elapsed() >= RECOVERY_PROBE;
-                if recovering && !requested {
-                    debug!("Supabase REST failed since the last sweep; sweeping to re-offer what it dropped");
-                }
-                if requested || recovering || last.elapsed() >= sweeper.interval {
-                    sweeper.sweep();
-                    // Measured from the end: a sweep that waited out an outage counts as recent.
-                    last = Instant::now();
-                }
+    crate::sync::spawn_named("catch-up", 256 * 1024, move || {
+        let mut last = Instant::now();
+        while !sweeper.shutdown.is_triggered() {
+            let requested = sweeper.trigger.take(Duration::from_millis(250));
+            let recovering =
+                sweeper.rest_failing.load(Ordering::Relaxed) && last.elapsed() >= RECOVERY_PROBE;
+            if recovering && !requested {
+                debug!("Supabase REST failed since the last sweep; sweeping to re-offer what it dropped");
             }
-        })
+            if requested || recovering || last.elapsed() >= sweeper.interval {
+                sweeper.sweep();
+                // Measured from the end: a sweep that waited out an outage counts as recent.
+                last = Instant::now();
+            }
+        }
+    })
 }
 
 impl Sweeper {

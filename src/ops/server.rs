@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::callbacks::{self, Inbox, Rejections};
-use crate::circuit::Circuit;
 use crate::config::Secret;
-use crate::health::{Health, Link};
-use crate::metrics::{Gauges, Metrics};
-use crate::queue::WorkQueue;
+use crate::delivery::circuit::Circuit;
+use crate::delivery::queue::WorkQueue;
+use crate::ops::health::{Health, Link};
+use crate::ops::metrics::{Gauges, Metrics};
+use crate::sync::Locked;
+use crate::twilio::receipts::{self, Inbox, Rejections};
 
 /// Largest callback body read (Twilio's are well under 2 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -139,7 +140,7 @@ struct Slot {
 
 impl Slots {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// A slot for `stream`, evicting the oldest connection still sending its request when all
@@ -188,17 +189,14 @@ pub fn serve(port: u16, admin: Admin) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
         admin,
         slots: Slots::default(),
-        rejections: Rejections::new(callbacks::REJECTION_LOG_INTERVAL),
+        rejections: Rejections::new(receipts::REJECTION_LOG_INTERVAL),
     });
-    std::thread::Builder::new()
-        .name("http".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                accept(Arc::new(stream), &shared);
-            }
-        })?;
+    crate::sync::spawn_named("http", 128 * 1024, move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            accept(Arc::new(stream), &shared);
+        }
+    })?;
     Ok(())
 }
 
@@ -217,15 +215,12 @@ fn accept(stream: Arc<TcpStream>, shared: &Arc<Shared>) {
     };
     let conn_shared = shared.clone();
     let conn_stream = stream.clone();
-    let spawned = std::thread::Builder::new()
-        .name("http-conn".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            let deadline = started + REQUEST_DEADLINE;
-            serve_connection(&conn_stream, deadline, id, &conn_shared);
-            conn_shared.slots.release(id);
-            conn_shared.slots.threads.fetch_sub(1, Ordering::SeqCst);
-        });
+    let spawned = crate::sync::spawn_named("http-conn", 128 * 1024, move || {
+        let deadline = started + REQUEST_DEADLINE;
+        serve_connection(&conn_stream, deadline, id, &conn_shared);
+        conn_shared.slots.release(id);
+        conn_shared.slots.threads.fetch_sub(1, Ordering::SeqCst);
+    });
     if spawned.is_err() {
         // Never started: free its slot.
         shared.slots.release(id);
@@ -430,15 +425,15 @@ fn status_callback(
     let params = parse_form(&request.body);
     // Twilio signs the URL it was given: ours with the message's id, or (older messages) the
     // configured one as it is.
-    let message = callbacks::message_param(&request.query);
+    let message = receipts::message_param(&request.query);
     let url = match &message {
-        Some(id) => callbacks::url_for(&receipts.url, id),
+        Some(id) => receipts::url_for(&receipts.url, id),
         None => receipts.url.clone(),
     };
     let verified = request
         .header("x-twilio-signature")
         .is_some_and(|signature| {
-            callbacks::verify(receipts.auth_token.expose(), &url, &params, signature)
+            receipts::verify(receipts.auth_token.expose(), &url, &params, signature)
         });
     if !verified {
         metrics.callback(false);
@@ -446,13 +441,13 @@ fn status_callback(
             log::warn!(
                 "{count} status callback(s) with a missing or wrong X-Twilio-Signature rejected \
                  (at most one such line per {} s)",
-                callbacks::REJECTION_LOG_INTERVAL.as_secs()
+                receipts::REJECTION_LOG_INTERVAL.as_secs()
             );
         }
         return json(403, r#"{"error":"invalid signature"}"#);
     }
     metrics.callback(true);
-    let accepted = callbacks::parse(&params).map_or(true, |mut r| {
+    let accepted = receipts::parse(&params).map_or(true, |mut r| {
         r.message = message;
         receipts.inbox.offer(r)
     });

@@ -1,0 +1,24 @@
+//! Delivery: from an id that is ready to a row that says `sent` or `failed`, in flow order.
+//!
+//! - [`queue`]: the bounded hand-off from Realtime and the [`sweep`] to the sender threads;
+//! - [`pool`]: the sender threads, started on demand up to `SENDER_THREADS`;
+//! - [`sender`]: per message, claim → check → send → record, under a [`lease`] whose stamp fences
+//!   every write; [`in_flight`] is what this instance holds;
+//! - around each create: [`pacer`] (`MAX_SENDS_PER_SECOND`), [`concurrency`] (how many creates may
+//!   be in flight, learned from Twilio's 429s), [`circuit`] (the pause gate during outages and
+//!   account problems), [`retry`] (the one place a failed send is classified);
+//! - after an ambiguous create: [`reconcile`] ("did Twilio create it?" from Twilio's list);
+//! - afterwards, for claims nobody finished: [`orphans`].
+
+pub mod circuit;
+pub mod concurrency;
+pub mod in_flight;
+pub mod lease;
+pub mod orphans;
+pub mod pacer;
+pub mod pool;
+pub mod queue;
+pub mod reconcile;
+pub mod retry;
+pub mod sender;
+pub mod sweep;
