@@ -2,13 +2,25 @@
 //! WebSocket at `/realtime/v1/websocket`, on one 127.0.0.1 port like a real project URL, both backed
 //! by a real PostgreSQL ([`crate::pg::Pg`]).
 //!
-//! What this module owns: the public API ([`SupabaseDouble`], [`SupabaseConfig`], faults and
-//! observations), request routing, the key checks shared by REST and Realtime, a small connection
-//! pool and the schema cache. `postgrest` renders REST answers (JSON built inside PostgreSQL so
-//! values look exactly like PostgREST's); `realtime` speaks Phoenix V1/V2 and fans out row
-//! changes that a trigger reports through LISTEN/NOTIFY. Starting a double installs, in the
-//! database it is given, a schema `sms_double` (notify function, sequence) and a row trigger
-//! `"00_sms_double_changes"` on every table in `public`.
+//! # Layout
+//! - this file: the public API ([`SupabaseDouble`], [`SupabaseConfig`], [`RestFault`],
+//!   [`SubscribeMode`], observations and fault switches) and the router between REST and Realtime;
+//! - `jwt`: the test keys ([`test_service_jwt`], [`make_test_jwt`]) and the unverified claim
+//!   checks shared by REST and Realtime;
+//! - `pool`: the connection pool (sessions in UTC, the service role's statement timeout);
+//! - `schema`: the schema cache (columns, keys, foreign keys read from PostgreSQL's catalogs) and
+//!   identifier quoting;
+//! - `postgrest`: the REST answers — recording and faults ([`RestRule`], [`RestRecord`]), key
+//!   checks, query grammar, SQL, statements and rendering (JSON built inside PostgreSQL so values
+//!   look exactly like PostgREST's), one file each;
+//! - `realtime`: Phoenix V1/V2 — upgrade, socket threads and wire frames, channels, bindings and
+//!   filters, the change feed (a row trigger reporting through LISTEN/NOTIFY) and socket faults,
+//!   one file each;
+//! - `testkit` (tests only): a database with the sms-sender schema, a double on it, an HTTP and a
+//!   WebSocket client for the double's own tests.
+//!
+//! Starting a double installs, in the database it is given, a schema `sms_double` (notify
+//! function, sequence) and a row trigger `"00_sms_double_changes"` on every table in `public`.
 //!
 //! Invariants:
 //! - every SQL identifier comes from the schema cache (i.e. from PostgreSQL's catalogs) and is
@@ -16,8 +28,9 @@
 //! - every pooled session runs with `TimeZone=UTC`, like Supabase;
 //! - the contract followed is `shared/reference/supabase-protocols.md` (§ numbers in comments).
 
+mod jwt;
+mod pool;
 mod postgrest;
-pub use postgrest::RestRule;
 mod realtime;
 mod schema;
 #[cfg(test)]
@@ -25,26 +38,18 @@ mod testkit;
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::http::{Handler, HttpServer, Reply, Request, Response};
 use crate::pg::Pg;
 
-pub use postgrest::RestRecord;
-
-/// base64url as JWTs use it: no padding on output, padding tolerated on input.
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+pub(crate) use jwt::{jwt_claims, jwt_role, looks_like_jwt, JwtProblem};
+pub use jwt::{make_test_jwt, test_service_jwt};
+pub(crate) use pool::{Pool, PoolError};
+pub use postgrest::{RestRecord, RestRule};
 
 /// How the double is configured at start (faults are switched at run time instead).
 #[derive(Debug, Clone)]
@@ -66,72 +71,6 @@ impl Default for SupabaseConfig {
             idle_timeout: Duration::from_secs(60),
         }
     }
-}
-
-/// A legacy `service_role` key for tests: `{"role":"service_role","exp":<year 2100>}`, signed with
-/// a fake signature (the double does not verify signatures, only compares keys).
-pub fn test_service_jwt() -> String {
-    make_test_jwt(&json!({"iss": "supabase-demo", "role": "service_role", "exp": 4102444800u64}))
-}
-
-/// A JWT-shaped token (`header.payload.signature`, base64url) with these claims and a fake
-/// signature, e.g. an expired key for handshake tests.
-pub fn make_test_jwt(claims: &Value) -> String {
-    let header = B64URL.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = B64URL.encode(claims.to_string());
-    let signature = B64URL.encode(b"sms-sender-doubles-fake-signature");
-    format!("{header}.{payload}.{signature}")
-}
-
-/// Why a token is not a usable JWT (the texts Realtime uses, §2.2 / §3.5).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum JwtProblem {
-    /// Not three base64url JSON parts.
-    NotJwt { parts: usize },
-    /// `role` or a numeric `exp` missing.
-    MissingClaims,
-    /// `exp` in the past, by this many seconds.
-    Expired(u64),
-}
-
-/// Decode a JWT's claims without verifying the signature and check `role`/`exp` like Realtime.
-pub(crate) fn jwt_claims(token: &str) -> Result<serde_json::Map<String, Value>, JwtProblem> {
-    let parts: Vec<&str> = token.split('.').collect();
-    if parts.len() != 3 {
-        return Err(JwtProblem::NotJwt { parts: parts.len() });
-    }
-    let decode = |s: &str| -> Option<Value> {
-        serde_json::from_slice(&B64URL.decode(s.as_bytes()).ok()?).ok()
-    };
-    let (Some(Value::Object(_)), Some(Value::Object(claims))) =
-        (decode(parts[0]), decode(parts[1]))
-    else {
-        return Err(JwtProblem::NotJwt { parts: 3 });
-    };
-    let exp = claims.get("exp").and_then(Value::as_f64);
-    if !claims.get("role").is_some_and(Value::is_string) || exp.is_none() {
-        return Err(JwtProblem::MissingClaims);
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let exp = exp.unwrap_or(0.0);
-    if exp <= now {
-        return Err(JwtProblem::Expired((now - exp) as u64));
-    }
-    Ok(claims)
-}
-
-/// Whether `key` is shaped like a JWT (three dot-separated parts with a JSON header).
-pub(crate) fn looks_like_jwt(key: &str) -> bool {
-    let parts: Vec<&str> = key.split('.').collect();
-    parts.len() == 3
-        && B64URL
-            .decode(parts[0].as_bytes())
-            .ok()
-            .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-            .is_some_and(|v| v.is_object())
 }
 
 /// A REST fault to inject (see [`SupabaseDouble::rest_fail_next`]).
@@ -447,166 +386,5 @@ impl Handler for Router {
                 &json!({"message": "no Route matched with those values"}),
             ))
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connection pool.
-
-/// Idle connections to reuse; grown on demand up to [`Pool::MAX`], like PostgREST's pool.
-pub(crate) struct Pool {
-    conn_str: String,
-    state: Mutex<PoolState>,
-    freed: Condvar,
-}
-
-struct PoolState {
-    idle: Vec<postgres::Client>,
-    open: usize,
-}
-
-/// Why no connection could be had.
-#[derive(Debug)]
-pub(crate) enum PoolError {
-    /// PostgreSQL refused or is down.
-    Connect(String),
-    /// Every connection is busy and none came back in time.
-    Timeout,
-}
-
-impl std::fmt::Display for PoolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PoolError::Connect(e) => write!(f, "{e}"),
-            PoolError::Timeout => write!(f, "timed out waiting for a pooled connection"),
-        }
-    }
-}
-
-impl Pool {
-    const MAX: usize = 16;
-    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-
-    fn new(conn_str: &str) -> Pool {
-        Pool {
-            conn_str: format!("{conn_str} connect_timeout=2"),
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
-        }
-    }
-
-    /// A connection (reused or new). Dropping the guard returns it unless it is closed.
-    pub(crate) fn get(&self) -> Result<Pooled<'_>, PoolError> {
-        let deadline = Instant::now() + Self::ACQUIRE_TIMEOUT;
-        let mut st = self.state.lock().unwrap();
-        loop {
-            if let Some(mut c) = st.idle.pop() {
-                drop(st);
-                // A pooled session may have died with a PostgreSQL restart without the client
-                // noticing yet; a cheap round trip finds out before the request depends on it,
-                // so REST recovers as soon as the database is back.
-                if !c.is_closed() && c.is_valid(Duration::from_secs(2)).is_ok() {
-                    return Ok(Pooled {
-                        pool: self,
-                        client: Some(c),
-                    });
-                }
-                drop(c);
-                st = self.state.lock().unwrap();
-                st.open -= 1;
-                continue;
-            }
-            if st.open < Self::MAX {
-                st.open += 1;
-                drop(st);
-                return match self.connect() {
-                    Ok(c) => Ok(Pooled {
-                        pool: self,
-                        client: Some(c),
-                    }),
-                    Err(e) => {
-                        self.state.lock().unwrap().open -= 1;
-                        self.freed.notify_one();
-                        Err(PoolError::Connect(e.to_string()))
-                    }
-                };
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(PoolError::Timeout);
-            }
-            st = self.freed.wait_timeout(st, deadline - now).unwrap().0;
-        }
-    }
-
-    fn connect(&self) -> Result<postgres::Client, postgres::Error> {
-        let mut c = postgres::Client::connect(&self.conn_str, postgres::NoTls)?;
-        // Supabase sessions run in UTC; the service role inherits an 8 s statement timeout (§9.1).
-        c.batch_execute("SET TimeZone TO 'UTC'; SET statement_timeout TO '8s'")?;
-        Ok(c)
-    }
-}
-
-/// A checked-out connection.
-pub(crate) struct Pooled<'a> {
-    pool: &'a Pool,
-    client: Option<postgres::Client>,
-}
-
-impl std::ops::Deref for Pooled<'_> {
-    type Target = postgres::Client;
-    fn deref(&self) -> &postgres::Client {
-        self.client.as_ref().expect("client present until drop")
-    }
-}
-
-impl std::ops::DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut postgres::Client {
-        self.client.as_mut().expect("client present until drop")
-    }
-}
-
-impl Pooled<'_> {
-    /// Drop this connection instead of returning it (it failed in a way that makes it suspect).
-    pub(crate) fn discard(mut self) {
-        self.client = None;
-        self.pool.state.lock().unwrap().open -= 1;
-        self.pool.freed.notify_one();
-    }
-}
-
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            let mut st = self.pool.state.lock().unwrap();
-            if c.is_closed() {
-                st.open -= 1;
-            } else {
-                st.idle.push(c);
-            }
-            drop(st);
-            self.pool.freed.notify_one();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_jwt_has_role_and_future_exp() {
-        let claims = jwt_claims(&test_service_jwt()).unwrap();
-        assert_eq!(claims["role"], "service_role");
-        assert!(looks_like_jwt(&test_service_jwt()));
-        assert!(!looks_like_jwt("sb_secret_abc"));
-        assert_eq!(jwt_claims("potato"), Err(JwtProblem::NotJwt { parts: 1 }));
-        let expired = make_test_jwt(&json!({"role": "service_role", "exp": 1000}));
-        assert!(matches!(jwt_claims(&expired), Err(JwtProblem::Expired(_))));
-        let no_exp = make_test_jwt(&json!({"role": "service_role"}));
-        assert_eq!(jwt_claims(&no_exp), Err(JwtProblem::MissingClaims));
     }
 }
