@@ -3,7 +3,8 @@
 //!
 //! A few threads start with the service; another is started whenever a thread takes an id while
 //! more are waiting and none is idle, so a burst gets as many blocking threads as it can use
-//! (bounded) and a quiet service keeps a handful. Threads are cheap: 256 KiB of reserved stack,
+//! (bounded), and a thread beyond the first few that has waited [`IDLE_EXIT`] for work ends, so a
+//! quiet service keeps a handful (and gives their stacks' memory back). Threads are cheap: 256 KiB of reserved stack,
 //! of which only the touched pages count. How many of them may talk to Twilio at once is decided
 //! separately, by [`crate::delivery::concurrency::Limiter`].
 
@@ -13,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use crate::delivery::queue::WorkQueue;
+use crate::delivery::queue::{Popped, WorkQueue};
 use crate::delivery::sender::Pipeline;
 
-/// Threads started with the service.
+/// Threads started with the service (and kept while it is quiet).
 const INITIAL_THREADS: usize = 4;
+/// A thread beyond [`INITIAL_THREADS`] that waited this long for work ends.
+pub const IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// The running sender threads.
 pub struct SenderPool {
@@ -92,9 +95,18 @@ impl SenderPool {
     fn work(self: Arc<Self>) {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let next = self.queue.pop_blocking();
+            let next = self.queue.pop_timeout(IDLE_EXIT);
             self.idle.fetch_sub(1, Ordering::SeqCst);
-            let Some((id, queued_at)) = next else { break };
+            let (id, queued_at) = match next {
+                Popped::Id(id, at) => (id, at),
+                Popped::Closed => break,
+                Popped::Idle => {
+                    if self.retire() {
+                        return;
+                    }
+                    continue;
+                }
+            };
             if self.pipeline.shutdown.is_triggered() {
                 break; // the row is still queued_for_send: nothing to undo
             }
@@ -109,5 +121,23 @@ impl SenderPool {
             self.pipeline.process(id, queued_at);
         }
         self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether this idle thread may end: only while more than [`INITIAL_THREADS`] are live.
+    fn retire(&self) -> bool {
+        let mut live = self.live.load(Ordering::SeqCst);
+        while live > INITIAL_THREADS {
+            match self
+                .live
+                .compare_exchange(live, live - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    self.started.fetch_sub(1, Ordering::SeqCst);
+                    return true;
+                }
+                Err(now) => live = now,
+            }
+        }
+        false
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::message::MessageId;
 use crate::sync::Locked;
@@ -113,6 +113,28 @@ impl WorkQueue {
         Some((id, at))
     }
 
+    /// Like [`WorkQueue::pop_blocking`], but gives up after `wait` with [`Popped::Idle`].
+    pub fn pop_timeout(&self, wait: Duration) -> Popped {
+        if self.rx.is_closed() && self.rx.is_empty() {
+            return Popped::Closed;
+        }
+        let next = smol::block_on(futures_lite::future::or(
+            async { Some(self.rx.recv().await) },
+            async {
+                smol::Timer::after(wait).await;
+                None
+            },
+        ));
+        match next {
+            Some(Ok((id, at))) => {
+                self.unreserve(&id);
+                Popped::Id(id, at)
+            }
+            Some(Err(_)) => Popped::Closed,
+            None => Popped::Idle,
+        }
+    }
+
     /// Stop the queue: pushes fail, pops return `None`.
     pub fn close(&self) {
         self.tx.close();
@@ -127,6 +149,17 @@ impl WorkQueue {
     pub fn is_empty(&self) -> bool {
         self.tx.is_empty()
     }
+}
+
+/// What [`WorkQueue::pop_timeout`] got.
+#[derive(Debug)]
+pub enum Popped {
+    /// An id, and when it was queued.
+    Id(MessageId, Instant),
+    /// Nothing came within the wait.
+    Idle,
+    /// The queue is closed and empty.
+    Closed,
 }
 
 /// The "waiting" mark of one id while its push is under way. Dropped without [`keep`], it
