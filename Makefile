@@ -3,7 +3,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BIN         := target/$(MUSL_TARGET)/release/sms-sender
 CARGO       ?= cargo
 
-.PHONY: all setup build test soak smoke demo bench bench-quick fuzz lint fmt clean
+.PHONY: all setup build test soak smoke demo bench bench-quick bench-baseline fuzz lint fmt clean
 
 all: build
 
@@ -38,15 +38,39 @@ demo: build
 	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-local -- demo $(BIN)
 
 ## bench: size, start time, memory, latency, throughput, calls and CPU of the static binary
-## against the local world (about 5 minutes); prints the table and rewrites BENCHMARKS.md.
-## The doubles are built with --release so that their own speed does not distort the figures.
+## against the local world (about 5 minutes; a few more with a baseline); prints the table and
+## rewrites BENCHMARKS.md. The doubles are built with --release so that their own speed does not
+## distort the figures. BENCH_BASELINE=PATH measures an earlier build in the same run on the
+## phases that compare builds, reported side by side (`make bench-baseline` builds one).
+BENCH_BASELINE       ?=
+BENCH_BASELINE_LABEL ?=
+BENCH_BASELINE_ARGS   = $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE) $(if $(BENCH_BASELINE_LABEL),--baseline-label "$(BENCH_BASELINE_LABEL)"))
 bench: build
-	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- full $(BIN) --out BENCHMARKS.md
+	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- full $(BIN) --out BENCHMARKS.md $(BENCH_BASELINE_ARGS)
 
 ## bench-quick: the same benchmark with small counts (under a minute; CI runs it so it keeps
 ## working). Fails only if something is broken, not when a target is missed.
 bench-quick: build
-	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-bench -- quick $(BIN)
+	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-bench -- quick $(BIN) $(BENCH_BASELINE_ARGS)
+
+## bench-baseline: `make bench` with the build from before issue 11 (commit BENCH_BASELINE_REV)
+## as the baseline. That binary is built once, in a temporary git worktree with a target dir of
+## its own (target/bench-baseline/target, kept for later rebuilds), and kept as
+## BENCH_BASELINE_BIN; an existing BENCH_BASELINE_BIN is used as it is.
+BENCH_BASELINE_REV ?= 4eff882
+BENCH_BASELINE_BIN ?= target/bench-baseline/$(BENCH_BASELINE_REV)/sms-sender
+bench-baseline: build $(BENCH_BASELINE_BIN)
+	$(MAKE) bench BENCH_BASELINE=$(BENCH_BASELINE_BIN) \
+		BENCH_BASELINE_LABEL="built from commit $$(git rev-parse --short $(BENCH_BASELINE_REV)) (make bench-baseline)"
+
+target/bench-baseline/%/sms-sender: | setup
+	@set -e; tmp=$$(mktemp -d); trap 'git worktree remove --force "$$tmp/src" 2>/dev/null; rm -rf "$$tmp"' EXIT; \
+	git worktree add --detach "$$tmp/src" $* >/dev/null; \
+	echo "bench-baseline: building $* in $$tmp/src"; \
+	(cd "$$tmp/src" && CARGO_TARGET_DIR="$(CURDIR)/target/bench-baseline/target" \
+		$(CARGO) build --release --locked --target $(MUSL_TARGET) -p sms-sender); \
+	mkdir -p $(@D); cp "$(CURDIR)/target/bench-baseline/target/$(MUSL_TARGET)/release/sms-sender" $@; \
+	echo "bench-baseline: $@"
 
 ## fuzz: run each cargo-fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS seconds, starting from
 ## the reference samples in fuzz/seeds/ (copied into the untracked fuzz/corpus/). Not run in CI.
