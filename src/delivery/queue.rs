@@ -118,6 +118,11 @@ impl WorkQueue {
         if self.rx.is_closed() && self.rx.is_empty() {
             return Popped::Closed;
         }
+        // Busy: take what is there without arming a timer.
+        if let Ok((id, at)) = self.rx.try_recv() {
+            self.unreserve(&id);
+            return Popped::Id(id, at);
+        }
         let next = smol::block_on(futures_lite::future::or(
             async { Some(self.rx.recv().await) },
             async {
