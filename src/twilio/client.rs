@@ -200,6 +200,10 @@ enum Answer {
     },
 }
 
+/// How far past the window a list is read before it is taken to have ended: Twilio orders lists
+/// by SID, which is close to, but not exactly, the order of `date_created`.
+pub const ORDER_SLACK: Duration = Duration::from_secs(60);
+
 /// At most this many pages are read per lookup (100 messages each).
 const MAX_LIST_PAGES: usize = 20;
 
@@ -346,8 +350,10 @@ impl Twilio {
 
 impl Twilio {
     /// Outbound messages Twilio holds to `to` from our sender, created at or after `since`,
-    /// newest first, read page by page until a page reaches older messages. No `DateSent` filter:
-    /// `date_sent` is null until a message leaves Twilio (reference §3.3). `may_start` is asked
+    /// newest first, read page by page until a page reaches messages older than `since` by
+    /// [`ORDER_SLACK`]. No `DateSent` filter: `date_sent` is null until a message leaves Twilio
+    /// (reference §3.3). The list is ordered by SID, which is only close to creation order
+    /// (twilio-csharp PR 65), hence the slack before stopping. `may_start` is asked
     /// before each page request (the lease). At most [`MAX_LIST_PAGES`] pages are read; a list
     /// that goes on is reported as incomplete.
     pub fn list_outbound(
@@ -376,7 +382,7 @@ impl Twilio {
                     continue;
                 };
                 if created < since {
-                    reached_older = true;
+                    reached_older |= created < clock::saturating_sub(since, ORDER_SLACK);
                     continue;
                 }
                 let outbound = m
