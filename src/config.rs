@@ -511,28 +511,30 @@ fn classify_supabase_key(key: &str) -> Result<KeyKind, ConfigError> {
     Ok(KeyKind::LegacyJwt)
 }
 
-/// Decode unpadded base64url (JWT segments); `None` on any invalid character.
+/// Decode base64url (JWT segments), leniently as before: trailing `=` ignored, `+` and `/`
+/// read as `-` and `_`, and leftover bits (even a last lone character) dropped; `None` on any
+/// other character.
 fn base64url_decode(input: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in input.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::{alphabet, Engine as _};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+    );
+    let mut text = input
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_");
+    if text.len() % 4 == 1 {
+        // A lone last character carries no whole byte; it must still be a base64 character.
+        let last = text.pop()?;
+        if !(last.is_ascii_alphanumeric() || last == '-' || last == '_') {
+            return None;
         }
     }
-    Some(out)
+    LENIENT.decode(text).ok()
 }
 
 #[cfg(test)]
@@ -541,16 +543,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn b64url(data: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
-                << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
     }
 
     fn jwt(claims: &str) -> String {

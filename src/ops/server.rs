@@ -491,7 +491,8 @@ fn status_callback(
 
 /// Decode `application/x-www-form-urlencoded` (`+` is a space; bad escapes kept literally;
 /// invalid UTF-8 replaced), with `form_urlencoded`. Empty pairs are skipped, a pair without `=`
-/// has an empty value.
+/// has an empty value. (The hand-written decoder this replaces read `%+9` as the byte 9, taking
+/// the `+` for a sign; it is now a bad escape like any other: `% 9`.)
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
