@@ -511,30 +511,30 @@ fn classify_supabase_key(key: &str) -> Result<KeyKind, ConfigError> {
     Ok(KeyKind::LegacyJwt)
 }
 
-/// Decode base64url (JWT segments), leniently as before: trailing `=` ignored, `+` and `/`
-/// read as `-` and `_`, and leftover bits (even a last lone character) dropped; `None` on any
-/// other character.
+/// Decode unpadded base64url (JWT segments); `None` on any invalid character. Hand-written on
+/// purpose: the `base64` crate's decoder is not otherwise linked (ureq only encodes), and using
+/// it here grew the release binary by 4 KiB.
 fn base64url_decode(input: &str) -> Option<Vec<u8>> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    use base64::{alphabet, Engine as _};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &alphabet::URL_SAFE,
-        GeneralPurposeConfig::new()
-            .with_decode_allow_trailing_bits(true)
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone),
-    );
-    let mut text = input
-        .trim_end_matches('=')
-        .replace('+', "-")
-        .replace('/', "_");
-    if text.len() % 4 == 1 {
-        // A lone last character carries no whole byte; it must still be a base64 character.
-        let last = text.pop()?;
-        if !(last.is_ascii_alphanumeric() || last == '-' || last == '_') {
-            return None;
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in input.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
         }
     }
-    LENIENT.decode(text).ok()
+    Some(out)
 }
 
 #[cfg(test)]
