@@ -1,4 +1,4 @@
-//! Decoder harnesses shared by the property test (`tests/decoders.rs`, part of `cargo test`) and
+//! Decoder harnesses shared by the property test (`tests/decoders/`, part of `cargo test`) and
 //! the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`, run by `make fuzz`).
 //!
 //! A harness takes arbitrary bytes, hands them to one decoder of untrusted input and checks what

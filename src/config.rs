@@ -14,6 +14,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use url::{Host, Url};
+
 use crate::phone;
 
 /// A value that must never be printed: `Debug` and `Display` show a placeholder.
@@ -327,13 +329,10 @@ impl Config {
             None => None,
             Some(raw) => {
                 let url = raw.trim();
-                let (scheme, host) = ["https://", "http://"]
+                let host = ["https://", "http://"]
                     .into_iter()
-                    .find_map(|scheme| {
-                        let rest = url.strip_prefix(scheme)?;
-                        Some((scheme, rest.split(['/', '?', '#']).next().unwrap_or("")))
-                    })
-                    .unwrap_or(("", ""));
+                    .find_map(|scheme| url.strip_prefix(scheme))
+                    .map_or("", |rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
                 if host.is_empty() || host.contains('_') || url.contains(' ') {
                     return Err(err(
                         "STATUS_CALLBACK_URL",
@@ -355,12 +354,9 @@ impl Config {
                     ));
                 }
                 // Callbacks carry phone numbers and message SIDs, and a signature an observer
-                // could replay: cleartext only where nothing crosses a network.
-                let name = match host.rsplit_once(':') {
-                    Some((name, port)) if !port.contains(']') => name,
-                    _ => host,
-                };
-                require_tls_off_loopback("STATUS_CALLBACK_URL", scheme, name)?;
+                // could replay: cleartext only where nothing crosses a network. (Only checked:
+                // the URL is kept as written, since Twilio signs it verbatim.)
+                require_tls_off_loopback("STATUS_CALLBACK_URL", url)?;
                 Some(url.to_string())
             }
         };
@@ -386,7 +382,8 @@ impl Config {
     }
 }
 
-/// Check an `http(s)://host[:port][/path]` URL and return it without a trailing slash.
+/// Check an `http(s)://host[:port][/path]` URL and return it without a trailing slash (as
+/// written otherwise: `url::Url` splits it for the checks, its normalised form is not used).
 fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
     let raw = raw.trim();
     let (scheme, rest) = ["https://", "http://"]
@@ -395,34 +392,44 @@ fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
         .ok_or_else(|| err(var, format!("{raw:?} must start with https:// or http://")))?;
     let rest = rest.trim_end_matches('/');
     let url = format!("{scheme}{rest}");
-    let host = rest.split('/').next().unwrap_or("");
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => (name, Some(port)),
-        _ => (host, None),
-    };
-    if name.is_empty()
-        || host.contains('@')
+    let authority = rest.split('/').next().unwrap_or("");
+    // `Url` refuses an empty host and a port past 65535; it takes `h:` and `h:0`, we do not.
+    let valid = Url::parse(&url).is_ok_and(|u| u.host().is_some() && u.port() != Some(0));
+    if !valid
+        || authority.ends_with(':')
+        || authority.contains('@')
         || rest.contains(['?', '#', ' '])
-        || port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0))
     {
         return Err(err(
             var,
             format!("{url:?} is not a valid base URL (scheme://host[:port])"),
         ));
     }
-    require_tls_off_loopback(var, scheme, name)?;
+    require_tls_off_loopback(var, &url)?;
     Ok(url)
 }
 
-/// Refuse `http://` unless `host` (without its port) is a loopback address.
-fn require_tls_off_loopback(
-    var: &'static str,
-    scheme: &str,
-    host: &str,
-) -> Result<(), ConfigError> {
-    if scheme != "http://" || is_loopback(host) {
+/// Refuse an `http://` URL unless its host is a loopback address: `localhost`, an IPv4 address
+/// in 127.0.0.0/8 or the IPv6 loopback `[::1]`, as `url::Url` reads the host (the same reading
+/// the HTTP client connects by).
+fn require_tls_off_loopback(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let parsed = Url::parse(url).ok();
+    let loopback = match parsed.as_ref().and_then(Url::host) {
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if loopback {
         return Ok(());
     }
+    let host = parsed
+        .as_ref()
+        .and_then(Url::host_str)
+        .unwrap_or_else(|| rest.split(['/', '?', '#']).next().unwrap_or(""));
     let shown: String = host.chars().take(80).collect();
     Err(err(
         var,
@@ -431,20 +438,6 @@ fn require_tls_off_loopback(
              (http:// is only accepted for loopback: 127.0.0.0/8, localhost, [::1])"
         ),
     ))
-}
-
-/// `localhost`, an IPv4 address in 127.0.0.0/8, or the IPv6 loopback in brackets.
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    }
-    host.parse::<std::net::Ipv4Addr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `https://x` → `wss://x`, `http://x` → `ws://x`.
@@ -518,7 +511,9 @@ fn classify_supabase_key(key: &str) -> Result<KeyKind, ConfigError> {
     Ok(KeyKind::LegacyJwt)
 }
 
-/// Decode unpadded base64url (JWT segments); `None` on any invalid character.
+/// Decode unpadded base64url (JWT segments); `None` on any invalid character. Hand-written on
+/// purpose: the `base64` crate's decoder is not otherwise linked (ureq only encodes), and using
+/// it here grew the release binary by 4 KiB.
 fn base64url_decode(input: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len() * 3 / 4);
     let mut acc: u32 = 0;
@@ -548,16 +543,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn b64url(data: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
-                << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
     }
 
     fn jwt(claims: &str) -> String {
