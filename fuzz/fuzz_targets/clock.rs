@@ -2,7 +2,7 @@
 //! and `clock::parse_rfc2822` (Twilio's dates), each input whole and line by line (with the
 //! checks that an accepted instant round-trips and that `saturating_sub` never panics).
 //!
-//! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders.rs`;
+//! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders/`;
 //! seeds are in `fuzz/seeds/clock/`. Run through `make fuzz`.
 #![no_main]
 

@@ -1,7 +1,7 @@
 //! Fuzz target: PostgREST response bodies, through `parse_claim`, `parse_error` and
 //! `MessageId::parse`.
 //!
-//! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders.rs`;
+//! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders/`;
 //! seeds are in `fuzz/seeds/postgrest_body/`. Run through `make fuzz`.
 #![no_main]
 

@@ -1,7 +1,7 @@
 //! Fuzz target: text from outside through `redact::scrub` (with the checks that the result is
 //! bounded, on one line, and holds no phone number and no whole account or key SID).
 //!
-//! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders.rs`;
+//! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders/`;
 //! seeds are in `fuzz/seeds/redact/`. Run through `make fuzz`.
 #![no_main]
 
