@@ -140,7 +140,9 @@ pub fn clients(
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
-    metrics.set_concurrency_limit(crate::delivery::concurrency::INITIAL as usize);
+    metrics.set_concurrency_limit(
+        (crate::delivery::concurrency::INITIAL as usize).min(config.sender_threads),
+    );
     let Clients { rest, twilio } = clients(&config, &health, metrics.clone())?;
     let queue = WorkQueue::new((config.sender_threads * 2).max(8));
     let sweep = SweepTrigger::default();

@@ -18,7 +18,7 @@ use crate::shutdown::Shutdown;
 use crate::sync::Locked;
 
 /// Creates allowed in flight before anything is known.
-pub const INITIAL: f64 = 4.0;
+pub const INITIAL: f64 = 16.0;
 /// A refusal multiplies the limit by this.
 pub const BACKOFF_FACTOR: f64 = 0.8;
 /// After a cut the limit does not grow for this long.
@@ -142,25 +142,26 @@ mod tests {
     #[test]
     fn grows_fast_until_refused_then_slowly_and_shrinks_on_refusal() {
         let l = Limiter::new(100);
-        assert_eq!(l.limit(), 4);
+        assert_eq!(l.limit(), 16);
         for _ in 0..20 {
             l.on_success(RTT);
         }
-        assert_eq!(l.limit(), 24, "slow start: +1 per success");
+        assert_eq!(l.limit(), 36, "slow start: +1 per success");
         l.on_throttled();
-        assert_eq!(l.limit(), 19); // 24 × 0.8 = 19.2
+        assert_eq!(l.limit(), 28); // 36 × 0.8 = 28.8
         l.on_throttled(); // within one round trip: the same burst
         l.on_success(RTT); // and no growth during the hold
-        assert_eq!(l.limit(), 19);
+        assert_eq!(l.limit(), 28);
         std::thread::sleep(HOLD);
-        for _ in 0..20 {
+        for _ in 0..7 {
             l.on_success(RTT);
         }
-        assert_eq!(l.limit(), 20, "then about one per round trip");
+        assert_eq!(l.limit(), 29, "then about one per round trip");
         for _ in 0..10_000 {
             l.on_success(RTT);
         }
         assert_eq!(l.limit(), 100, "never above the maximum");
+        assert_eq!(Limiter::new(4).limit(), 4, "never above SENDER_THREADS");
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl SenderPool {
             idle: AtomicUsize::new(0),
         });
         for _ in 0..INITIAL_THREADS.min(pool.max) {
-            pool.spawn_one()?;
+            pool.spawn_one(true)?;
         }
         Ok(pool)
     }
@@ -73,8 +73,9 @@ impl SenderPool {
         true
     }
 
-    /// Start one more thread if the bound allows.
-    fn spawn_one(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Start one more thread if the bound allows; a `permanent` one never retires (and so waits
+    /// for work without a timer).
+    fn spawn_one(self: &Arc<Self>, permanent: bool) -> std::io::Result<()> {
         let n = self.started.fetch_add(1, Ordering::SeqCst);
         if n >= self.max {
             self.started.fetch_sub(1, Ordering::SeqCst);
@@ -82,8 +83,9 @@ impl SenderPool {
         }
         self.live.fetch_add(1, Ordering::SeqCst);
         let pool = self.clone();
-        let spawned =
-            crate::sync::spawn_named(format!("sender-{n}"), 256 * 1024, move || pool.work());
+        let spawned = crate::sync::spawn_named(format!("sender-{n}"), 256 * 1024, move || {
+            pool.work(permanent)
+        });
         if let Err(e) = spawned {
             self.live.fetch_sub(1, Ordering::SeqCst);
             self.started.fetch_sub(1, Ordering::SeqCst);
@@ -92,10 +94,17 @@ impl SenderPool {
         Ok(())
     }
 
-    fn work(self: Arc<Self>) {
+    fn work(self: Arc<Self>, permanent: bool) {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let next = self.queue.pop_timeout(IDLE_EXIT);
+            let next = if permanent {
+                match self.queue.pop_blocking() {
+                    Some((id, at)) => Popped::Id(id, at),
+                    None => Popped::Closed,
+                }
+            } else {
+                self.queue.pop_timeout(IDLE_EXIT)
+            };
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let (id, queued_at) = match next {
                 Popped::Id(id, at) => (id, at),
@@ -114,7 +123,7 @@ impl SenderPool {
                 && self.idle.load(Ordering::SeqCst) == 0
                 && self.started.load(Ordering::SeqCst) < self.max
             {
-                if let Err(e) = self.spawn_one() {
+                if let Err(e) = self.spawn_one(false) {
                     warn!("cannot start another sender thread: {e}");
                 }
             }
