@@ -216,6 +216,10 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     });
     let senders = SenderPool::start(config.sender_threads, pipeline, queue.clone())
         .map_err(thread("the sender threads"))?;
+    // The orphan checker, the sweeper, the HTTP server and the signal watcher are deliberately
+    // detached: none holds a claim (the checker's writes are fenced and each complete on its own),
+    // so the process may end under them. The sender threads and the receipts worker are waited
+    // for at shutdown, within the deadline.
     orphans::spawn(OrphanCheck {
         rest: rest.clone(),
         twilio,

@@ -9,13 +9,14 @@
 //! separately, by [`crate::delivery::concurrency::Limiter`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use log::warn;
 
 use crate::delivery::queue::{Popped, WorkQueue};
 use crate::delivery::sender::Pipeline;
+use crate::sync::Locked;
 
 /// Threads started with the service (and kept while it is quiet).
 const INITIAL_THREADS: usize = 4;
@@ -31,6 +32,8 @@ pub struct SenderPool {
     started: AtomicUsize,
     /// Threads that have not ended.
     live: AtomicUsize,
+    /// Signalled whenever a thread ends (for [`SenderPool::wait_finished`]).
+    ended: (Mutex<()>, Condvar),
     /// Threads waiting for an id.
     idle: AtomicUsize,
 }
@@ -48,6 +51,7 @@ impl SenderPool {
             max: max.max(1),
             started: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
+            ended: (Mutex::new(()), Condvar::new()),
             idle: AtomicUsize::new(0),
         });
         for _ in 0..INITIAL_THREADS.min(pool.max) {
@@ -64,13 +68,28 @@ impl SenderPool {
     /// Wait until every thread has ended (after the queue was closed), at most until `deadline`;
     /// `false` if some were still working then.
     pub fn wait_finished(&self, deadline: Instant) -> bool {
-        while self.live.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
+        let (lock, cv) = &self.ended;
+        let mut guard = lock.locked();
+        loop {
+            if self.live.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            guard = cv
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        true
+    }
+
+    /// A thread ends: count it and wake [`SenderPool::wait_finished`].
+    fn ended(&self) {
+        let _guard = self.ended.0.locked();
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.ended.1.notify_all();
     }
 
     /// Start one more thread if the bound allows; a `permanent` one never retires (and so waits
@@ -129,7 +148,7 @@ impl SenderPool {
             }
             self.pipeline.process(id, queued_at);
         }
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.ended();
     }
 
     /// Whether this idle thread may end: only while more than [`INITIAL_THREADS`] are live.
