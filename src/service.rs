@@ -181,7 +181,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     })?;
 
     info!(
-        "sms-sender {} starting: {} sender thread(s), up to {} retries, from {}, {}, health on :{}",
+        "sms-sender {} starting: up to {} sender threads (on demand), up to {} retries, from {}, {}, health on :{}",
         env!("CARGO_PKG_VERSION"),
         config.sender_threads,
         config.max_retries,
