@@ -140,9 +140,6 @@ pub fn clients(
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
-    metrics.set_concurrency_limit(
-        (crate::delivery::concurrency::INITIAL as usize).min(config.sender_threads),
-    );
     let Clients { rest, twilio } = clients(&config, &health, metrics.clone())?;
     let queue = WorkQueue::new((config.sender_threads * 2).max(8));
     let sweep = SweepTrigger::default();
@@ -198,6 +195,8 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     );
 
     let in_flight = InFlight::default();
+    let limiter = Limiter::new(config.sender_threads);
+    metrics.set_concurrency_limit(limiter.limit());
     let pipeline = Arc::new(Pipeline {
         rest: rest.clone(),
         twilio: twilio.clone(),
@@ -212,7 +211,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         in_flight: in_flight.clone(),
         metrics: metrics.clone(),
         pacer: Pacer::new(config.max_sends_per_second),
-        limiter: Limiter::new(config.sender_threads),
+        limiter,
     });
     let senders = SenderPool::start(config.sender_threads, pipeline, queue.clone())
         .map_err(thread("the sender threads"))?;

@@ -10,15 +10,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{wait_until, Service, Stack};
+use sms_sender_doubles::harness::{binary_under_test, wait_until, Service, Stack};
 use sms_sender_doubles::supabase::{RestFault, RestRule};
 use sms_sender_doubles::twilio::Fault;
 
-/// The binary under test.
 fn bin() -> PathBuf {
-    std::env::var_os("SMS_SENDER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sms-sender")))
+    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
 }
 
 /// Short timings so each race plays out in seconds; the logic is the production logic.
@@ -32,21 +29,15 @@ const FAST: &[(&str, &str)] = &[
     ("REALTIME_HEARTBEAT_MS", "500"),
 ];
 
-fn env(extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
-    let mut all: Vec<(&str, String)> = FAST.iter().map(|(k, v)| (*k, v.to_string())).collect();
-    for (k, v) in extra {
-        all.retain(|(key, _)| key != k);
-        all.push((k, v.to_string()));
-    }
-    all.into_iter()
-        .map(|(k, v)| (Box::leak(k.to_string().into_boxed_str()) as &str, v))
-        .collect()
+/// [`FAST`] with `extra` on top (a later name replaces an earlier one in the service's env).
+fn with_fast<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = FAST.to_vec();
+    all.extend_from_slice(extra);
+    all
 }
 
 fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let vars = env(extra);
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    stack.start_service(&bin(), &pairs)
+    stack.start_service(&bin(), &with_fast(extra))
 }
 
 /// The four ways a create can end without an answer after Twilio stored the message.
@@ -373,11 +364,7 @@ fn soak_three_instances_with_random_faults_and_kills() {
         ("SENDING_TIMEOUT_SECS", "10"),
         ("RECONCILE_SETTLE_MS", "2500"),
     ];
-    let launch = || {
-        let vars = env(&opts);
-        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Service::start(&bin(), stack.service_env_with(&pairs))
-    };
+    let launch = || Service::start(&bin(), stack.service_env_with(&with_fast(&opts)));
     let mut fleet: Vec<Service> = (0..3).map(|_| launch()).collect();
     let mut retired: Vec<Service> = Vec::new();
     let faults = ambiguous_faults();

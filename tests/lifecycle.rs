@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::Stack;
+use sms_sender_doubles::harness::{binary_under_test, Stack};
 
 fn bin() -> PathBuf {
-    std::env::var_os("SMS_SENDER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sms-sender")))
+    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
 }
 
 /// Six messages paced at 0.5/s with `MAX_RETRIES=0`; SIGTERM after 1.5 s. The ones still

@@ -19,6 +19,21 @@ fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
     stack.start_service(Path::new(BIN), extra)
 }
 
+/// Start the service with delivery receipts on, its port chosen here; returns the service, its
+/// port and its `STATUS_CALLBACK_URL`.
+fn start_with_receipts(stack: &Stack, extra: &[(&str, &str)]) -> (Service, u16, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/twilio/status");
+    let port_text = port.to_string();
+    let mut all = vec![
+        ("PORT", port_text.as_str()),
+        ("STATUS_CALLBACK_URL", url.as_str()),
+    ];
+    all.extend_from_slice(extra);
+    let svc = start(stack, &all);
+    (svc, port, url)
+}
+
 /// Parse a Prometheus text page with `prometheus_client`'s parser (an independent
 /// implementation): returns `name{labels} value` lines, sorted, as the parser understood them.
 fn parse_prometheus(text: &str) -> Vec<String> {
@@ -319,12 +334,7 @@ fn the_rate_limit_spaces_sends_and_drops_nothing() {
 #[test]
 fn delivery_receipts_are_verified_and_applied_once_in_order() {
     let stack = Stack::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/twilio/status");
-    let svc = start(
-        &stack,
-        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
-    );
+    let (svc, _, url) = start_with_receipts(&stack, &[]);
     let conv = stack.create_conversation(TO);
     let a = stack.insert_outbound(&conv, "will be delivered");
     let b = stack.insert_outbound(&conv, "will bounce");
@@ -423,12 +433,7 @@ fn delivery_receipts_are_verified_and_applied_once_in_order() {
 #[test]
 fn the_http_port_survives_garbage_slow_clients_and_floods() {
     let stack = Stack::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/twilio/status");
-    let svc = start(
-        &stack,
-        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
-    );
+    let (svc, port, _) = start_with_receipts(&stack, &[]);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut rng = fastrand::Rng::with_seed(3);
 
@@ -652,12 +657,7 @@ fn tls_is_verified_refused_for_an_unknown_ca_and_accepted_with_ssl_cert_file() {
 #[test]
 fn a_receipt_that_arrives_before_the_sent_write_is_applied() {
     let stack = Stack::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/twilio/status");
-    let svc = start(
-        &stack,
-        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
-    );
+    let (svc, _, _) = start_with_receipts(&stack, &[]);
     stack.supabase.add_rest_rule(
         sms_sender_doubles::supabase::RestRule::body("PATCH", "\"status\":\"sent\"")
             .delay(Duration::from_secs(3)),
@@ -690,17 +690,8 @@ fn a_receipt_that_arrives_before_the_sent_write_is_applied() {
 #[test]
 fn a_receipt_links_a_message_whose_create_answer_was_lost() {
     let stack = Stack::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/twilio/status");
     stack.twilio.set_visibility_lag(Duration::from_secs(30));
-    let svc = start(
-        &stack,
-        &[
-            ("PORT", &port.to_string()),
-            ("STATUS_CALLBACK_URL", &url),
-            ("RECONCILE_SETTLE_MS", "5000"),
-        ],
-    );
+    let (svc, _, _) = start_with_receipts(&stack, &[("RECONCILE_SETTLE_MS", "5000")]);
     stack.twilio.fail_next_creates(1, Fault::HangupAfterCreate);
     let conv = stack.create_conversation(TO);
     let id = stack.insert_outbound(&conv, "answer lost, receipt arrives");
@@ -731,12 +722,7 @@ fn a_receipt_links_a_message_whose_create_answer_was_lost() {
 #[test]
 fn acknowledged_receipts_survive_a_database_outage_and_are_reported_at_shutdown() {
     let stack = Stack::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/twilio/status");
-    let mut svc = start(
-        &stack,
-        &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
-    );
+    let (mut svc, _, _) = start_with_receipts(&stack, &[]);
     let conv = stack.create_conversation(TO);
     let a = stack.insert_outbound(&conv, "delivered after the outage");
     let b = stack.insert_outbound(&conv, "delivered during shutdown");

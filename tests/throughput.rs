@@ -7,12 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{Service, Stack};
+use sms_sender_doubles::harness::{binary_under_test, Service, Stack};
 
 fn bin() -> PathBuf {
-    std::env::var_os("SMS_SENDER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sms-sender")))
+    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
 }
 
 fn metric(svc: &Service, name: &str) -> Option<f64> {

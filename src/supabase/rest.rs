@@ -290,18 +290,20 @@ impl Rest {
 
     /// Record a message that will not be sent. `Ok(false)` if the claim no longer holds the row.
     pub fn mark_failed(&self, id: &MessageId, fence: Fence<'_>) -> Result<bool, RestError> {
-        self.patch_rows(
-            &fenced(id, fence),
-            &serde_json::json!({"status": "failed", "sent_at": null}),
-        )
+        self.end_claim(id, fence, "failed")
     }
 
     /// Give a claimed, unsent message back (`sending → queued_for_send`) for any instance to
     /// take. `Ok(false)` if the claim no longer holds the row.
     pub fn release(&self, id: &MessageId, fence: Fence<'_>) -> Result<bool, RestError> {
+        self.end_claim(id, fence, "queued_for_send")
+    }
+
+    /// End the claim `fence` on row `id` without a send: `status`, and the stamp cleared.
+    fn end_claim(&self, id: &MessageId, fence: Fence<'_>, status: &str) -> Result<bool, RestError> {
         self.patch_rows(
             &fenced(id, fence),
-            &serde_json::json!({"status": "queued_for_send", "sent_at": null}),
+            &serde_json::json!({"status": status, "sent_at": null}),
         )
     }
 
@@ -313,8 +315,7 @@ impl Rest {
         }
         let query = format!("select=twilio_message_sid&id=eq.{id}");
         let text = self.call(self.request("GET", &query), None)?;
-        let rows: Vec<Row> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        let rows: Vec<Row> = rows(&text)?;
         Ok(rows.into_iter().next().and_then(|r| r.twilio_message_sid))
     }
 
@@ -324,8 +325,7 @@ impl Rest {
             .request("PATCH", &format!("{filter}&select=id"))
             .set("Prefer", "return=representation");
         let text = self.call(req, Some(body))?;
-        let rows: Vec<IdRow> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        let rows: Vec<IdRow> = rows(&text)?;
         Ok(!rows.is_empty())
     }
 
@@ -336,15 +336,9 @@ impl Rest {
         after: Option<&MessageId>,
         limit: usize,
     ) -> Result<Vec<MessageId>, RestError> {
-        let mut query = format!(
-            "select=id&status=eq.queued_for_send&direction=eq.outbound&order=id.asc&limit={limit}"
-        );
-        if let Some(after) = after {
-            query.push_str(&format!("&id=gt.{after}"));
-        }
+        let query = keyset_page("id", "queued_for_send", after, limit);
         let text = self.call(self.request("GET", &query), None)?;
-        let rows: Vec<IdRow> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        let rows: Vec<IdRow> = rows(&text)?;
         rows.iter()
             .map(|r| {
                 MessageId::parse(&r.id).ok_or_else(|| RestError::Body(format!("bad id {:?}", r.id)))
@@ -360,15 +354,14 @@ impl Rest {
         after: Option<&MessageId>,
         limit: usize,
     ) -> Result<Vec<SendingRow>, RestError> {
-        let mut query = format!(
-            "select={CLAIM_SELECT},created_at,sent_at&status=eq.sending&direction=eq.outbound&order=id.asc&limit={limit}"
+        let query = keyset_page(
+            &format!("{CLAIM_SELECT},created_at,sent_at"),
+            "sending",
+            after,
+            limit,
         );
-        if let Some(after) = after {
-            query.push_str(&format!("&id=gt.{after}"));
-        }
         let text = self.call(self.request("GET", &query), None)?;
-        let rows: Vec<SendingRowJson> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        let rows: Vec<SendingRowJson> = rows(&text)?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -398,8 +391,7 @@ impl Rest {
         }
         let query = format!("select=id&twilio_message_sid=eq.{sid}&limit=1");
         let text = self.call(self.request("GET", &query), None)?;
-        let rows: Vec<IdRow> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        let rows: Vec<IdRow> = rows(&text)?;
         Ok(rows.first().and_then(|r| MessageId::parse(&r.id)))
     }
 
@@ -465,8 +457,7 @@ impl Rest {
             self.request("GET", &format!("select={columns}&limit=1")),
             None,
         )?;
-        let rows: Vec<serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| RestError::Body(e.to_string()))?;
+        let rows: Vec<serde_json::Value> = rows(&text)?;
         Ok(rows.len())
     }
 
@@ -481,6 +472,23 @@ impl Rest {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Read a JSON response body into `T` (an unreadable one is [`RestError::Body`]).
+fn rows<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, RestError> {
+    serde_json::from_str(text).map_err(|e| RestError::Body(e.to_string()))
+}
+
+/// Keyset paging over outbound rows in `status`: up to `limit`, ids greater than `after`, in id
+/// order (stable while rows leave the set under us, unlike offsets).
+fn keyset_page(select: &str, status: &str, after: Option<&MessageId>, limit: usize) -> String {
+    let mut query = format!(
+        "select={select}&status=eq.{status}&direction=eq.outbound&order=id.asc&limit={limit}"
+    );
+    if let Some(after) = after {
+        query.push_str(&format!("&id=gt.{after}"));
+    }
+    query
 }
 
 /// Read a claim response: `[]` lost, a row won (or malformed; the filter is on the primary key,

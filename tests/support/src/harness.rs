@@ -302,6 +302,12 @@ impl Stack {
     }
 }
 
+/// The service binary a test runs: `SMS_SENDER_BIN` when set (to show a test failing against
+/// another build), else `default` (the test's `CARGO_BIN_EXE_sms-sender`).
+pub fn binary_under_test(default: &str) -> PathBuf {
+    std::env::var_os("SMS_SENDER_BIN").map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
 /// Poll `cond` every 20 ms until true or `timeout`; returns the last result.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
