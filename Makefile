@@ -3,7 +3,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BIN         := target/$(MUSL_TARGET)/release/sms-sender
 CARGO       ?= cargo
 
-.PHONY: all setup build test soak smoke demo bench bench-quick bench-baseline fuzz lint fmt clean
+.PHONY: all setup build test soak smoke demo bench bench-quick bench-cpu profile bench-baseline fuzz lint fmt clean
 
 all: build
 
@@ -52,6 +52,21 @@ bench: build
 ## working). Fails only if something is broken, not when a target is missed.
 bench-quick: build
 	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-bench -- quick $(BIN) $(BENCH_BASELINE_ARGS)
+
+## bench-cpu: only the memory/CPU phase (4 bursts of 5,000, Twilio answering at once): CPU per
+## message of this build (and of BENCH_BASELINE, when set), user and system apart. With
+## SMS_BENCH_PROFILE='perf record -g -p {pid} -o perf.data' the profiler covers exactly the
+## measured bursts; SMS_BENCH_BURST=N makes them smaller (callgrind). See `make profile`.
+bench-cpu: build
+	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- cpu $(BIN) $(BENCH_BASELINE_ARGS)
+
+## profile: the release build with symbols and frame pointers (target/profiling/), to run
+## `make bench-cpu BIN=$(PROFILE_BIN)` under perf or callgrind.
+PROFILE_BIN := target/profiling/$(MUSL_TARGET)/profiling/sms-sender
+profile: setup
+	RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profiling \
+		$(CARGO) build --profile profiling --locked --target $(MUSL_TARGET) -p sms-sender
+	@echo "profile: $(PROFILE_BIN)"
 
 ## bench-baseline: `make bench` with the build from before issue 11 (commit BENCH_BASELINE_REV)
 ## as the baseline. That binary is built once, in a temporary git worktree with a target dir of

@@ -8,6 +8,12 @@
 //! - `sms-bench quick BINARY [--baseline BINARY] [--out FILE]`: the same table with small counts
 //!   (`make bench-quick`, well under a minute), so CI notices when the benchmark itself stops
 //!   working.
+//! - `sms-bench cpu BINARY [--baseline BINARY]`: only the memory/CPU phase, with the full
+//!   counts (`make bench-cpu`): CPU per message of each build, for profiling. With
+//!   `SMS_BENCH_PROFILE` set to a command holding `{pid}` (e.g. `perf record -g -p {pid} -o
+//!   perf.data`), that command is started on this build's process before its first burst and
+//!   stopped with SIGINT after its last, so the profile covers exactly the measured bursts.
+//!   `SMS_BENCH_BURST=N` makes the bursts smaller (for slow profilers such as callgrind).
 //! - `--baseline BINARY`: an earlier build (`make bench-baseline` builds the pre-session commit)
 //!   measured in the same run, in the same world, on the phases that compare builds (the
 //!   default-configuration bursts and the memory/CPU phase); the report shows both side by side.
@@ -85,9 +91,12 @@ const NODE_IDLE_RSS_MIB: f64 = 75.0;
 enum Mode {
     Full,
     Quick,
+    /// Only the memory/CPU phase, with the full counts.
+    Cpu,
 }
 
 /// Counts for one mode.
+#[derive(Clone)]
 struct Plan {
     /// Service starts timed (median reported).
     starts: usize,
@@ -146,7 +155,7 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: sms-bench full|quick PATH-TO-sms-sender \
+const USAGE: &str = "usage: sms-bench full|quick|cpu PATH-TO-sms-sender \
     [--baseline PATH-TO-EARLIER-sms-sender [--baseline-label TEXT]] [--out FILE]";
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -156,6 +165,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mode = match mode.as_str() {
         "full" => Mode::Full,
         "quick" => Mode::Quick,
+        "cpu" => Mode::Cpu,
         _ => return Err(USAGE.into()),
     };
     let existing = |path: &str, what: &str| {
@@ -212,12 +222,21 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let load_before = measure::load_average();
-    let plan = if args.mode == Mode::Full {
-        &FULL
-    } else {
+    let plan = if args.mode == Mode::Quick {
         &QUICK
+    } else {
+        &FULL
     };
     let mut results = Results::default();
+    if args.mode == Mode::Cpu {
+        return match phases::run_cpu(plan, &args.binary, args.baseline.as_deref(), &mut results) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sms-bench: BROKEN: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let outcome = phases::run(plan, &args.binary, args.baseline.as_deref(), &mut results);
     let report = report::render(
         &report::RunInfo {

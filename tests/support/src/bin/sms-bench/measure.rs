@@ -119,6 +119,11 @@ pub(crate) fn proc_status(pid: u32) -> Result<ProcStatus, String> {
 
 /// User + system CPU time the process has used, in seconds.
 pub(crate) fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    cpu_split_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// (user, system) CPU time the process has used, in seconds.
+pub(crate) fn cpu_split_seconds(pid: u32) -> Result<(f64, f64), String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // The command name may contain spaces and parentheses: fields are counted after the last ')'.
@@ -137,7 +142,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> Result<f64, String> {
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as f64 } else { 100.0 };
-    Ok((ticks(11)? + ticks(12)?) / hz)
+    Ok((ticks(11)? / hz, ticks(12)? / hz))
 }
 
 /// The next text frame (other frames are skipped).

@@ -9,7 +9,9 @@ use sms_sender_doubles::harness::{free_port, http_get, Service, Stack};
 use sms_sender_doubles::supabase::SupabaseConfig;
 use sms_sender_doubles::twilio::{TwilioConfig, TwilioDouble};
 
-use crate::measure::{cpu_seconds, machine_cpu, proc_status, read_text, sizes, Relay, RssSampler};
+use crate::measure::{
+    cpu_seconds, cpu_split_seconds, machine_cpu, proc_status, read_text, sizes, Relay, RssSampler,
+};
 use crate::report::tail;
 use crate::{
     step, Burst, Calls, Compared, CpuSplit, Latency, Plan, Results, Throughput, Twilio, PHONE,
@@ -28,6 +30,8 @@ struct Bench<'a> {
     /// Of those, the ones sent through the stack's Twilio double (the default-configuration
     /// bursts use doubles of their own): its message record is indexed by this count.
     on_stack_twilio: usize,
+    /// A profiler command to attach to the memory phase's process (`sms-bench cpu` only).
+    profiled: Option<String>,
 }
 
 pub(crate) fn run(
@@ -43,28 +47,11 @@ pub(crate) fn run(
         r.baseline = Some(Compared::default());
     }
 
-    step("starting PostgreSQL, the Supabase double (no subscribe delay) and the Twilio double");
-    let stack = Stack::start_with(
-        SupabaseConfig {
-            subscribe_delay: Duration::ZERO,
-            ..SupabaseConfig::default()
-        },
-        TwilioConfig::default(),
-    );
-    r.postgres_version = Some(stack.db(|c| {
+    let mut b = Bench::start(binary)?;
+    r.postgres_version = Some(b.stack.db(|c| {
         let row = c.query_one("SHOW server_version", &[])?;
         Ok(row.get::<_, String>(0))
     }));
-    let relay = Relay::start(stack.supabase.port()).map_err(|e| format!("relay: {e}"))?;
-    let conversation = stack.create_conversation(PHONE);
-    let mut b = Bench {
-        binary,
-        stack,
-        relay,
-        conversation,
-        inserted: 0,
-        on_stack_twilio: 0,
-    };
 
     step(&format!("start → subscribed, {} starts", plan.starts));
     for _ in 0..plan.starts {
@@ -177,6 +164,80 @@ pub(crate) fn run(
     Ok(())
 }
 
+/// `sms-bench cpu`: the world, then only the memory/CPU phase of each build, each build's CPU
+/// per message printed (user and system apart). `SMS_BENCH_PROFILE` attaches a profiler to
+/// this build's process for its bursts (see the crate doc).
+pub(crate) fn run_cpu(
+    plan: &Plan,
+    binary: &Path,
+    baseline: Option<&Path>,
+    r: &mut Results,
+) -> Result<(), String> {
+    let mut plan = plan.clone();
+    if let Some(n) = std::env::var("SMS_BENCH_BURST")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        plan.burst = n;
+    }
+    let plan = &plan;
+    let mut b = Bench::start(binary)?;
+    let profile = std::env::var("SMS_BENCH_PROFILE")
+        .ok()
+        .filter(|c| !c.trim().is_empty());
+    let builds: Vec<(&str, &Path)> = std::iter::once(("this build", binary))
+        .chain(baseline.map(|p| ("baseline", p)))
+        .collect();
+    for &(label, bin) in &builds {
+        step(&format!(
+            "memory and CPU ({label}): {} bursts of {}",
+            plan.growth_bursts, plan.burst
+        ));
+        let attach = if label == "this build" {
+            profile.as_deref()
+        } else {
+            None
+        };
+        b.profiled = attach.map(str::to_string);
+        b.memory_phase(plan, bin, compared(r, label))
+            .map_err(|e| format!("{label}: {e}"))?;
+        b.profiled = None;
+        let c = compared(r, label);
+        eprintln!(
+            "    {label}: CPU per message {:.3} ms (median of {:?})",
+            c.cpu_ms_per_message().unwrap_or(f64::NAN),
+            c.cpu_per_1000
+                .iter()
+                .map(|v| format!("{v:.3}"))
+                .collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// A profiler attached to a process (see `SMS_BENCH_PROFILE`), stopped with SIGINT.
+struct Profiler(std::process::Child);
+
+impl Profiler {
+    fn attach(command: &str, pid: u32) -> Result<Profiler, String> {
+        let command = command.replace("{pid}", &pid.to_string());
+        eprintln!("    profiling: {command}");
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("exec {command}")])
+            .spawn()
+            .map_err(|e| format!("SMS_BENCH_PROFILE: {e}"))?;
+        // Let the profiler attach before the first burst.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(Profiler(child))
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
 /// Where a build's comparable figures go.
 fn compared<'r>(r: &'r mut Results, label: &str) -> &'r mut Compared {
     if label == "baseline" {
@@ -200,7 +261,31 @@ pub(crate) fn twilio_label(twilio: Twilio) -> String {
     }
 }
 
-impl Bench<'_> {
+impl<'a> Bench<'a> {
+    /// The local world: PostgreSQL, the Supabase double (no subscribe delay), the Twilio double,
+    /// the timestamping relay and one conversation.
+    fn start(binary: &'a Path) -> Result<Bench<'a>, String> {
+        step("starting PostgreSQL, the Supabase double (no subscribe delay) and the Twilio double");
+        let stack = Stack::start_with(
+            SupabaseConfig {
+                subscribe_delay: Duration::ZERO,
+                ..SupabaseConfig::default()
+            },
+            TwilioConfig::default(),
+        );
+        let relay = Relay::start(stack.supabase.port()).map_err(|e| format!("relay: {e}"))?;
+        let conversation = stack.create_conversation(PHONE);
+        Ok(Bench {
+            binary,
+            stack,
+            relay,
+            conversation,
+            inserted: 0,
+            on_stack_twilio: 0,
+            profiled: None,
+        })
+    }
+
     /// The service's environment: the stack's, JSON logs at `info` as deployed on Cloud Run,
     /// optionally through the relay and with a given number of sender threads.
     fn env(&self, through_relay: bool, threads: Option<usize>) -> Vec<(String, String)> {
@@ -496,6 +581,11 @@ impl Bench<'_> {
             idle.rss_kib, idle.hwm_kib
         );
 
+        let profiler = match &self.profiled {
+            Some(command) => Some(Profiler::attach(command, pid)?),
+            None => None,
+        };
+        let split_before = cpu_split_seconds(pid)?;
         // Unique bodies across builds and bursts, so every Twilio message names its row.
         let base = self.inserted;
         for burst in 0..plan.growth_bursts {
@@ -540,6 +630,16 @@ impl Bench<'_> {
                 rss
             );
         }
+        let split_after = cpu_split_seconds(pid)?;
+        if let Some(p) = profiler {
+            p.stop();
+        }
+        let n = (plan.burst * plan.growth_bursts) as f64;
+        eprintln!(
+            "    all bursts: user {:.3} ms, system {:.3} ms per message (with the 500 ms pauses)",
+            (split_after.0 - split_before.0) * 1000.0 / n,
+            (split_after.1 - split_before.1) * 1000.0 / n
+        );
         stack.supabase.clear_rest_requests();
         self.stop(svc)
     }
