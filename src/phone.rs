@@ -13,11 +13,13 @@ pub fn is_e164(number: &str) -> bool {
 
 /// `+15551234567` → `*******4567`: enough to tell numbers apart in logs, not to identify a person.
 pub fn mask(number: &str) -> String {
-    let chars: Vec<char> = number.chars().collect();
-    let keep = chars.len().min(4);
-    let mut out = "*".repeat(chars.len() - keep);
-    out.extend(&chars[chars.len() - keep..]);
-    out
+    let count = number.chars().count();
+    let hidden = count - count.min(4);
+    number
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i < hidden { '*' } else { c })
+        .collect()
 }
 
 #[cfg(test)]

@@ -117,17 +117,7 @@ fn expires_sub_ms_nanos(t: SystemTime) -> u32 {
 /// `2026-12-02T05:44:53.123456Z`: the form written and filtered on. PostgreSQL keeps microseconds,
 /// so the value read back compares equal.
 pub fn stamp_text(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = clock::civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_micros()
-    )
+    clock::rfc3339_micros(t)
 }
 
 /// Whether a claim whose stamp says it expires at `expires` is over for everyone, at wall time

@@ -494,12 +494,13 @@ fn keyset_page(select: &str, status: &str, after: Option<&MessageId>, limit: usi
 /// Read a claim response: `[]` lost, a row won (or malformed; the filter is on the primary key,
 /// so there is at most one), anything that is not a JSON array unreadable.
 pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
-    let rows: Vec<serde_json::Value> = serde_json::from_str(text)
+    // Rows are kept raw, then the first is read into its view: no JSON tree is built.
+    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
         .map_err(|e| RestError::Body(format!("claim response is not a JSON array: {e}")))?;
-    let Some(first) = rows.into_iter().next() else {
+    let Some(first) = rows.first() else {
         return Ok(Claim::Lost);
     };
-    let row: ClaimRow = match serde_json::from_value(first) {
+    let row: ClaimRow = match serde_json::from_str(first.get()) {
         Ok(r) => r,
         Err(e) => {
             return Ok(Claim::Malformed {

@@ -116,14 +116,117 @@ pub enum ServerFrame {
     },
 }
 
-#[derive(Deserialize)]
+/// The frame's fields, read in one pass. The server writes `event` before `payload` (Jason
+/// encodes a small map's keys in sorted order), so the payload is usually decoded straight into
+/// its type; a frame with the payload first keeps it raw and decodes it afterwards. (Reading
+/// every payload as a `RawValue` first, then again, made each event cost two parses.)
 struct Envelope<'a> {
     topic: String,
     event: String,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-    #[serde(rename = "ref", default)]
+    payload: Payload<'a>,
     reference: Option<Value>,
+}
+
+/// A payload, decoded by event or kept raw until the event is known.
+enum Payload<'a> {
+    Missing,
+    Raw(&'a RawValue),
+    Reply(ReplyPayload),
+    System(SystemPayload),
+    Change(ChangePayload),
+    /// An event whose payload is not read.
+    Skipped,
+}
+
+impl<'a> Payload<'a> {
+    /// The payload of a frame whose event is `event`, from the stream.
+    fn read<A: serde::de::MapAccess<'a>>(event: &str, map: &mut A) -> Result<Self, A::Error> {
+        use serde::de::Error;
+        let wrap = |e: A::Error| A::Error::custom(format!("{event} payload: {e}"));
+        // `null` is no payload, as when it is kept raw.
+        Ok(match event {
+            "phx_reply" => map
+                .next_value::<Option<_>>()
+                .map_err(wrap)?
+                .map(Payload::Reply),
+            "system" => map
+                .next_value::<Option<_>>()
+                .map_err(wrap)?
+                .map(Payload::System),
+            "postgres_changes" => map
+                .next_value::<Option<_>>()
+                .map_err(wrap)?
+                .map(Payload::Change),
+            _ => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                Some(Payload::Skipped)
+            }
+        }
+        .unwrap_or(Payload::Missing))
+    }
+
+    /// The payload of a frame whose event is `event`, decoded now if it was kept raw.
+    fn typed<T: Deserialize<'a>>(
+        self,
+        event: &str,
+        pick: fn(Payload<'a>) -> Option<T>,
+    ) -> Result<T, FrameError> {
+        match self {
+            Payload::Missing => Err(FrameError(format!("{event} without payload"))),
+            Payload::Raw(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| FrameError(format!("{event} payload: {e}"))),
+            other => pick(other).ok_or_else(|| FrameError(format!("{event} payload: mixed up"))),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = Envelope<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Phoenix frame object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error;
+                let (mut topic, mut event) = (None::<String>, None::<String>);
+                let (mut payload, mut reference) = (Payload::Missing, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "topic" => topic = Some(map.next_value()?),
+                        "event" => event = Some(map.next_value()?),
+                        "payload" => {
+                            payload = match &event {
+                                Some(event) => Payload::read(event, &mut map)?,
+                                None => Payload::Raw(map.next_value()?),
+                            }
+                        }
+                        "ref" => reference = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Envelope {
+                    topic: topic.ok_or_else(|| A::Error::missing_field("topic"))?,
+                    event: event.ok_or_else(|| A::Error::missing_field("event"))?,
+                    // A `null` payload is no payload.
+                    payload: match payload {
+                        Payload::Raw(raw) if raw.get() == "null" => Payload::Missing,
+                        other => other,
+                    },
+                    reference,
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -190,14 +293,6 @@ fn string_of(v: Option<Value>) -> Option<String> {
     }
 }
 
-fn payload<'a, T: Deserialize<'a>>(
-    raw: Option<&'a RawValue>,
-    event: &str,
-) -> Result<T, FrameError> {
-    let raw = raw.ok_or_else(|| FrameError(format!("{event} without payload")))?;
-    serde_json::from_str(raw.get()).map_err(|e| FrameError(format!("{event} payload: {e}")))
-}
-
 /// Decode one text frame.
 pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
     let env: Envelope<'_> =
@@ -205,7 +300,10 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
     let topic = env.topic;
     Ok(match env.event.as_str() {
         "phx_reply" => {
-            let p: ReplyPayload = payload(env.payload, "phx_reply")?;
+            let p = env.payload.typed("phx_reply", |p| match p {
+                Payload::Reply(r) => Some(r),
+                _ => None,
+            })?;
             ServerFrame::Reply {
                 topic,
                 reference: ref_string(env.reference),
@@ -214,7 +312,10 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
             }
         }
         "system" => {
-            let p: SystemPayload = payload(env.payload, "system")?;
+            let p = env.payload.typed("system", |p| match p {
+                Payload::System(s) => Some(s),
+                _ => None,
+            })?;
             let message = match p.message {
                 Some(Value::String(s)) => s,
                 Some(other) => other.to_string(),
@@ -228,7 +329,10 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
             }
         }
         "postgres_changes" => {
-            let p: ChangePayload = payload(env.payload, "postgres_changes")?;
+            let p = env.payload.typed("postgres_changes", |p| match p {
+                Payload::Change(c) => Some(c),
+                _ => None,
+            })?;
             let record = p.data.record.map(|r| ChangedRow {
                 id: string_of(r.id),
                 status: string_of(r.status),
@@ -559,5 +663,41 @@ mod tests {
             decode(unknown).unwrap(),
             ServerFrame::Other { .. }
         ));
+    }
+
+    #[test]
+    fn the_payload_decodes_alike_before_and_after_the_event() {
+        let payload = r#"{"ids":[7],"data":{"schema":"public","table":"messages","type":"UPDATE","record":{"id":"m1","status":"queued_for_send","direction":"outbound","content":"hi"},"errors":null}}"#;
+        let event_first =
+            format!(r#"{{"topic":"t","event":"postgres_changes","payload":{payload},"ref":null}}"#);
+        let payload_first =
+            format!(r#"{{"payload":{payload},"topic":"t","ref":null,"event":"postgres_changes"}}"#);
+        let frame = decode(&event_first).unwrap();
+        assert!(matches!(&frame, ServerFrame::Change { change, .. } if change.ids == [7]));
+        assert_eq!(decode(&payload_first).unwrap(), frame);
+        for text in [
+            r#"{"topic":"t","event":"phx_reply","payload":null,"ref":"1"}"#,
+            r#"{"payload":null,"topic":"t","event":"phx_reply","ref":"1"}"#,
+        ] {
+            assert!(
+                decode(text)
+                    .unwrap_err()
+                    .0
+                    .contains("phx_reply without payload"),
+                "{text}"
+            );
+        }
+        for text in [
+            r#"{"topic":"t","event":"postgres_changes","payload":{"data":5}}"#,
+            r#"{"payload":{"data":5},"topic":"t","event":"postgres_changes"}"#,
+        ] {
+            assert!(
+                decode(text)
+                    .unwrap_err()
+                    .0
+                    .contains("postgres_changes payload"),
+                "{text}"
+            );
+        }
     }
 }
