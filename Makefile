@@ -3,7 +3,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 BIN         := target/$(MUSL_TARGET)/release/sms-sender
 CARGO       ?= cargo
 
-.PHONY: all setup build test soak smoke demo bench bench-quick bench-cpu profile bench-baseline fuzz lint fmt clean
+.PHONY: all setup build test soak smoke demo bench bench-quick bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
 
 all: build
 
@@ -67,6 +67,21 @@ profile: setup
 	RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profiling \
 		$(CARGO) build --profile profiling --locked --target $(MUSL_TARGET) -p sms-sender
 	@echo "profile: $(PROFILE_BIN)"
+
+## bench-instructions: instructions per message of the profiling build under callgrind (the
+## user-space work, repeatable whatever else the machine does, unlike CPU time): `make
+## bench-cpu` with 4 bursts of CALLGRIND_BURST, the counters zeroed after the idle phase and
+## dumped after the last burst to target/profiling/callgrind.out.
+CALLGRIND_BURST ?= 300
+bench-instructions: profile
+	@printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=$(CURDIR)/target/profiling/callgrind.out %s "$$@"\n' \
+		"$(CURDIR)/$(PROFILE_BIN)" > target/profiling/under-callgrind && chmod +x target/profiling/under-callgrind
+	@rm -f target/profiling/callgrind.out*
+	SMS_BENCH_BURST=$(CALLGRIND_BURST) \
+	SMS_BENCH_PROFILE="sh -c 'sleep 1; callgrind_control -z {pid} >/dev/null; trap \"callgrind_control -d {pid} >/dev/null; exit\" INT; while :; do sleep 0.2; done'" \
+		$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- cpu target/profiling/under-callgrind
+	@total=$$(callgrind_annotate --auto=no target/profiling/callgrind.out.1 | awk '/PROGRAM TOTALS/ {gsub(",", "", $$1); print $$1}'); \
+	echo "bench-instructions: $$total instructions for $$((4 * $(CALLGRIND_BURST))) messages: $$((total / (4 * $(CALLGRIND_BURST)))) per message (target/profiling/callgrind.out.1)"
 
 ## bench-baseline: `make bench` with the build from before issue 11 (commit BENCH_BASELINE_REV)
 ## as the baseline. That binary is built once, in a temporary git worktree with a target dir of
