@@ -94,6 +94,29 @@ impl ureq::Resolver for BoundedResolver {
     }
 }
 
+/// The most of a response body read (ureq's own `into_string` limit).
+const BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// A response body as text, read once into a buffer sized from `Content-Length` and kept
+/// as it is when it is UTF-8 (ureq's `into_string` grows its buffer from empty, then copies
+/// the text once more through `from_utf8_lossy`). Invalid UTF-8 is replaced, as ureq does.
+pub fn read_body(resp: ureq::Response) -> std::io::Result<String> {
+    use std::io::Read;
+    let expected = resp
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut buf = Vec::with_capacity(expected.clamp(512, 256 * 1024));
+    resp.into_reader()
+        .take(BODY_LIMIT as u64 + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() > BODY_LIMIT {
+        return Err(std::io::Error::other("response body over 10 MiB"));
+    }
+    Ok(String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
 /// A transport failure in words, without its URL: Twilio URLs carry the account SID, which
 /// operators keep secret.
 pub fn describe_transport(t: &ureq::Transport) -> String {

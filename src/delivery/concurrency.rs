@@ -33,6 +33,9 @@ struct State {
     last_cut: Option<Instant>,
     /// Moving average of a successful create's duration.
     rtt: Duration,
+    /// Threads waiting for a place: only then is a notification sent (a `Condvar` notification
+    /// is a system call even when nobody waits, and there are two per create).
+    waiting: usize,
 }
 
 /// The shared limit.
@@ -47,8 +50,13 @@ pub struct Permit<'a>(&'a Limiter);
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.0.lock().in_flight -= 1;
-        self.0.freed.notify_one();
+        let mut state = self.0.lock();
+        state.in_flight -= 1;
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -64,6 +72,7 @@ impl Limiter {
                 slow_start: true,
                 last_cut: None,
                 rtt: INITIAL_RTT,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         }
@@ -86,11 +95,13 @@ impl Limiter {
                 return None;
             }
             let wait = (latest - now).min(Duration::from_millis(100));
+            state.waiting += 1;
             state = self
                 .freed
                 .wait_timeout(state, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -107,8 +118,11 @@ impl Limiter {
             1.0 / state.limit
         };
         state.limit = (state.limit + step).min(self.max as f64);
+        let wake = state.waiting > 0;
         drop(state);
-        self.freed.notify_one();
+        if wake {
+            self.freed.notify_one();
+        }
     }
 
     /// Twilio refused a create for concurrency (429 / 20429): shrink (once per round trip).

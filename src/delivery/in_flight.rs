@@ -18,6 +18,9 @@ use crate::sync::Locked;
 struct Held {
     ids: HashSet<MessageId>,
     conversations: HashSet<(String, u64)>,
+    /// Threads waiting for a pair: only then does a release notify (a `Condvar` notification
+    /// is a system call even when nobody waits).
+    waiting: usize,
 }
 
 /// Shared by the sender threads and the orphan checker; cheap to clone.
@@ -60,12 +63,14 @@ impl InFlight {
                 return None;
             }
             let wait = (until - now).min(Duration::from_millis(100));
+            held.waiting += 1;
             held = self
                 .0
                  .1
                 .wait_timeout(held, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            held.waiting -= 1;
         }
     }
 
@@ -99,8 +104,13 @@ pub struct ConversationGuard(InFlight, (String, u64));
 
 impl Drop for ConversationGuard {
     fn drop(&mut self) {
-        self.0.lock().conversations.remove(&self.1);
-        self.0 .0 .1.notify_all();
+        let mut held = self.0.lock();
+        held.conversations.remove(&self.1);
+        let wake = held.waiting > 0;
+        drop(held);
+        if wake {
+            self.0 .0 .1.notify_all();
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{KeyKind, Secret, SupabaseConfig};
-use crate::http::{describe_transport, http_agent};
+use crate::http::{describe_transport, http_agent, read_body};
 use crate::message::{ClaimedMessage, MessageId};
 
 /// A REST call that did not succeed.
@@ -228,11 +228,9 @@ impl Rest {
             None => req.call(),
         };
         let outcome = match result {
-            Ok(resp) => resp
-                .into_string()
-                .map_err(|e| RestError::Transport(e.to_string())),
+            Ok(resp) => read_body(resp).map_err(|e| RestError::Transport(e.to_string())),
             Err(ureq::Error::Status(status, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
+                let text = read_body(resp).unwrap_or_default();
                 Err(parse_error(status, &text))
             }
             Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),

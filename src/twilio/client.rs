@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
-use crate::http::describe_transport;
+use crate::http::{describe_transport, read_body};
 use crate::message::MessageId;
 use crate::ops::metrics::Metrics;
 use crate::redact;
@@ -292,8 +292,7 @@ impl Twilio {
             Ok(resp) => {
                 let status = resp.status();
                 self.metrics.twilio_request(Some(status));
-                let text = resp
-                    .into_string()
+                let text = read_body(resp)
                     .map_err(|e| SendError::NoResponse(format!("reading the answer: {e}")))?;
                 Ok(Answer::Success { status, text })
             }
@@ -303,7 +302,7 @@ impl Twilio {
                     .header("Retry-After")
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let text = resp.into_string().unwrap_or_default();
+                let text = read_body(resp).unwrap_or_default();
                 Ok(Answer::Failure {
                     status,
                     text,
