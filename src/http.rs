@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the Supabase REST and Twilio clients: the `ureq` agent (timeouts,
-//! keep-alive pool, no redirects, a bounded DNS lookup), the TLS connector, what TLS trusts, and
-//! transport failures described without their URL (Twilio URLs carry the account SID).
+//! keep-alive pool, no redirects, a bounded DNS lookup), the TLS connector, what TLS trusts,
+//! reading a response body, and transport failures described without their URL (Twilio URLs
+//! carry the account SID).
 //!
 //! Where TLS finds its trusted roots:
 //! native-tls probes the usual CA bundle locations itself (`openssl-probe`, when each connector
