@@ -401,13 +401,9 @@ impl Rest {
         status: &str,
         delivered_at: Option<&str>,
     ) -> Result<bool, RestError> {
-        if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        let Some(body) = receipt_body(sid, status, delivered_at) else {
             return Ok(false);
-        }
-        let mut body = serde_json::json!({ "status": status });
-        if let Some(at) = delivered_at {
-            body["delivered_at"] = serde_json::Value::String(at.to_string());
-        }
+        };
         self.patch_rows(
             &format!("twilio_message_sid=eq.{sid}&status=in.(sending,sent)"),
             &body,
@@ -426,13 +422,9 @@ impl Rest {
         delivered_at: Option<&str>,
         now: &str,
     ) -> Result<bool, RestError> {
-        if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        let Some(mut body) = receipt_body(sid, status, delivered_at) else {
             return Ok(false);
-        }
-        let mut body = serde_json::json!({ "status": status });
-        if let Some(at) = delivered_at {
-            body["delivered_at"] = serde_json::Value::String(at.to_string());
-        }
+        };
         if status != "sent"
             && self.patch_rows(
                 &format!("id=eq.{id}&twilio_message_sid=eq.{sid}&status=in.(sending,sent)"),
@@ -487,6 +479,19 @@ fn keyset_page(select: &str, status: &str, after: Option<&MessageId>, limit: usi
         query.push_str(&format!("&id=gt.{after}"));
     }
     query
+}
+
+/// The `PATCH` body of a receipt, or `None` when `sid` could not be a Twilio SID (it goes into
+/// a filter, so nothing but letters and digits).
+fn receipt_body(sid: &str, status: &str, delivered_at: Option<&str>) -> Option<serde_json::Value> {
+    if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mut body = serde_json::json!({ "status": status });
+    if let Some(at) = delivered_at {
+        body["delivered_at"] = serde_json::Value::String(at.to_string());
+    }
+    Some(body)
 }
 
 /// Read a claim response: `[]` lost, a row won (or malformed; the filter is on the primary key,

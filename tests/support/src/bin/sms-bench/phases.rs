@@ -84,9 +84,7 @@ pub(crate) fn run(
     r.lat_slow = Some(lat);
 
     // The phases that compare builds run each build back to back, so both see the same load.
-    let builds: Vec<(&str, &Path)> = std::iter::once(("this build", binary))
-        .chain(baseline.map(|p| ("baseline", p)))
-        .collect();
+    let builds = builds(binary, baseline);
     for &(label, bin) in &builds {
         step(&format!(
             "memory and CPU ({label}): idle {} s, then {} bursts of {} (Twilio at once, default configuration)",
@@ -185,9 +183,7 @@ pub(crate) fn run_cpu(
     let profile = std::env::var("SMS_BENCH_PROFILE")
         .ok()
         .filter(|c| !c.trim().is_empty());
-    let builds: Vec<(&str, &Path)> = std::iter::once(("this build", binary))
-        .chain(baseline.map(|p| ("baseline", p)))
-        .collect();
+    let builds = builds(binary, baseline);
     for &(label, bin) in &builds {
         step(&format!(
             "memory and CPU ({label}): {} bursts of {}",
@@ -236,6 +232,13 @@ impl Profiler {
         unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
         let _ = self.0.wait();
     }
+}
+
+/// The builds the comparing phases run, labelled: this one, then the baseline if any.
+fn builds<'p>(binary: &'p Path, baseline: Option<&'p Path>) -> Vec<(&'static str, &'p Path)> {
+    std::iter::once(("this build", binary))
+        .chain(baseline.map(|p| ("baseline", p)))
+        .collect()
 }
 
 /// Where a build's comparable figures go.
