@@ -95,6 +95,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default lease of a claim, in seconds: short, because a crashed instance's rows wait for
+/// it (plus the settle window) before a successor settles them, and renewed while held.
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+
+/// The longest a connection (and its DNS resolution) may take; less when `HTTP_TIMEOUT_MS` is.
+pub const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(5);
+
+/// The shortest lease (whole seconds) that works with requests limited to `http_timeout`: one
+/// request (its timeout plus connecting) and half as much again to renew in.
+pub fn shortest_lease_secs(http_timeout: Duration) -> u64 {
+    let budget = http_timeout + http_timeout.min(CONNECT_TIMEOUT_MAX);
+    (budget + budget / 2).as_millis().div_ceil(1000) as u64
+}
+
 /// The validated configuration the service runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -118,8 +132,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Total time limit of one HTTP request to Twilio or Supabase REST (`HTTP_TIMEOUT_MS`).
     pub http_timeout: Duration,
-    /// A claim's lease (`SENDING_TIMEOUT_SECS`): a row `sending` for longer belongs to a dead
-    /// instance. The sender never starts a Twilio request it could not finish inside the lease.
+    /// A claim's lease (`SENDING_TIMEOUT_SECS`, 30 s by default): renewed while the sender holds
+    /// the row, so a row whose stamp is past belongs to a dead instance. The sender never starts a
+    /// Twilio request it could not finish inside the lease.
     pub sending_timeout: Duration,
     /// How often to look for orphaned `sending` rows (`ORPHAN_CHECK_SECS`).
     pub orphan_check: Duration,
@@ -299,14 +314,19 @@ impl Config {
             .unwrap_or_else(|| "info".to_string());
         let heartbeat_ms = src.number("REALTIME_HEARTBEAT_MS", 25_000u64, 100..=55_000)?;
         let http_timeout_ms = src.number("HTTP_TIMEOUT_MS", 15_000u64, 200..=120_000)?;
-        let sending_timeout_secs = src.number("SENDING_TIMEOUT_SECS", 300u64, 1..=86_400)?;
-        if sending_timeout_secs * 1000 < 4 * http_timeout_ms {
+        let shortest_lease = shortest_lease_secs(Duration::from_millis(http_timeout_ms));
+        let sending_timeout_secs = src.number(
+            "SENDING_TIMEOUT_SECS",
+            DEFAULT_LEASE_SECS.max(shortest_lease),
+            1..=86_400,
+        )?;
+        if sending_timeout_secs < shortest_lease {
             return Err(err(
                 "SENDING_TIMEOUT_SECS",
                 format!(
-                    "{sending_timeout_secs} s is too short: a claim must outlive the longest send, \
-                     at least 4 × HTTP_TIMEOUT_MS = {} s",
-                    (4 * http_timeout_ms).div_ceil(1000)
+                    "{sending_timeout_secs} s is too short: a claim must outlive one request and \
+                     leave room to renew it, at least 1.5 × (HTTP_TIMEOUT_MS + the connect \
+                     timeout) = {shortest_lease} s"
                 ),
             ));
         }
@@ -587,6 +607,40 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_defaults_short_and_grows_with_the_http_timeout() {
+        assert_eq!(shortest_lease_secs(Duration::from_secs(15)), 30);
+        assert_eq!(shortest_lease_secs(Duration::from_secs(1)), 3);
+        let slow = load_with(&[("HTTP_TIMEOUT_MS", Some("30000"))]).unwrap();
+        assert_eq!(
+            slow.sending_timeout,
+            Duration::from_secs(53),
+            "1.5 × (30 s + 5 s)"
+        );
+        let fast = load_with(&[("HTTP_TIMEOUT_MS", Some("1000"))]).unwrap();
+        assert_eq!(
+            fast.sending_timeout,
+            Duration::from_secs(30),
+            "never below the default"
+        );
+        let set = load_with(&[
+            ("HTTP_TIMEOUT_MS", Some("1000")),
+            ("SENDING_TIMEOUT_SECS", Some("3")),
+        ])
+        .unwrap();
+        assert_eq!(set.sending_timeout, Duration::from_secs(3));
+        let e = load_with(&[
+            ("SENDING_TIMEOUT_SECS", Some("40")),
+            ("HTTP_TIMEOUT_MS", Some("30000")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("SENDING_TIMEOUT_SECS") && e.contains("53 s"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn defaults_and_derived_urls() {
         let c = load(&base()).unwrap();
         assert_eq!(c.supabase.rest_url, "https://abc.supabase.co/rest/v1");
@@ -604,7 +658,7 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.http_timeout, Duration::from_secs(15));
-        assert_eq!(c.sending_timeout, Duration::from_secs(300));
+        assert_eq!(c.sending_timeout, Duration::from_secs(30));
         assert_eq!(c.orphan_check, Duration::from_secs(60));
         assert_eq!(c.sweep_interval, Duration::from_secs(60));
     }
@@ -706,11 +760,7 @@ mod tests {
             ("RETRY_BACKOFF_MS", Some("0"), "out of range"),
             ("LOG_FORMAT", Some("xml"), "not \"text\" or \"json\""),
             ("REALTIME_HEARTBEAT_MS", Some("60000"), "out of range"),
-            (
-                "SENDING_TIMEOUT_SECS",
-                Some("30"),
-                "at least 4 × HTTP_TIMEOUT_MS = 60 s",
-            ),
+            ("SENDING_TIMEOUT_SECS", Some("29"), "= 30 s"),
             ("ORPHAN_CHECK_SECS", Some("0"), "out of range"),
             ("SWEEP_INTERVAL_SECS", Some("x"), "not a whole number"),
             ("HTTP_TIMEOUT_MS", Some("50"), "out of range"),

@@ -48,6 +48,10 @@ pub struct ClaimedMessage {
     pub body: String,
     /// The conversation's `phone_number`; `None` when the conversation does not exist.
     pub phone_number: Option<String>,
+    /// The SID a *previous* attempt recorded (a row requeued by the app after `failed` or
+    /// `undelivered` keeps it until this attempt records its own). Never proof that this claim's
+    /// message was created.
+    pub previous_sid: Option<String>,
 }
 
 #[cfg(test)]

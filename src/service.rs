@@ -4,7 +4,9 @@
 //! senders, one catch-up sweeper, one orphan checker, the HTTP server, the receipts worker (when
 //! enabled), the signal watcher. Shutdown order: the Realtime task leaves its channel and returns;
 //! health turns `shutting_down`; the queue closes (waiting ids are abandoned: their rows are still
-//! `queued_for_send`); senders finish or give back what they hold, within [`SHUTDOWN_DEADLINE`].
+//! `queued_for_send`); senders finish or give back what they hold, within [`SHUTDOWN_DEADLINE`];
+//! claims still in flight then are handed over ([`crate::delivery::handover`]) before the exit,
+//! within [`HAND_OVER_TIME`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, SmsSender};
 use crate::delivery::circuit::Circuit;
 use crate::delivery::concurrency::Limiter;
+use crate::delivery::handover;
 use crate::delivery::in_flight::InFlight;
 use crate::delivery::orphans::{self, OrphanCheck};
 use crate::delivery::pacer::Pacer;
@@ -22,6 +25,7 @@ use crate::delivery::pool::SenderPool;
 use crate::delivery::queue::WorkQueue;
 use crate::delivery::sender::{self, Pipeline};
 use crate::delivery::sweep::{self, SweepTrigger, Sweeper};
+use crate::delivery::unrecorded::{self, Unrecorded};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::ops::server::{self, Admin, Receipts};
@@ -32,8 +36,11 @@ use crate::twilio::client::Twilio;
 use crate::twilio::receipts;
 use crate::{http, phone};
 
-/// Time allowed from the shutdown signal to exit (Cloud Run kills at 10 s).
+/// Time allowed from the shutdown signal for in-flight work to finish (Cloud Run kills at 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Time allowed after [`SHUTDOWN_DEADLINE`] to hand over the claims still in flight.
+pub const HAND_OVER_TIME: Duration = Duration::from_millis(1500);
 
 /// Rows per catch-up page.
 const SWEEP_PAGE: usize = 200;
@@ -95,7 +102,7 @@ pub struct Clients {
 
 /// The limit of connecting (and of resolving the host name) for every HTTP client.
 pub fn connect_timeout(config: &Config) -> Duration {
-    config.http_timeout.min(Duration::from_secs(5))
+    config.http_timeout.min(crate::config::CONNECT_TIMEOUT_MAX)
 }
 
 /// Build the REST and Twilio clients (no network use).
@@ -195,6 +202,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     );
 
     let in_flight = InFlight::default();
+    let unrecorded = Unrecorded::new(metrics.clone());
     let limiter = Limiter::new(config.sender_threads);
     metrics.set_concurrency_limit(limiter.limit());
     let pipeline = Arc::new(Pipeline {
@@ -212,6 +220,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         metrics: metrics.clone(),
         pacer: Pacer::new(config.max_sends_per_second),
         limiter,
+        unrecorded: unrecorded.clone(),
     });
     let senders = SenderPool::start(config.sender_threads, pipeline, queue.clone())
         .map_err(thread("the sender threads"))?;
@@ -222,16 +231,19 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     orphans::spawn(OrphanCheck {
         rest: rest.clone(),
         twilio,
-        in_flight,
+        in_flight: in_flight.clone(),
         sending_timeout: config.sending_timeout,
         settle: config.reconcile_settle,
         interval: config.orphan_check,
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
+        unrecorded: unrecorded.clone(),
     })
     .map_err(thread("the orphan checker"))?;
+    unrecorded::spawn(unrecorded.clone(), rest.clone(), shutdown.clone())
+        .map_err(thread("the unrecorded-sends retrier"))?;
     sweep::spawn(Sweeper {
-        rest,
+        rest: rest.clone(),
         queue: queue.clone(),
         trigger: sweep.clone(),
         shutdown: shutdown.clone(),
@@ -250,7 +262,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         queue: queue.clone(),
         sweep,
         shutdown: shutdown.clone(),
-        metrics,
+        metrics: metrics.clone(),
     }));
 
     // Only shutdown ends the Realtime task.
@@ -260,9 +272,12 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     queue.close();
     info!("shutting down: {abandoned} queued id(s) left for the next instance; waiting for in-flight sends");
     if !senders.wait_finished(deadline) {
-        warn!("shutdown deadline reached with sends still in flight; exiting anyway");
+        warn!("shutdown deadline reached with sends still in flight; handing them over");
+        handover::hand_over_all(&in_flight, &rest, &metrics, deadline + HAND_OVER_TIME);
+        unrecorded.report();
         return Ok(());
     }
+    unrecorded.report();
     // The receipts worker reports what it could not apply before the process ends.
     if let Some(worker) = receipts_worker {
         while !worker.is_finished() && Instant::now() < deadline {

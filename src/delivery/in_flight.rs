@@ -1,10 +1,14 @@
-//! What this instance holds right now: the ids it has claimed (so its own orphan recovery leaves
-//! them be) and the (recipient, text) pairs being sent (so two messages that Twilio's list could
-//! not tell apart are never in flight at once here, and reconciliation never adopts a sibling's
-//! SMS). Across instances the same pair can still be in flight twice; the README says what that
-//! leaves possible.
+//! What this instance holds right now: the ids it has claimed with each claim's current stamp (so
+//! its own orphan recovery leaves them be, and shutdown can hand over the ones still in flight),
+//! and the (recipient, text) pairs being sent (so two messages that Twilio's list could not tell
+//! apart are never in flight at once here, and reconciliation never adopts a sibling's SMS).
+//!
+//! Invariant: an id is held, and its pair too, for as long as its row is this instance's —
+//! through a wait for Twilio's list after an ambiguous create — until the row is settled, given
+//! back or handed over. Across instances the same pair can still be in flight twice; the README
+//! says what that leaves possible.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,7 +20,8 @@ use crate::sync::Locked;
 
 #[derive(Default)]
 struct Held {
-    ids: HashSet<MessageId>,
+    /// Claimed ids and the stamp their row carries now (renewals update it).
+    ids: HashMap<MessageId, String>,
     conversations: HashSet<(String, u64)>,
     /// Threads waiting for a pair: only then does a release notify (a `Condvar` notification
     /// is a system call even when nobody waits).
@@ -34,13 +39,27 @@ impl InFlight {
 
     /// Whether `id` is being processed here.
     pub fn contains(&self, id: &MessageId) -> bool {
-        self.lock().ids.contains(id)
+        self.lock().ids.contains_key(id)
     }
 
-    /// Mark `id` as held until the guard drops.
-    pub fn hold(&self, id: &MessageId) -> IdGuard {
-        self.lock().ids.insert(id.clone());
+    /// Mark `id`, claimed under `stamp`, as held until the guard drops.
+    pub fn hold(&self, id: &MessageId, stamp: &str) -> IdGuard {
+        self.lock().ids.insert(id.clone(), stamp.to_string());
         IdGuard(self.clone(), id.clone())
+    }
+
+    /// Every claim held now, with its current stamp (for the hand-over at shutdown).
+    pub fn claims(&self) -> Vec<(MessageId, String)> {
+        self.lock()
+            .ids
+            .iter()
+            .map(|(id, stamp)| (id.clone(), stamp.clone()))
+            .collect()
+    }
+
+    /// The current stamp of held claim `id`.
+    pub fn stamp_of(&self, id: &MessageId) -> Option<String> {
+        self.lock().ids.get(id).cloned()
     }
 
     /// Take the (recipient, text) pair, waiting while another thread holds it, until `until` or
@@ -93,6 +112,16 @@ fn key(to: &str, body: &str) -> (String, u64) {
 /// Releases an id on drop.
 pub struct IdGuard(InFlight, MessageId);
 
+impl IdGuard {
+    /// The claim's stamp moved (a renewal applied).
+    pub fn restamp(&self, stamp: &str) {
+        if let Some(held) = self.0.lock().ids.get_mut(&self.1) {
+            held.clear();
+            held.push_str(stamp);
+        }
+    }
+}
+
 impl Drop for IdGuard {
     fn drop(&mut self) {
         self.0.lock().ids.remove(&self.1);
@@ -117,6 +146,21 @@ impl Drop for ConversationGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_claims_follow_their_stamp() {
+        let f = InFlight::default();
+        let id = MessageId::parse("00000000-0000-4000-8000-000000000001").unwrap();
+        let guard = f.hold(&id, "2026-01-01T00:00:00.000001Z");
+        guard.restamp("2026-01-01T00:00:30.000002Z");
+        assert_eq!(
+            f.claims(),
+            vec![(id.clone(), "2026-01-01T00:00:30.000002Z".to_string())]
+        );
+        assert!(f.contains(&id));
+        drop(guard);
+        assert!(f.claims().is_empty() && !f.contains(&id));
+    }
 
     #[test]
     fn one_pair_at_a_time() {

@@ -18,10 +18,21 @@
 //! end (a near-future time) while `sending`, the send time once `sent`, and `NULL` again on
 //! `failed` or when a claim is given back.
 //!
-//! # The budget
+//! # The budget and renewal
 //! A Twilio request (create or list page) may start only if it can end inside the lease: its
-//! total timeout plus the bounded DNS resolution ([`Lease::can_start`]). Waiting (pacer, circuit,
-//! backoff, settle window) spends lease time, so each request checks again right before it starts.
+//! total timeout plus the bounded DNS resolution ([`Lease::can_start`]). The lease is short
+//! (`SENDING_TIMEOUT_SECS`, 30 s by default) so that a crash strands a row for little longer than
+//! that, and it is **renewed** while its sender still holds the row: a fenced write moves the stamp
+//! to a new end ([`Lease::renewal`]), conditional on the old one. The sender renews whenever less
+//! than [`renew_below`] is left, while it waits (pacer, circuit, backoff, settle window, a sibling
+//! with the same text) and before each Twilio request, so the stamp readable by other instances is
+//! never older than one renewal period. A renewal the fence refuses means the row is no longer
+//! this claim's: the work stops.
+//!
+//! # Hand-over
+//! At shutdown, a claim whose create is still in flight at the deadline is ended early: its stamp
+//! is moved to *now* ([`Lease::ending_now`]), so a successor reconciles it once the settle window
+//! has passed instead of after the rest of the lease.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +77,23 @@ impl Lease {
         }
     }
 
+    /// The next lease of this claim: the same length from now, a new stamp, the same claim time.
+    /// It applies once the fenced write moving the row's stamp to it succeeded.
+    pub fn renewal(&self) -> Lease {
+        Lease {
+            claimed: self.claimed,
+            ..Lease::start(self.length)
+        }
+    }
+
+    /// A lease of this claim that ends now: what a hand-over writes.
+    pub fn ending_now(&self) -> Lease {
+        Lease {
+            claimed: self.claimed,
+            ..Lease::start(Duration::ZERO)
+        }
+    }
+
     /// The fence value (the row's `sent_at` while this claim holds it).
     pub fn stamp(&self) -> &str {
         &self.stamp
@@ -107,6 +135,12 @@ impl Lease {
     }
 }
 
+/// Renew a lease once less than this is left: one request's `budget` and a quarter more, so that
+/// a request can start at once after any wait, and a renewal (a REST write) has room to land.
+pub fn renew_below(budget: Duration) -> Duration {
+    budget + budget / 4
+}
+
 fn expires_sub_ms_nanos(t: SystemTime) -> u32 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -118,6 +152,12 @@ fn expires_sub_ms_nanos(t: SystemTime) -> u32 {
 /// so the value read back compares equal.
 pub fn stamp_text(t: SystemTime) -> String {
     clock::rfc3339_micros(t)
+}
+
+/// When a claim whose stamp says it expires at `expires` becomes over for everyone (see
+/// [`is_expired`]).
+pub fn due_at(expires: SystemTime, settle: Duration) -> SystemTime {
+    expires + CLOCK_SKEW.max(settle)
 }
 
 /// Whether a claim whose stamp says it expires at `expires` is over for everyone, at wall time
@@ -161,6 +201,32 @@ mod tests {
     }
 
     #[test]
+    fn renewals_keep_the_claim_time_and_change_the_stamp() {
+        let lease = Lease::start(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(3));
+        let next = lease.renewal();
+        assert_eq!(next.claimed_at(), lease.claimed_at());
+        assert_eq!(next.length(), lease.length());
+        assert_ne!(next.stamp(), lease.stamp());
+        assert!(next.expires() > lease.expires());
+        let ended = lease.ending_now();
+        assert_eq!(ended.claimed_at(), lease.claimed_at());
+        assert!(ended.expires() <= SystemTime::now() + Duration::from_millis(1));
+        assert!(!ended.can_start(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn renewal_threshold_sits_between_the_budget_and_the_shortest_lease() {
+        // The defaults: 15 s requests, 5 s to connect. A lease shorter than the threshold would
+        // be renewed continuously; config refuses one below 1.5 × the budget.
+        let budget = Duration::from_secs(20);
+        let shortest = crate::config::shortest_lease_secs(Duration::from_secs(15));
+        assert_eq!(renew_below(budget), Duration::from_secs(25));
+        assert!(budget < renew_below(budget));
+        assert!(renew_below(budget) < Duration::from_secs(shortest));
+    }
+
+    #[test]
     fn expiry_waits_for_skew_and_settle() {
         let end = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let settle = Duration::from_secs(10);
@@ -173,5 +239,11 @@ mod tests {
             Duration::ZERO
         ));
         assert!(is_expired(end, end + CLOCK_SKEW, Duration::ZERO));
+        assert!(is_expired(end, due_at(end, settle), settle));
+        assert!(!is_expired(
+            end,
+            due_at(end, settle) - Duration::from_millis(1),
+            settle
+        ));
     }
 }

@@ -4,14 +4,17 @@
 //! - [`pool`]: the sender threads, started on demand up to `SENDER_THREADS`;
 //! - [`sender`]: per message, claim → check → send → record, under a [`lease`] whose stamp fences
 //!   every write; [`in_flight`] is what this instance holds;
-//! - around each create: [`pacer`] (`MAX_SENDS_PER_SECOND`), [`concurrency`] (how many creates may
+//! - around each create: a [`ticket`] (taken before the claim), made of [`pacer`] (`MAX_SENDS_PER_SECOND`), [`concurrency`] (how many creates may
 //!   be in flight, learned from Twilio's 429s), [`circuit`] (the pause gate during outages and
 //!   account problems), [`retry`] (the one place a failed send is classified);
 //! - after an ambiguous create: [`reconcile`] ("did Twilio create it?" from Twilio's list);
-//! - afterwards, for claims nobody finished: [`orphans`].
+//! - after a `sent` write the database refuses: [`unrecorded`] (the fact kept and retried);
+//! - afterwards, for claims nobody finished: [`orphans`]; at shutdown, [`handover`] ends the
+//!   claims still in flight early so that a successor settles them.
 
 pub mod circuit;
 pub mod concurrency;
+pub mod handover;
 pub mod in_flight;
 pub mod lease;
 pub mod orphans;
@@ -22,3 +25,5 @@ pub mod reconcile;
 pub mod retry;
 pub mod sender;
 pub mod sweep;
+pub mod ticket;
+pub mod unrecorded;

@@ -1,15 +1,19 @@
 //! Orphan recovery: rows left in `sending` by an instance that died (SIGKILL, OOM, host loss),
 //! or by one that could not settle a message because Twilio could not say whether it was sent.
 //!
-//! At start and every `ORPHAN_CHECK_SECS` one thread pages through `sending` rows. A row is an
-//! orphan once its claim is over for everyone: its stamp (`sent_at`, the lease end written by the
-//! claim, see [`crate::delivery::lease`]) is past by the clock allowance and the settle window, whatever
-//! lease *this* instance uses. A row in `sending` without a readable stamp (claimed by an older
+//! At start, every `ORPHAN_CHECK_SECS`, and as soon as a claim it has seen is due, one thread
+//! pages through `sending` rows. A row is an orphan once its claim is over for everyone: its stamp
+//! (`sent_at`, the lease end written by the claim and moved by each renewal or a hand-over, see
+//! [`crate::delivery::lease`]) is past by the clock allowance and the settle window, whatever
+//! lease *this* instance uses. The next check is scheduled for the earliest moment a seen claim
+//! becomes due, so a crashed instance's rows are settled a settle window after their short lease
+//! ends, not a whole interval later. A row in `sending` without a readable stamp (claimed by an older
 //! version, or set by hand) is aged by observation instead: how long this instance has seen it
 //! with that same stamp, which is never longer than the truth, against this instance's lease.
 //!
 //! Each orphan is reconciled with Twilio's list ([`crate::delivery::reconcile`], created since the row was
-//! created, the settle window long past): found → `sent` with that SID; not found → back to
+//! created, the settle window long past; the SID a previous attempt recorded on a requeued row is
+//! never taken for this claim's): found → `sent` with that SID; not found → back to
 //! `queued_for_send` for a normal send; cannot tell → left for the next round. Every write is
 //! fenced on the stamp that was read, so a row claimed again meanwhile is never touched.
 
@@ -24,6 +28,7 @@ use crate::delivery::in_flight::InFlight;
 use crate::delivery::lease::{self, CLOCK_SKEW};
 use crate::delivery::reconcile::{self, Look, Question, CLOCK_SLACK};
 use crate::delivery::sender::destination;
+use crate::delivery::unrecorded::Unrecorded;
 use crate::message::MessageId;
 use crate::shutdown::Shutdown;
 use crate::supabase::rest::{Fence, Rest, SendingRow};
@@ -52,7 +57,12 @@ pub struct OrphanCheck {
     pub shutdown: Shutdown,
     /// Counts recovered orphans.
     pub metrics: std::sync::Arc<crate::ops::metrics::Metrics>,
+    /// Sends of this instance whose `sent` write waits (their SIDs are their rows').
+    pub unrecorded: Unrecorded,
 }
+
+/// The soonest a scheduled check runs after the previous one.
+const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// Start the orphan checker thread.
 pub fn spawn(check: OrphanCheck) -> std::io::Result<JoinHandle<()>> {
@@ -66,16 +76,21 @@ impl OrphanCheck {
     fn run(&self) {
         let mut first_seen: HashMap<Seen, Instant> = HashMap::new();
         loop {
-            self.check_once(&mut first_seen);
-            if !self.shutdown.sleep(self.interval) {
+            let due = self.check_once(&mut first_seen);
+            if !self
+                .shutdown
+                .sleep(next_check(self.interval, due, SystemTime::now()))
+            {
                 return;
             }
         }
     }
 
-    /// One pass over the `sending` rows.
-    fn check_once(&self, first_seen: &mut HashMap<Seen, Instant>) {
+    /// One pass over the `sending` rows. Returns when the earliest claim seen but not yet over
+    /// becomes due (wall clock), if any.
+    fn check_once(&self, first_seen: &mut HashMap<Seen, Instant>) -> Option<SystemTime> {
         let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut due: Option<SystemTime> = None;
         let mut seen = HashSet::new();
         let mut after: Option<MessageId> = None;
         let (mut orphans, mut recovered) = (0, 0);
@@ -84,14 +99,14 @@ impl OrphanCheck {
                 Ok(page) => page,
                 Err(e) => {
                     warn!("orphan recovery: cannot list 'sending' rows: {e}; next round");
-                    return;
+                    return due;
                 }
             };
             let full = page.len() == PAGE;
             for row in page {
                 after = Some(row.id.clone());
                 if self.shutdown.is_triggered() {
-                    return;
+                    return due;
                 }
                 if self.in_flight.contains(&row.id) {
                     continue;
@@ -108,6 +123,10 @@ impl OrphanCheck {
                     None => false,
                 };
                 if !over {
+                    if let Some(end) = expires {
+                        let at = lease::due_at(end, self.settle);
+                        due = Some(due.map_or(at, |d| d.min(at)));
+                    }
                     continue;
                 }
                 orphans += 1;
@@ -138,6 +157,7 @@ impl OrphanCheck {
                 seen.len()
             );
         }
+        due
     }
 
     /// Settle one orphan; `true` when its row was updated.
@@ -164,6 +184,8 @@ impl OrphanCheck {
             body: &row.message.body,
             since,
             settled: true,
+            previous_sid: row.message.previous_sid.as_deref(),
+            unrecorded: &self.unrecorded,
         };
         match reconcile::look(&self.twilio, &self.rest, &question, &|| {
             !self.shutdown.is_triggered()
@@ -211,5 +233,38 @@ impl OrphanCheck {
                 false
             }
         }
+    }
+}
+
+/// How long to wait before the next check: the interval, or less when a claim seen in the last
+/// one becomes due sooner (a moment after it is due, and never sooner than [`MIN_GAP`]).
+fn next_check(interval: Duration, due: Option<SystemTime>, now: SystemTime) -> Duration {
+    let Some(due) = due else {
+        return interval;
+    };
+    let until = due.duration_since(now).unwrap_or_default() + Duration::from_millis(200);
+    until.clamp(MIN_GAP, interval.max(MIN_GAP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_check_comes_when_a_seen_claim_is_due() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let minute = Duration::from_secs(60);
+        assert_eq!(next_check(minute, None, now), minute);
+        let soon = now + Duration::from_secs(12);
+        assert_eq!(
+            next_check(minute, Some(soon), now),
+            Duration::from_millis(12_200)
+        );
+        assert_eq!(next_check(minute, Some(now + minute * 5), now), minute);
+        assert_eq!(
+            next_check(minute, Some(now - Duration::from_secs(3)), now),
+            MIN_GAP,
+            "overdue: soon, but not in a busy loop"
+        );
     }
 }

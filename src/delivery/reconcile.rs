@@ -14,9 +14,12 @@
 //!   concludes "not created" from a look that **started** at least the settle window
 //!   (`RECONCILE_SETTLE_MS`) after the ambiguous attempt ended ([`Look::NotFound`] vs
 //!   [`Look::NotYet`]);
-//! - a candidate that another row already records is not ours; one that another *unrecorded* row
-//!   might own is kept out by the sender, which never has two messages with the same recipient and
-//!   text in flight at once on one instance (see [`crate::delivery::in_flight`]).
+//! - a candidate that another row already records is not ours, nor one whose `sent` write waits
+//!   in memory here ([`crate::delivery::unrecorded`]); one that another *unrecorded* row might own
+//!   is kept out by the sender, which never holds two rows with the same recipient and text at
+//!   once on one instance (see [`crate::delivery::in_flight`]);
+//! - the SID a previous attempt recorded (a row the app requeued after `failed`) is never proof:
+//!   that SMS belongs to the earlier attempt, and the requeue asks for a new one.
 //!
 //! Anything that prevents an answer (Twilio errors including 4xx, a list too long to read, the
 //! owner check failing, several indistinguishable redacted candidates) is [`Look::Unknown`]: the
@@ -24,6 +27,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::delivery::unrecorded::Unrecorded;
 use crate::message::MessageId;
 use crate::supabase::rest::Rest;
 use crate::twilio::client::{ListError, Listed, Twilio};
@@ -120,6 +124,10 @@ pub struct Question<'a> {
     pub since: SystemTime,
     /// Whether a "none" answer from this look is conclusive (the settle window has passed).
     pub settled: bool,
+    /// The SID a previous attempt recorded on the row: never this attempt's message.
+    pub previous_sid: Option<&'a str>,
+    /// Sends of this instance whose `sent` write waits: their SIDs belong to their rows.
+    pub unrecorded: &'a Unrecorded,
 }
 
 /// Ask Twilio (and our table, for ownership) whether the message of `q` was created.
@@ -150,13 +158,21 @@ pub fn look(twilio: &Twilio, rest: &Rest, q: &Question<'_>, may_start: &dyn Fn()
         .map(|m| (m, true))
         .chain(redacted.iter().map(|m| (m, false)))
     {
-        match rest.sid_owner(&m.sid) {
+        if q.previous_sid == Some(m.sid.as_str()) {
+            continue; // the earlier attempt's SMS
+        }
+        let waiting_here = q.unrecorded.owner_of(&m.sid);
+        let owner = match &waiting_here {
+            Some(here) => Ok(Some(here.clone())),
+            None => rest.sid_owner(&m.sid),
+        };
+        match owner {
             Err(e) => return Look::Unknown(format!("cannot check who records {}: {e}", m.sid)),
             Ok(Some(owner)) if &owner == q.id => {
                 return Look::Found(Found {
                     sid: m.sid.clone(),
                     created: m.created,
-                    recorded: true,
+                    recorded: waiting_here.is_none(),
                 })
             }
             Ok(Some(_)) => continue, // another row's message

@@ -1,30 +1,36 @@
-//! The sender threads: for each queued id, claim → check → send → record.
+//! The sender threads: for each queued id, ticket → claim → check → send → record.
 //!
-//! Each sender thread ([`crate::delivery::pool`]) takes ids from the queue and runs [`Pipeline::process`].
-//! The flow and its promises:
-//! - **claim** first (atomic in the database), so no two instances send the same message; a lost
-//!   claim is skipped silently. A claim is a *lease* of `SENDING_TIMEOUT_SECS` whose end is
-//!   stamped on the row ([`crate::delivery::lease`]); every later write of the claim is fenced on that
-//!   stamp, and no Twilio request (create or list) starts unless it can end inside the lease;
+//! Each sender thread ([`crate::delivery::pool`]) takes ids from the queue and runs
+//! [`Pipeline::process`]. The flow and its promises:
+//! - a [`Ticket`] first (the circuit's pass, a pacer slot, a concurrency permit), then the
+//!   **claim** (atomic in the database), so a row is `sending` only while its create can start at
+//!   once, and no two instances send the same message; a lost claim is skipped silently, a claim
+//!   whose answer was lost is resolved by its stamp once REST answers;
+//! - a claim is a short *lease* stamped on the row ([`crate::delivery::lease`]), **renewed** by a
+//!   fenced write while this thread holds the row (waiting for a sibling, a ticket, a backoff, the
+//!   settle window, Twilio's list); every write of the claim is fenced on the current stamp, and
+//!   no Twilio request (create or list) starts unless it can end inside the lease;
 //! - **check** the row: a missing conversation or a number that is not E.164 fails the message
 //!   without calling Twilio;
-//! - one (recipient, text) pair at a time per instance ([`crate::delivery::in_flight`]), so Twilio's list
-//!   can tell our messages apart;
-//! - **send** with retries: the verdict of [`crate::delivery::retry::classify`] decides between another
-//!   attempt after the backoff (honouring a clamped `Retry-After`), `failed` at once, or a pause
-//!   of all sending (account problems) with the message given back. Waiting (circuit, pacer,
-//!   backoff) is never an attempt;
+//! - one (recipient, text) pair at a time per instance ([`crate::delivery::in_flight`]), held for
+//!   as long as the row is this instance's, so Twilio's list can tell our messages apart;
+//! - **send** with retries: the verdict of [`crate::delivery::retry::classify`] decides between
+//!   another attempt after the backoff (honouring a clamped `Retry-After`), `failed` at once, or a
+//!   pause of all sending (account problems) with the message given back. Waiting (circuit,
+//!   pacer, backoff) is never an attempt;
 //! - after an **ambiguous** failure (timeout, cut connection, 5xx: Twilio may have created the
-//!   message) nothing is sent again until [`crate::delivery::reconcile`] has looked at Twilio's list after
-//!   the settle window; a message found there is recorded, not re-sent;
-//! - during a Twilio **outage** (the [`Circuit`] is open) attempts do not count against
-//!   `MAX_RETRIES`: the message waits inside its lease, then is given back;
+//!   message) nothing is sent again until [`crate::delivery::reconcile`] has answered from
+//!   Twilio's list after the settle window; the thread keeps the row until it has that answer (a
+//!   message found there is recorded, not re-sent), or hands it over at shutdown
+//!   ([`crate::delivery::handover`]);
+//! - during a Twilio **outage** (the circuit is open) attempts do not count against
+//!   `MAX_RETRIES`: the message waits, its lease renewed, until Twilio is back;
 //! - **record** `sent` with the SID, retrying the database write until it applies: a message
-//!   Twilio accepted is never sent again because the database was unavailable.
+//!   Twilio accepted is never sent again because the database was unavailable. A write PostgREST
+//!   refuses for good (4xx) goes to [`crate::delivery::unrecorded`] after a few tries.
 //!
 //! Database faults never turn a message `failed`, and neither does Twilio's list failing. A
-//! message given back goes to `queued_for_send` when it certainly was not sent; when it may have
-//! been and Twilio cannot tell yet, it stays `sending` for orphan recovery ([`crate::delivery::orphans`]).
+//! message given back goes to `queued_for_send` when it certainly was not sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,13 +39,16 @@ use log::{debug, error, info, trace, warn};
 
 use crate::backoff::Backoff;
 use crate::clock;
-use crate::delivery::circuit::{Circuit, Pass};
+use crate::delivery::circuit::Circuit;
 use crate::delivery::concurrency::Limiter;
-use crate::delivery::in_flight::InFlight;
-use crate::delivery::lease::Lease;
-use crate::delivery::pacer::{Pacer, Slot};
+use crate::delivery::handover;
+use crate::delivery::in_flight::{IdGuard, InFlight};
+use crate::delivery::lease::{self, Lease};
+use crate::delivery::pacer::Pacer;
 use crate::delivery::reconcile::{self, Found, Look, Question, CLOCK_SLACK};
 use crate::delivery::retry::{classify, is_ambiguous, is_outage_signal, is_throttled, Verdict};
+use crate::delivery::ticket::{Gates, NoTicket, Ticket};
+use crate::delivery::unrecorded::{Fact, Unrecorded};
 use crate::message::{ClaimedMessage, MessageId};
 use crate::ops::metrics::{Metrics, Outcome};
 use crate::phone;
@@ -66,7 +75,7 @@ pub struct Pipeline {
     /// The longest one Twilio request can take from the moment it starts: the HTTP timeout plus
     /// the bounded DNS resolution. A request starts only if this much of the lease is left.
     pub request_budget: Duration,
-    /// The claim's lease.
+    /// The claim's lease (renewed while held).
     pub sending_timeout: Duration,
     /// How long after an ambiguous attempt Twilio's list is trusted to show the message.
     pub settle: Duration,
@@ -78,21 +87,34 @@ pub struct Pipeline {
     pub pacer: Pacer,
     /// How many creates may be in flight at once (learned from Twilio's 429s).
     pub limiter: Limiter,
+    /// Sends whose `sent` write the database refuses, kept and retried.
+    pub unrecorded: Unrecorded,
 }
 
 /// How many times a release or `failed` write is tried before leaving the row to orphan
 /// recovery (the write is fenced, so retrying it is always safe).
 const PERSIST_ATTEMPTS: u32 = 12;
-/// How many times a claim is tried; an unclaimed message just waits for the next sweep.
+/// How many times a claim that certainly did not apply is tried; the message then waits for
+/// the next sweep.
 const CLAIM_ATTEMPTS: u32 = 3;
-/// Pause between looks at Twilio's list while it cannot answer.
-const LOOKUP_RETRY: Duration = Duration::from_secs(1);
+/// How many times a `sent` write PostgREST refuses (4xx) is tried before the fact is kept in
+/// [`Unrecorded`] and the thread moves on.
+const REFUSED_SENT_ATTEMPTS: u32 = 4;
+/// How many times a renewal is tried before the lease is treated as unrenewable for now.
+const RENEW_ATTEMPTS: u32 = 3;
+/// Pause between looks at Twilio's list while it cannot answer: 1 s doubling to 30 s.
+fn lookup_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(30), true)
+}
 
-/// One claimed message on its way: the row, where it goes, and the claim's lease.
+/// One claimed message on its way: the row, where it goes, the claim's lease and its hold.
 struct Job<'a> {
     message: &'a ClaimedMessage,
     to: &'a str,
-    lease: &'a Lease,
+    /// The current lease (renewals replace it).
+    lease: Lease,
+    /// This instance's hold on the id, which knows the current stamp.
+    held: IdGuard,
     /// When the last attempt that may have created the message ended, if that is unresolved.
     ambiguous_at: Option<Instant>,
 }
@@ -107,30 +129,70 @@ impl Job<'_> {
     }
 }
 
+/// Why the work on a claim stops before it is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Shutdown began.
+    Shutdown,
+    /// The fence refused a renewal: the row is no longer this claim's.
+    Lost,
+    /// The lease could not be renewed (REST failing) and has too little left for a request.
+    Lapsed,
+}
+
+impl Stop {
+    fn why(self) -> &'static str {
+        match self {
+            Stop::Shutdown => "shutdown",
+            Stop::Lost => "its claim no longer holds the row",
+            Stop::Lapsed => "its lease could not be renewed",
+        }
+    }
+}
+
+/// The answer about an ambiguous attempt.
+enum Settled {
+    /// Twilio has it: record it.
+    Found(Found),
+    /// Twilio certainly did not create it: sending may go on.
+    NotCreated,
+    /// The work stopped (handed over at shutdown, or the claim was lost); all is logged.
+    Stopped,
+}
+
 impl Pipeline {
+    fn gates(&self) -> Gates<'_> {
+        Gates {
+            circuit: &self.circuit,
+            pacer: &self.pacer,
+            limiter: &self.limiter,
+            shutdown: &self.shutdown,
+        }
+    }
+
+    /// Renew once less than this is left.
+    fn renew_below(&self) -> Duration {
+        lease::renew_below(self.request_budget)
+    }
+
     /// Take one message from `queued_for_send` to `sent` or `failed` (or give it back).
     /// `queued_at` is when this instance learned the message was ready.
     pub fn process(&self, id: MessageId, queued_at: Instant) {
-        let pass = match self.circuit.enter(&self.shutdown) {
-            Pass::Shutdown | Pass::Expired => return,
-            p => p,
-        };
-        // The first send slot is taken before the claim, so the lease does not pay for the wait
-        // (and a shutdown during it leaves the row untouched in the queue).
-        if !self.pacer.wait(&self.shutdown) {
-            self.abandon(pass);
+        // Everything the first create needs is in hand before the claim, so the lease does not
+        // pay for the wait, a shutdown during it leaves the row untouched in the queue, and a
+        // crash strands only rows whose creates were really in flight.
+        let Ok(ticket) = self.gates().ticket(None) else {
             return;
-        }
+        };
         let lease = Lease::start(self.sending_timeout);
+        let held = self.in_flight.hold(&id, lease.stamp());
         let Some(message) = self.claim(&id, &lease) else {
-            self.abandon(pass);
             return;
         };
-        let _held = self.in_flight.hold(&id);
         let to = match destination(&message) {
             Ok(to) => to,
             Err(reason) => {
-                self.abandon(pass);
+                drop(ticket);
                 warn!("message {id} failed without sending: {reason}");
                 self.record_failed(&id, Fence::Stamp(lease.stamp()));
                 return;
@@ -140,100 +202,95 @@ impl Pipeline {
         let mut job = Job {
             message: &message,
             to,
-            lease: &lease,
+            lease,
+            held,
             ambiguous_at: None,
         };
-        let latest = lease.last_start(self.request_budget);
-        let Some(_pair) =
-            self.in_flight
-                .lock_conversation(to, &message.body, latest, &self.shutdown)
-        else {
-            self.abandon(pass);
-            return self.give_back(
-                &mut job,
-                "a message with the same text to the same number was in flight all along",
-            );
+        let (_pair, ticket) = match self.in_flight.try_lock_conversation(to, &message.body) {
+            Some(pair) => (pair, Some(ticket)),
+            None => {
+                // A sibling with the same text to the same number is this instance's: wait for
+                // it without keeping a place among the creates in flight.
+                drop(ticket);
+                match self.wait_for_pair(&mut job) {
+                    Ok(pair) => (pair, None),
+                    Err(stop) => return self.give_back(&mut job, stop),
+                }
+            }
         };
-        self.deliver(&mut job, pass, queued_at);
+        self.deliver(&mut job, ticket, queued_at);
     }
 
-    fn abandon(&self, pass: Pass) {
-        if pass == Pass::Probe {
-            self.circuit.abandon_probe();
+    /// Wait for the (recipient, text) pair, renewing the lease meanwhile.
+    fn wait_for_pair(
+        &self,
+        job: &mut Job<'_>,
+    ) -> Result<crate::delivery::in_flight::ConversationGuard, Stop> {
+        loop {
+            let until = job.lease.last_start(self.renew_below());
+            if let Some(pair) =
+                self.in_flight
+                    .lock_conversation(job.to, &job.message.body, until, &self.shutdown)
+            {
+                return Ok(pair);
+            }
+            if self.shutdown.is_triggered() {
+                return Err(Stop::Shutdown);
+            }
+            self.keep(job)?;
         }
     }
 
     /// The attempt loop for a claimed, checked message. Waiting (circuit, pacer, backoff,
     /// settle window) is never an attempt; only a create Twilio answered with a retryable
     /// failure counts against `MAX_RETRIES`.
-    fn deliver(&self, job: &mut Job<'_>, mut pass: Pass, queued_at: Instant) {
+    fn deliver(&self, job: &mut Job<'_>, mut first: Option<Ticket<'_>>, queued_at: Instant) {
         let id = job.id().clone();
         let attempts = self.max_retries + 1;
-        let latest = job.lease.last_start(self.request_budget);
         let mut counted = 0u32;
         let mut throttled = 0u32;
-        let mut first = true;
-        let mut slot_taken = true; // by process(), before the claim
         loop {
-            if !first {
-                pass = self.circuit.enter_until(&self.shutdown, Some(latest));
-            }
-            first = false;
-            if matches!(pass, Pass::Shutdown | Pass::Expired) || self.shutdown.is_triggered() {
-                self.abandon(pass);
-                return self.give_back(job, self.why_stopping());
+            if self.shutdown.is_triggered() {
+                return self.give_back(job, Stop::Shutdown);
             }
             // An earlier attempt may have created the message: settle that before anything else.
             if job.ambiguous_at.is_some() {
-                match self.reconcile(job, true) {
-                    Look::Found(found) => {
+                match self.settle(job) {
+                    Settled::Found(found) => {
                         self.circuit.record_ok();
                         return self.adopt(job, &found);
                     }
-                    Look::NotFound => {
+                    Settled::NotCreated => {
                         debug!("message {id}: Twilio did not create it on the earlier attempt");
                         job.ambiguous_at = None;
                     }
-                    Look::NotYet | Look::Unknown(_) => {
-                        // reconcile() waited as long as the lease and shutdown allow.
-                        self.abandon(pass);
-                        return self.give_back(job, self.why_stopping());
-                    }
+                    Settled::Stopped => return,
                 }
             }
-            let slot = if std::mem::take(&mut slot_taken) {
-                Slot::Go
-            } else {
-                self.pacer.wait_until(&self.shutdown, Some(latest))
+            let ticket = match first.take() {
+                Some(ticket) => ticket,
+                None => match self.ticket_within_lease(job) {
+                    Ok(ticket) => ticket,
+                    Err(stop) => return self.give_back(job, stop),
+                },
             };
-            match slot {
-                Slot::Go => {}
-                Slot::Shutdown => {
-                    self.abandon(pass);
-                    return self.give_back(job, "shutdown");
-                }
-                Slot::TooLate => {
-                    self.abandon(pass);
-                    return self.give_back(job, "no send slot inside its lease");
-                }
+            if let Err(stop) = self.keep(job) {
+                drop(ticket);
+                return self.give_back(job, stop);
             }
-            let Some(permit) = self.limiter.acquire(&self.shutdown, latest) else {
-                self.abandon(pass);
-                return self.give_back(job, self.why_stopping());
-            };
             if !job.lease.can_start(self.request_budget) {
-                self.abandon(pass);
-                return self.give_back(job, "its lease ran out");
+                drop(ticket);
+                return self.give_back(job, Stop::Lapsed);
             }
             let started = Instant::now();
             let outcome = self.twilio.send(job.to, &job.message.body, &id);
-            drop(permit);
             let took = started.elapsed().as_millis();
             let error = match outcome {
                 Ok(accepted) => {
                     self.limiter.on_success(started.elapsed());
                     self.metrics.set_concurrency_limit(self.limiter.limit());
                     self.circuit.record_ok();
+                    ticket.reported();
                     self.metrics.send_latency(queued_at.elapsed());
                     info!(
                         "message {id} sent to {} as {} (attempt {}, {took} ms)",
@@ -248,12 +305,13 @@ impl Pipeline {
             if is_throttled(&error) {
                 // Twilio's concurrency limit: never processed, so retried; not a failure of this
                 // message (not counted against MAX_RETRIES), but fewer creates go in parallel.
+                drop(ticket);
                 self.limiter.on_throttled();
                 self.metrics.throttled();
+                self.metrics.retry();
                 self.metrics.set_concurrency_limit(self.limiter.limit());
-                self.abandon(pass);
                 let delay = match &error {
-                    crate::twilio::client::SendError::Rejected {
+                    SendError::Rejected {
                         retry_after: Some(after),
                         ..
                     } => self.retry_backoff.clamp(*after),
@@ -264,8 +322,8 @@ impl Pipeline {
                     "message {id}: Twilio is at its concurrency limit; again in {} ms",
                     delay.as_millis()
                 );
-                if !self.shutdown.sleep(delay) {
-                    return self.give_back(job, "shutdown");
+                if let Err(stop) = self.pause(job, delay) {
+                    return self.give_back(job, stop);
                 }
                 continue;
             }
@@ -279,24 +337,28 @@ impl Pipeline {
             match classify(&error) {
                 Verdict::Fail => {
                     self.circuit.record_ok(); // Twilio judged the message: it is up
+                    ticket.reported();
                     error!("message {id} failed permanently: {error}");
                     return self.record_failed(&id, job.fence());
                 }
                 Verdict::Pause => {
                     let pause = self.circuit.trip();
+                    ticket.reported();
                     error!(
                         "Twilio refused our account or URL ({error}); all sending pauses for {} s \
                          and message {id} goes back. Check TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN \
                          and TWILIO_API_URL.",
                         pause.as_secs()
                     );
-                    return self.give_back(job, "Twilio refused the account");
+                    return self.release(job, "Twilio refused the account");
                 }
                 Verdict::Retry { after } => {
                     let outage = if is_outage_signal(&error) {
-                        self.circuit.record_outage(&id)
+                        let outage = self.circuit.record_outage(&id);
+                        ticket.reported();
+                        outage
                     } else {
-                        self.abandon(pass);
+                        drop(ticket);
                         None
                     };
                     if let Some(pause) = outage {
@@ -317,71 +379,213 @@ impl Pipeline {
                     );
                     debug!("message {id} retrying in {} ms", delay.as_millis());
                     self.metrics.retry();
-                    if !self.shutdown.sleep(delay) {
-                        return self.give_back(job, "shutdown");
+                    if let Err(stop) = self.pause(job, delay) {
+                        return self.give_back(job, stop);
                     }
                 }
             }
         }
     }
 
-    fn why_stopping(&self) -> &'static str {
-        if self.shutdown.is_triggered() {
-            "shutdown"
-        } else {
-            "its lease ran out"
+    /// A ticket for the next attempt of a claimed message, renewing the lease while waiting.
+    fn ticket_within_lease<'p>(&'p self, job: &mut Job<'_>) -> Result<Ticket<'p>, Stop> {
+        loop {
+            let latest = job.lease.last_start(self.renew_below());
+            match self.gates().ticket(Some(latest)) {
+                Ok(ticket) => return Ok(ticket),
+                Err(NoTicket::Shutdown) => return Err(Stop::Shutdown),
+                Err(NoTicket::Late) => self.keep(job)?,
+            }
         }
     }
 
-    /// Ask Twilio whether an ambiguous attempt created the message. With `wait`, a "none" is
-    /// looked at again once the settle window has passed, as long as the lease (and shutdown)
-    /// allow; without, one look is made. Errors are retried while the lease allows.
-    fn reconcile(&self, job: &Job<'_>, wait: bool) -> Look {
+    /// Wait `delay`, renewing the lease whenever it runs low.
+    fn pause(&self, job: &mut Job<'_>, delay: Duration) -> Result<(), Stop> {
+        let end = Instant::now() + delay;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            let renew_at = job.lease.last_start(self.renew_below());
+            let wake = end.min(renew_at.max(now + Duration::from_millis(10)));
+            if !self.shutdown.sleep(wake - now) {
+                return Err(Stop::Shutdown);
+            }
+            self.keep(job)?;
+        }
+    }
+
+    /// Renew the lease if it runs low. `Err(Lost)`: the row is not this claim's any more;
+    /// `Err(Lapsed)`: REST cannot renew it and too little is left for a request.
+    fn keep(&self, job: &mut Job<'_>) -> Result<(), Stop> {
+        if job.lease.remaining() >= self.renew_below() {
+            return Ok(());
+        }
+        match self.renew(job) {
+            Ok(()) => Ok(()),
+            Err(Stop::Lapsed) if job.lease.can_start(self.request_budget) => Ok(()),
+            Err(stop) => Err(stop),
+        }
+    }
+
+    /// Move the claim to a new lease with a fenced write. A write whose answer was lost is
+    /// checked by reading the row's stamp.
+    fn renew(&self, job: &mut Job<'_>) -> Result<(), Stop> {
+        let id = job.id().clone();
+        for attempt in 0..RENEW_ATTEMPTS {
+            let next = job.lease.renewal();
+            let result = match self.rest.restamp(&id, job.lease.stamp(), next.stamp()) {
+                Err(RestError::Transport(e)) => {
+                    // Maybe applied: the row tells.
+                    match self.rest.holds(&id, next.stamp()) {
+                        Ok(true) => Ok(true),
+                        Ok(false) => self.rest.holds(&id, job.lease.stamp()).and_then(|old| {
+                            if old {
+                                Err(RestError::Transport(e))
+                            } else {
+                                Ok(false)
+                            }
+                        }),
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match result {
+                Ok(true) => {
+                    job.held.restamp(next.stamp());
+                    job.lease = next;
+                    self.metrics.lease_renewed();
+                    trace!("message {id}: lease renewed to {}", job.lease.stamp());
+                    return Ok(());
+                }
+                Ok(false) => {
+                    warn!(
+                        "message {id}: its claim no longer holds the row (settled or taken by \
+                         another instance); this instance lets it go"
+                    );
+                    return Err(Stop::Lost);
+                }
+                Err(e) => {
+                    warn!(
+                        "message {id}: lease renewal attempt {} failed: {e}",
+                        attempt + 1
+                    );
+                    if !self.shutdown.sleep(self.persist_backoff.delay(attempt)) {
+                        return Err(Stop::Shutdown);
+                    }
+                }
+            }
+        }
+        Err(Stop::Lapsed)
+    }
+
+    /// Settle an ambiguous attempt: look at Twilio's list until it answers — renewing the lease
+    /// and keeping the row and its (recipient, text) hold meanwhile — or shutdown (hand-over).
+    fn settle(&self, job: &mut Job<'_>) -> Settled {
         let Some(ambiguous_at) = job.ambiguous_at else {
-            return Look::NotFound;
+            return Settled::NotCreated;
         };
         let settled_at = ambiguous_at + self.settle;
-        let since = clock::saturating_sub(job.lease.claimed_at(), CLOCK_SLACK);
-        let budget = self.request_budget;
+        let mut failures = 0u32;
         loop {
-            // A delivery receipt (which names the row) may have recorded the SID meanwhile.
-            if let Ok(Some(sid)) = self.rest.recorded_sid(job.id()) {
+            if self.shutdown.is_triggered() {
+                return self.hand_over(job);
+            }
+            match self.keep(job) {
+                Ok(()) => {}
+                Err(Stop::Shutdown) => continue,
+                Err(Stop::Lost) => return Settled::Stopped,
+                Err(Stop::Lapsed) => {
+                    // No Twilio request without a lease; the renewal is tried again shortly.
+                    failures = failures.saturating_add(1);
+                    if self.shutdown.sleep(lookup_backoff().delay(failures - 1)) {
+                        continue;
+                    }
+                    return self.hand_over(job);
+                }
+            }
+            let pause = match self.look(job, Instant::now() >= settled_at) {
+                Look::Found(found) => return Settled::Found(found),
+                Look::NotFound => return Settled::NotCreated,
+                Look::NotYet => settled_at.saturating_duration_since(Instant::now()),
+                Look::Unknown(reason) => {
+                    failures = failures.saturating_add(1);
+                    warn!(
+                        "message {}: cannot tell yet whether it was sent: {reason}; keeping it",
+                        job.id()
+                    );
+                    lookup_backoff().delay(failures - 1)
+                }
+            };
+            match self.pause(job, pause) {
+                Ok(()) | Err(Stop::Shutdown) | Err(Stop::Lapsed) => {}
+                Err(Stop::Lost) => return Settled::Stopped,
+            }
+        }
+    }
+
+    /// One look at whether the ambiguous attempt created the message.
+    fn look(&self, job: &Job<'_>, settled: bool) -> Look {
+        // A delivery receipt (which names the row) may have recorded the SID meanwhile.
+        if let Ok(Some(sid)) = self.rest.recorded_sid(job.id()) {
+            if job.message.previous_sid.as_deref() != Some(sid.as_str()) {
                 return Look::Found(Found {
                     sid,
                     created: SystemTime::now(),
                     recorded: true,
                 });
             }
-            let question = Question {
-                id: job.id(),
-                to: job.to,
-                body: &job.message.body,
-                since,
-                settled: Instant::now() >= settled_at,
-            };
-            let look = reconcile::look(&self.twilio, &self.rest, &question, &|| {
-                job.lease.can_start(budget)
-            });
-            let pause = match &look {
-                Look::Found(_) | Look::NotFound => return look,
-                Look::NotYet => settled_at.saturating_duration_since(Instant::now()),
-                Look::Unknown(reason) => {
-                    warn!(
-                        "message {}: cannot tell yet whether it was sent: {reason}",
-                        job.id()
-                    );
-                    LOOKUP_RETRY
+        }
+        let question = Question {
+            id: job.id(),
+            to: job.to,
+            body: &job.message.body,
+            since: clock::saturating_sub(job.lease.claimed_at(), CLOCK_SLACK),
+            settled,
+            previous_sid: job.message.previous_sid.as_deref(),
+            unrecorded: &self.unrecorded,
+        };
+        let budget = self.request_budget;
+        reconcile::look(&self.twilio, &self.rest, &question, &|| {
+            job.lease.can_start(budget)
+        })
+    }
+
+    /// Shutdown with an ambiguous attempt unresolved: one last look if the lease allows, then end
+    /// the claim now so that a successor settles it after the settle window.
+    fn hand_over(&self, job: &mut Job<'_>) -> Settled {
+        let id = job.id().clone();
+        if let Some(at) = job.ambiguous_at {
+            if at.elapsed() >= self.settle && job.lease.can_start(self.request_budget) {
+                match self.look(job, true) {
+                    Look::Found(found) => return Settled::Found(found),
+                    Look::NotFound => {
+                        job.ambiguous_at = None;
+                        self.release(job, "shutdown");
+                        return Settled::Stopped;
+                    }
+                    Look::NotYet | Look::Unknown(_) => {}
                 }
-            };
-            // Another look must fit: after the pause, one list request, then possibly the create.
-            let room = pause + budget * 2;
-            if !wait || self.shutdown.is_triggered() || !job.lease.can_start(room) {
-                return look;
-            }
-            if !self.shutdown.sleep(pause) {
-                return look;
             }
         }
+        match handover::end_now(&self.rest, &id, &job.lease) {
+            Ok(true) => {
+                self.metrics.handed_over();
+                info!(
+                    "message {id} may have been sent and Twilio cannot tell yet; handed over \
+                     at shutdown (a successor settles it after the settle window)"
+                );
+            }
+            Ok(false) => debug!("message {id}: settled meanwhile; nothing to hand over"),
+            Err(e) => warn!(
+                "message {id} may have been sent; it could not be handed over ({e}): it stays \
+                 'sending' until its lease ends at {}, then orphan recovery settles it",
+                job.lease.stamp()
+            ),
+        }
+        Settled::Stopped
     }
 
     /// Retries are used up.
@@ -389,42 +593,36 @@ impl Pipeline {
         let id = job.id().clone();
         let attempts = self.max_retries + 1;
         if job.ambiguous_at.is_some() {
-            match self.reconcile(job, true) {
-                Look::Found(found) => return self.adopt(job, &found),
-                Look::NotFound => {}
-                Look::NotYet | Look::Unknown(_) => {
-                    error!(
-                        "message {id} failed {attempts} times and Twilio cannot say yet whether \
-                         one attempt went through; leaving it 'sending' for orphan recovery"
-                    );
-                    return;
-                }
+            match self.settle(job) {
+                Settled::Found(found) => return self.adopt(job, &found),
+                Settled::NotCreated => {}
+                Settled::Stopped => return,
             }
         }
         error!("message {id} failed after {attempts} attempts: {error}");
         self.record_failed(&id, job.fence());
     }
 
-    /// Hand a claimed message back: to the queue when it certainly was not sent; when it may
-    /// have been, only after Twilio's list says no (past the settle window) — otherwise it stays
-    /// `sending` under its stamp, for orphan recovery once the lease is over.
-    fn give_back(&self, job: &mut Job<'_>, why: &str) {
-        let id = job.id().clone();
+    /// Stop working on a claimed message: settle an unresolved ambiguous attempt first (a
+    /// shutdown hands it over), then give the row back when it certainly was not sent.
+    fn give_back(&self, job: &mut Job<'_>, stop: Stop) {
+        if stop == Stop::Lost {
+            return;
+        }
         if job.ambiguous_at.is_some() {
-            match self.reconcile(job, false) {
-                Look::Found(found) => return self.adopt(job, &found),
-                Look::NotFound => {}
-                Look::NotYet | Look::Unknown(_) => {
-                    warn!(
-                        "message {id} ({why}) may have been sent and Twilio cannot tell yet; \
-                         leaving it 'sending' for orphan recovery"
-                    );
-                    return;
-                }
+            match self.settle(job) {
+                Settled::Found(found) => return self.adopt(job, &found),
+                Settled::NotCreated => {}
+                Settled::Stopped => return,
             }
         }
-        let fence = job.fence();
-        if self.persist(&id, "release", || self.rest.release(&id, fence)) {
+        self.release(job, stop.why());
+    }
+
+    /// Put a message that certainly was not sent back to `queued_for_send`.
+    fn release(&self, job: &Job<'_>, why: &str) {
+        let id = job.id();
+        if self.persist(id, "release", || self.rest.release(id, job.fence())) {
             info!("message {id} released back to queued_for_send ({why})");
         }
     }
@@ -452,13 +650,14 @@ impl Pipeline {
     }
 
     /// Record `sent` with the SID Twilio gave. A known SID is never dropped: the write is retried
-    /// until it applies (a process stopped meanwhile leaves the row to orphan recovery, which
-    /// finds the SID in Twilio's list). A write whose answer was lost is checked by reading the
-    /// row back, so the log never claims a loss that did not happen.
+    /// until it applies; one PostgREST refuses for good goes to [`Unrecorded`] after a few tries
+    /// (this thread and the hold are freed). A write whose answer was lost is checked by reading
+    /// the row back, so the log never claims a loss that did not happen.
     fn record_sent(&self, job: &Job<'_>, sid: &str, at: SystemTime) {
         let id = job.id();
         let sent_at = clock::rfc3339_millis(at);
         let mut attempt = 0u32;
+        let mut refused = 0u32;
         loop {
             match self.rest.mark_sent(id, job.fence(), sid, &sent_at) {
                 Ok(true) => break,
@@ -468,11 +667,36 @@ impl Pipeline {
                     if self.records(id, sid) {
                         break;
                     }
-                    error!(
-                        "message {id} WAS SENT as {sid} but its row was claimed again meanwhile; \
-                         it is not overwritten"
-                    );
+                    if self.shutdown.is_triggered() {
+                        error!(
+                            "message {id} WAS SENT as {sid} after its claim was handed over at \
+                             shutdown; the successor records it from Twilio's list"
+                        );
+                    } else {
+                        error!(
+                            "message {id} WAS SENT as {sid} but its row was claimed again \
+                             meanwhile; it is not overwritten"
+                        );
+                    }
                     return;
+                }
+                Err(e) if is_refusal(&e) => {
+                    refused += 1;
+                    error!(
+                        "message {id} was sent as {sid}; Supabase refuses to record it (attempt \
+                         {refused}/{REFUSED_SENT_ATTEMPTS}): {e}"
+                    );
+                    if refused >= REFUSED_SENT_ATTEMPTS {
+                        self.unrecorded.keep(Fact {
+                            id: id.clone(),
+                            sid: sid.to_string(),
+                            sent_at,
+                            stamp: job.lease.stamp().to_string(),
+                        });
+                        return;
+                    }
+                    std::thread::sleep(self.persist_backoff.delay(attempt));
+                    attempt = attempt.saturating_add(1);
                 }
                 Err(e) => {
                     error!(
@@ -493,11 +717,15 @@ impl Pipeline {
         matches!(self.rest.recorded_sid(id), Ok(Some(s)) if s == sid)
     }
 
-    /// Claim `id` under `lease`, retrying transient REST failures a few times. `None`: not ours
-    /// to send. A claim whose answer was lost is recognised by its stamp.
+    /// Claim `id` under `lease`. `None`: not ours to send (or it failed without sending).
+    /// Transient REST failures are retried a few times while the claim certainly did not apply
+    /// (then the message waits for the next sweep); once it may have applied (an answer lost),
+    /// the row is read back by its stamp until REST answers — recognised as ours, or claimed
+    /// afresh, or at shutdown given back with a fenced write.
     fn claim(&self, id: &MessageId, lease: &Lease) -> Option<ClaimedMessage> {
         let mut uncertain = false;
-        for attempt in 0..CLAIM_ATTEMPTS {
+        let mut attempt = 0u32;
+        loop {
             let result = if uncertain {
                 match self.rest.claimed_by(id, lease.stamp()) {
                     Ok(Claim::Lost) => self.rest.claim(id, lease.stamp()),
@@ -507,7 +735,12 @@ impl Pipeline {
                 self.rest.claim(id, lease.stamp())
             };
             match result {
-                Ok(Claim::Won(m)) => return Some(m),
+                Ok(Claim::Won(m)) => {
+                    if uncertain {
+                        info!("message {id}: the claim whose answer was lost is ours; sending");
+                    }
+                    return Some(m);
+                }
                 Ok(Claim::Lost) => {
                     self.metrics.message(Outcome::Skipped);
                     debug!("message {id} already claimed or no longer queued; skipped");
@@ -521,16 +754,40 @@ impl Pipeline {
                 Err(e) => {
                     uncertain |= !matches!(e, RestError::Connect(_));
                     warn!("message {id}: claim attempt {} failed: {e}", attempt + 1);
-                    if attempt + 1 == CLAIM_ATTEMPTS
-                        || !self.shutdown.sleep(self.persist_backoff.delay(attempt))
-                    {
-                        warn!("message {id} left queued; a later sweep will pick it up");
+                    attempt = attempt.saturating_add(1);
+                    if !uncertain && attempt >= CLAIM_ATTEMPTS {
+                        warn!("message {id} left queued (no claim applied); a later sweep will pick it up");
+                        return None;
+                    }
+                    let delay = self
+                        .persist_backoff
+                        .delay(attempt - 1)
+                        .min(Duration::from_secs(5));
+                    if !self.shutdown.sleep(delay) {
+                        if uncertain {
+                            self.give_back_uncertain_claim(id, lease);
+                        }
                         return None;
                     }
                 }
             }
         }
-        None
+    }
+
+    /// Shutdown while a claim's answer was lost and REST has not said since whether it applied:
+    /// give the row back if the claim holds it, and log what is true.
+    fn give_back_uncertain_claim(&self, id: &MessageId, lease: &Lease) {
+        match self.rest.release(id, Fence::Stamp(lease.stamp())) {
+            Ok(true) => info!(
+                "message {id}: its claim had applied; released back to queued_for_send (shutdown)"
+            ),
+            Ok(false) => debug!("message {id}: its claim had not applied; left as it was"),
+            Err(e) => warn!(
+                "message {id}: cannot tell whether its claim applied ({e}); if it did, the row \
+                 stays 'sending' until {} and orphan recovery then gives it back",
+                lease.stamp()
+            ),
+        }
     }
 
     /// Run a fenced database write until it succeeds (or attempts run out). `true` when written
@@ -561,6 +818,13 @@ impl Pipeline {
         warn!("message {id}: {what} did not apply; orphan recovery will settle the row");
         false
     }
+}
+
+/// Whether a REST error is PostgREST refusing the write for good (a 4xx other than a timeout
+/// or rate limit): retrying at once will not change it.
+fn is_refusal(error: &RestError) -> bool {
+    matches!(error, RestError::Status { status, .. }
+        if (400..500).contains(status) && *status != 408 && *status != 429)
 }
 
 /// The wait after the `n`th refusal for concurrency in a row: full jitter over 100 ms · 2ⁿ,
@@ -600,6 +864,7 @@ mod tests {
             id: MessageId::parse("00000000-0000-4000-8000-000000000001").unwrap(),
             body: "hello".into(),
             phone_number: phone.map(String::from),
+            previous_sid: None,
         }
     }
 

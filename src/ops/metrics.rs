@@ -38,6 +38,9 @@ pub struct Metrics {
     retries: AtomicU64,
     throttled: AtomicU64,
     concurrency_limit: AtomicU64,
+    unrecorded: AtomicU64,
+    handed_over: AtomicU64,
+    lease_renewals: AtomicU64,
     reconnects: AtomicU64,
     orphans_recovered: AtomicU64,
     callbacks: AtomicU64,
@@ -87,6 +90,21 @@ impl Metrics {
     pub fn set_concurrency_limit(&self, limit: usize) {
         self.concurrency_limit
             .store(limit as u64, Ordering::Relaxed);
+    }
+
+    /// How many sends Twilio accepted whose `sent` write has not applied yet (kept in memory).
+    pub fn set_unrecorded(&self, n: usize) {
+        self.unrecorded.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Count a claim handed over at shutdown (its lease ended early for a successor).
+    pub fn handed_over(&self) {
+        self.handed_over.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a lease renewal that applied.
+    pub fn lease_renewed(&self) {
+        self.lease_renewals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count a create Twilio refused for its concurrency limit (429 / 20429).
@@ -213,6 +231,39 @@ impl Metrics {
             out,
             "sms_sender_twilio_concurrency_limit {}",
             load(&self.concurrency_limit)
+        );
+        family(
+            &mut out,
+            "sms_sender_unrecorded_sends",
+            "gauge",
+            "Messages Twilio accepted whose 'sent' write could not apply yet; kept in memory and retried (each was logged at ERROR with its id and SID).",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_unrecorded_sends {}",
+            load(&self.unrecorded)
+        );
+        family(
+            &mut out,
+            "sms_sender_lease_renewals_total",
+            "counter",
+            "Claims whose lease was renewed while their sender still held them.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_lease_renewals_total {}",
+            load(&self.lease_renewals)
+        );
+        family(
+            &mut out,
+            "sms_sender_claims_handed_over_total",
+            "counter",
+            "Claims ended early at shutdown so that a successor settles them after the settle window.",
+        );
+        let _ = writeln!(
+            out,
+            "sms_sender_claims_handed_over_total {}",
+            load(&self.handed_over)
         );
         family(
             &mut out,

@@ -133,14 +133,18 @@ pub struct Rest {
     failing: Arc<AtomicBool>,
 }
 
-/// Columns the claim returns: just what sending needs.
-const CLAIM_SELECT: &str = "id,content,conversation:conversations(phone_number)";
+/// Columns the claim returns: what sending needs, and the SID of a previous attempt (a row in
+/// `queued_for_send` or `sending` that records a SID was requeued after that attempt: every path
+/// that records the current attempt's SID also moves the row out of those statuses).
+const CLAIM_SELECT: &str = "id,content,twilio_message_sid,conversation:conversations(phone_number)";
 
 #[derive(Deserialize)]
 struct ClaimRow {
     id: serde_json::Value,
     #[serde(default)]
     content: serde_json::Value,
+    #[serde(default)]
+    twilio_message_sid: Option<serde_json::Value>,
     #[serde(default)]
     conversation: Option<ConversationRow>,
 }
@@ -174,6 +178,8 @@ struct SendingRowJson {
     id: String,
     #[serde(default)]
     content: serde_json::Value,
+    #[serde(default)]
+    twilio_message_sid: Option<String>,
     #[serde(default)]
     conversation: Option<ConversationRow>,
     #[serde(default)]
@@ -268,6 +274,32 @@ impl Rest {
         parse_claim(id, &text)
     }
 
+    /// Move claim `stamp` on row `id` to a new lease end `new_stamp` (renewal, or hand-over with
+    /// an end in the past), if that claim still holds the row. `Ok(false)`: it does not.
+    pub fn restamp(&self, id: &MessageId, stamp: &str, new_stamp: &str) -> Result<bool, RestError> {
+        if !is_stamp(new_stamp) {
+            return Ok(false);
+        }
+        self.patch_rows(
+            &fenced(id, Fence::Stamp(stamp)),
+            &serde_json::json!({ "sent_at": new_stamp }),
+        )
+    }
+
+    /// Whether row `id` is `sending` under `stamp` (to tell whether a write whose answer was
+    /// lost applied).
+    pub fn holds(&self, id: &MessageId, stamp: &str) -> Result<bool, RestError> {
+        let text = self.call(
+            self.request(
+                "GET",
+                &format!("{}&select=id", fenced(id, Fence::Stamp(stamp))),
+            ),
+            None,
+        )?;
+        let rows: Vec<IdRow> = rows(&text)?;
+        Ok(!rows.is_empty())
+    }
+
     /// Record a message Twilio accepted, if the claim `fence` still holds the row; failing that,
     /// if the row is back in `queued_for_send` (given back by recovery meanwhile: the SMS exists,
     /// so the row must say so before anyone claims it again). `Ok(false)`: neither.
@@ -305,13 +337,17 @@ impl Rest {
         )
     }
 
-    /// The SID row `id` records, if any (to tell whether a write whose answer was lost applied).
+    /// The SID row `id` records for its current attempt, if any (to tell whether a write whose
+    /// answer was lost applied, or whether a receipt recorded it). A row still `sending` or
+    /// `queued_for_send` has none: a SID there is a previous attempt's.
     pub fn recorded_sid(&self, id: &MessageId) -> Result<Option<String>, RestError> {
         #[derive(Deserialize)]
         struct Row {
             twilio_message_sid: Option<String>,
         }
-        let query = format!("select=twilio_message_sid&id=eq.{id}");
+        let query = format!(
+            "select=twilio_message_sid&id=eq.{id}&status=in.(sent,delivered,failed,undelivered)"
+        );
         let text = self.call(self.request("GET", &query), None)?;
         let rows: Vec<Row> = rows(&text)?;
         Ok(rows.into_iter().next().and_then(|r| r.twilio_message_sid))
@@ -373,6 +409,7 @@ impl Rest {
                         id: id.clone(),
                         body,
                         phone_number,
+                        previous_sid: r.twilio_message_sid,
                     },
                     id,
                     created_at: r.created_at,
@@ -393,8 +430,9 @@ impl Rest {
         Ok(rows.first().and_then(|r| MessageId::parse(&r.id)))
     }
 
-    /// Apply a delivery receipt to the row that records Twilio message `sid`, if it is still
-    /// `sending` or `sent` (so updates only move forward). Tells whether a row changed.
+    /// Apply a delivery receipt to the row that records Twilio message `sid`, if it is `sent`
+    /// (so updates only move forward; a `sending` row that records a SID was requeued, and the
+    /// SID is its previous attempt's). Tells whether a row changed.
     pub fn apply_receipt(
         &self,
         sid: &str,
@@ -405,13 +443,13 @@ impl Rest {
             return Ok(false);
         };
         self.patch_rows(
-            &format!("twilio_message_sid=eq.{sid}&status=in.(sending,sent)"),
+            &format!("twilio_message_sid=eq.{sid}&status=eq.sent"),
             &body,
         )
     }
 
     /// Apply a receipt that names its row (`id`, from our parameter in the signed callback URL):
-    /// to the row if it records `sid` and is `sending`/`sent`; otherwise, if the row records no
+    /// to the row if it records `sid` and is `sent`; otherwise, if the row records no
     /// SID yet (`sending`, or given back to `queued_for_send` after a create whose answer was
     /// lost), record `sid` with the receipt's status. Tells whether a row changed.
     pub fn apply_receipt_to(
@@ -427,7 +465,7 @@ impl Rest {
         };
         if status != "sent"
             && self.patch_rows(
-                &format!("id=eq.{id}&twilio_message_sid=eq.{sid}&status=in.(sending,sent)"),
+                &format!("id=eq.{id}&twilio_message_sid=eq.{sid}&status=eq.sent"),
                 &body,
             )?
         {
@@ -537,10 +575,15 @@ pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
             })
         }
     };
+    let previous_sid = match row.twilio_message_sid {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    };
     Ok(Claim::Won(ClaimedMessage {
         id: id.clone(),
         body,
         phone_number,
+        previous_sid,
     }))
 }
 
@@ -616,7 +659,8 @@ mod tests {
             Ok(Claim::Won(ClaimedMessage {
                 id: id(),
                 body: "hi".into(),
-                phone_number: Some("+15551234567".into())
+                phone_number: Some("+15551234567".into()),
+                previous_sid: None,
             }))
         );
         let orphan =

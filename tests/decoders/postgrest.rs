@@ -68,6 +68,13 @@ fn claim_reads_the_won_row_whatever_its_formatting() {
             None if rng.bool() => fields.push(("conversation".into(), J::Null)),
             None => {}
         }
+        // A requeued row carries its previous attempt's SID; others have null or no column.
+        let previous_sid = rng.bool().then(|| format!("SM{:032x}", rng.u128(..)));
+        match &previous_sid {
+            Some(sid) => fields.push(("twilio_message_sid".into(), J::Str(sid.clone()))),
+            None if rng.bool() => fields.push(("twilio_message_sid".into(), J::Null)),
+            None => {}
+        }
         for n in 0..rng.usize(..3) {
             fields.push((format!("x-extra-{n}"), tame_value(&mut rng, 2)));
         }
@@ -77,6 +84,7 @@ fn claim_reads_the_won_row_whatever_its_formatting() {
             id: id.clone(),
             body,
             phone_number: phone,
+            previous_sid,
         });
         assert_eq!(parse_claim(&id, &text), Ok(won), "{text}");
 
