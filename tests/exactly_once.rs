@@ -337,8 +337,8 @@ fn a_lost_answer_to_the_sent_write_is_recognised() {
 /// A randomized soak, reproducible by seed (`SOAK_SEED`, default 1; `SOAK_MESSAGES`, default 200;
 /// `make soak` runs a longer one): three instances against a realistic Twilio (queued for a
 /// second, list lagging up to 2 s) with random after-create faults, REST faults (lost answers,
-/// outages, hang-ups), slow `sent` writes, kills and restarts. Every row ends `sent` with exactly
-/// one create, or `failed` with its id in a log.
+/// outages, hang-ups), slow `sent` writes, kills and restarts, with the default lease. Every row
+/// ends `sent` with exactly one create, or `failed` with its id in a log.
 #[test]
 fn soak_three_instances_with_random_faults_and_kills() {
     let seed: u64 = std::env::var("SOAK_SEED")
@@ -359,9 +359,10 @@ fn soak_three_instances_with_random_faults_and_kills() {
     let convs: Vec<String> = (0..5)
         .map(|i| stack.create_conversation(&format!("+1555200000{i}")))
         .collect();
+    // The default lease (30 s, renewed while held): an empty value unsets FAST's.
     let opts = [
         ("SENDER_THREADS", "4"),
-        ("SENDING_TIMEOUT_SECS", "10"),
+        ("SENDING_TIMEOUT_SECS", ""),
         ("RECONCILE_SETTLE_MS", "2500"),
     ];
     let launch = || Service::start(&bin(), stack.service_env_with(&with_fast(&opts)));
