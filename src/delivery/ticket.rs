@@ -102,7 +102,7 @@ mod tests {
 
     fn circuit() -> Circuit {
         let b = Backoff::new(Duration::from_millis(50), Duration::from_millis(50), false);
-        Circuit::new(b.clone(), b)
+        Circuit::new(b, b)
     }
 
     #[test]

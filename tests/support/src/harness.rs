@@ -549,3 +549,47 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
 }
+
+impl Stack {
+    /// Start `binary` with delivery receipts on (every create's `StatusCallback` names its row:
+    /// `…/twilio/status?sms_sender_message=<id>`), its port chosen here; returns the service, its
+    /// port and its `STATUS_CALLBACK_URL`.
+    pub fn start_service_with_receipts(
+        &self,
+        binary: &Path,
+        extra: &[(&str, &str)],
+    ) -> (Service, u16, String) {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}/twilio/status");
+        let port_text = port.to_string();
+        let mut all = vec![
+            ("PORT", port_text.as_str()),
+            ("STATUS_CALLBACK_URL", url.as_str()),
+        ];
+        all.extend_from_slice(extra);
+        (self.start_service(binary, &all), port, url)
+    }
+
+    /// How many `messages` rows satisfy `condition`, an SQL boolean expression over the table's
+    /// columns (e.g. `status = 'sending' AND sent_at <= now()`).
+    pub fn count_messages(&self, condition: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM messages WHERE {condition}");
+        self.db(|c| Ok(c.query_one(sql.as_str(), &[])?.get(0)))
+    }
+}
+
+impl Service {
+    /// One sample of `/metrics`: `sample` is the metric name for an unlabelled metric, or the
+    /// name with its labels exactly as the page prints them (`name{label="value"}`). `None` when
+    /// the page does not answer or has no such sample.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (status, text) = self.get("/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name.trim() == sample).then(|| value.trim().parse().ok())?
+        })
+    }
+}
