@@ -42,10 +42,15 @@ impl InFlight {
         self.lock().ids.contains_key(id)
     }
 
-    /// Mark `id`, claimed under `stamp`, as held until the guard drops.
-    pub fn hold(&self, id: &MessageId, stamp: &str) -> IdGuard {
-        self.lock().ids.insert(id.clone(), stamp.to_string());
-        IdGuard(self.clone(), id.clone())
+    /// Mark `id`, about to be claimed under `stamp`, as held until the guard drops; `None` when
+    /// another thread here holds it already (the same id queued again while it is processed).
+    pub fn hold(&self, id: &MessageId, stamp: &str) -> Option<IdGuard> {
+        let mut held = self.lock();
+        if held.ids.contains_key(id) {
+            return None;
+        }
+        held.ids.insert(id.clone(), stamp.to_string());
+        Some(IdGuard(self.clone(), id.clone()))
     }
 
     /// Every claim held now, with its current stamp (for the hand-over at shutdown).
@@ -151,7 +156,11 @@ mod tests {
     fn held_claims_follow_their_stamp() {
         let f = InFlight::default();
         let id = MessageId::parse("00000000-0000-4000-8000-000000000001").unwrap();
-        let guard = f.hold(&id, "2026-01-01T00:00:00.000001Z");
+        let guard = f.hold(&id, "2026-01-01T00:00:00.000001Z").unwrap();
+        assert!(
+            f.hold(&id, "2026-01-01T00:00:00.000003Z").is_none(),
+            "one holder per id"
+        );
         guard.restamp("2026-01-01T00:00:30.000002Z");
         assert_eq!(
             f.claims(),

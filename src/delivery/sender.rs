@@ -185,7 +185,10 @@ impl Pipeline {
             return;
         };
         let lease = Lease::start(self.sending_timeout);
-        let held = self.in_flight.hold(&id, lease.stamp());
+        let Some(held) = self.in_flight.hold(&id, lease.stamp()) else {
+            debug!("message {id} is being processed here already; skipped");
+            return;
+        };
         let Some(message) = self.claim(&id, &lease) else {
             return;
         };
