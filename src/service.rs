@@ -252,6 +252,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(5), true),
         interval: config.sweep_interval,
         rest_failing: health.database_status(),
+        metrics: metrics.clone(),
     })
     .map_err(thread("the catch-up sweeper"))?;
 

@@ -31,7 +31,7 @@ use crate::delivery::sender::destination;
 use crate::delivery::unrecorded::Unrecorded;
 use crate::message::MessageId;
 use crate::shutdown::Shutdown;
-use crate::supabase::rest::{Fence, Rest, SendingRow};
+use crate::supabase::rest::{Claim, Fence, Rest, SendingRow};
 use crate::twilio::client::Twilio;
 
 /// Rows per page when listing `sending` rows.
@@ -163,11 +163,28 @@ impl OrphanCheck {
     /// Settle one orphan; `true` when its row was updated.
     fn recover(&self, row: &SendingRow, fence: Fence<'_>) -> bool {
         let id = &row.id;
-        let Ok(to) = destination(&row.message) else {
+        let message = match self.rest.sending_message(id, fence) {
+            Ok(Claim::Won(message)) => message,
+            Ok(Claim::Lost) => {
+                // Settled meanwhile (the fenced write below then changes nothing), or a body that
+                // cannot be an SMS, which was never sent: fail it.
+                return self.fail(
+                    id,
+                    fence,
+                    "its content is absent or over Twilio's 1,600-character limit",
+                );
+            }
+            Ok(Claim::Malformed { reason, .. }) => return self.fail(id, fence, &reason),
+            Err(e) => {
+                warn!("orphan {id}: cannot read it ({e}); next round");
+                return false;
+            }
+        };
+        let Ok(to) = destination(&message) else {
             // Not sendable: the normal path fails it with the reason.
             return self.release(id, fence, "it cannot be sent as it is");
         };
-        let Some(_pair) = self.in_flight.try_lock_conversation(to, &row.message.body) else {
+        let Some(_pair) = self.in_flight.try_lock_conversation(to, &message.body) else {
             debug!("orphan {id}: the same text to the same number is in flight here; next round");
             return false;
         };
@@ -181,10 +198,10 @@ impl OrphanCheck {
         let question = Question {
             id,
             to,
-            body: &row.message.body,
+            body: &message.body,
             since,
             settled: true,
-            previous_sid: row.message.previous_sid.as_deref(),
+            previous_sid: message.previous_sid.as_deref(),
             unrecorded: &self.unrecorded,
         };
         match reconcile::look(&self.twilio, &self.rest, &question, &|| {
@@ -215,6 +232,20 @@ impl OrphanCheck {
             Look::NotYet => false,
             Look::Unknown(reason) => {
                 warn!("orphan {id}: cannot tell whether it was sent ({reason}); next round");
+                false
+            }
+        }
+    }
+
+    fn fail(&self, id: &MessageId, fence: Fence<'_>, why: &str) -> bool {
+        match self.rest.mark_failed(id, fence) {
+            Ok(true) => {
+                warn!("orphan {id} failed without sending: {why}");
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                warn!("orphan {id}: recording 'failed' failed ({e}); next round");
                 false
             }
         }

@@ -53,7 +53,7 @@ use crate::message::{ClaimedMessage, MessageId};
 use crate::ops::metrics::{Metrics, Outcome};
 use crate::phone;
 use crate::shutdown::Shutdown;
-use crate::supabase::rest::{Claim, Fence, Rest, RestError};
+use crate::supabase::rest::{Claim, Fence, Rest, RestError, MAX_BODY_CHARS};
 use crate::twilio::client::{SendError, Twilio};
 
 /// Everything a sender thread needs; shared by all of them.
@@ -850,6 +850,13 @@ pub(crate) fn destination(message: &ClaimedMessage) -> Result<&str, String> {
             phone::mask(number)
         ));
     }
+    // Twilio counts UTF-16 units (a character outside the BMP is two) and refuses more (21617).
+    let units = message.body.encode_utf16().count();
+    if units > MAX_BODY_CHARS {
+        return Err(format!(
+            "its content is {units} characters (UTF-16 units), over Twilio's {MAX_BODY_CHARS}"
+        ));
+    }
     Ok(number)
 }
 
@@ -879,6 +886,12 @@ mod tests {
             .contains("does not exist"));
         let e = destination(&msg(Some("555-123-4567"))).unwrap_err();
         assert!(e.contains("not E.164"));
+        let mut long = msg(Some("+15551234567"));
+        long.body = "é".repeat(1600);
+        assert!(destination(&long).is_ok(), "1,600 characters fit");
+        long.body = "😀".repeat(801);
+        let e = destination(&long).unwrap_err();
+        assert!(e.contains("1602") && e.contains("1600"), "{e}");
         assert!(!e.contains("555-123"), "the number is masked: {e}");
     }
 }

@@ -24,8 +24,9 @@ use log::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::delivery::queue::{PushError, Pushed, WorkQueue};
 use crate::message::MessageId;
+use crate::ops::metrics::{Metrics, Outcome};
 use crate::shutdown::Shutdown;
-use crate::supabase::rest::Rest;
+use crate::supabase::rest::{Rest, MAX_BODY_CHARS};
 use crate::sync::Locked;
 
 /// The least time between two sweeps made because Supabase REST was failing.
@@ -75,6 +76,8 @@ pub struct Sweeper {
     /// Set while Supabase REST is failing (shared with the REST client, reported by `/health`):
     /// claims fail and their ids are dropped, so the sweeper sweeps until it is clear again.
     pub rest_failing: Arc<AtomicBool>,
+    /// Counts the rows failed because they cannot be SMS.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Start the sweeper thread.
@@ -98,8 +101,23 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
 }
 
 impl Sweeper {
-    /// Page through every queued outbound row once; retries a failing page until shutdown.
+    /// Fail the queued rows that cannot be SMS (their bodies are never read), then page through
+    /// every queued outbound row once; retries a failing page until shutdown.
     fn sweep(&self) {
+        match self.rest.fail_unsendable() {
+            Ok(ids) => {
+                for id in &ids {
+                    warn!(
+                        "message {id} failed without sending: its content is absent or over \
+                         Twilio's {MAX_BODY_CHARS}-character limit"
+                    );
+                }
+                for _ in &ids {
+                    self.metrics.message(Outcome::Failed);
+                }
+            }
+            Err(e) => warn!("catch-up: cannot fail unsendable rows now: {e}; next round"),
+        }
         let mut after: Option<MessageId> = None;
         let (mut found, mut queued, mut failures) = (0usize, 0usize, 0u32);
         loop {

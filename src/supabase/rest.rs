@@ -133,6 +133,17 @@ pub struct Rest {
     failing: Arc<AtomicBool>,
 }
 
+/// The most characters a message body may have: Twilio refuses longer bodies (error 21617).
+pub const MAX_BODY_CHARS: usize = 1600;
+
+/// A `LIKE` pattern (PostgREST's `*` for `%`) matching text of more than [`MAX_BODY_CHARS`]
+/// characters: `_` × 1601 then `*`. The database evaluates it, so a body that cannot be an SMS
+/// is never read into this process, however large it is.
+fn over_limit_pattern() -> &'static str {
+    static PATTERN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| format!("{}*", "_".repeat(MAX_BODY_CHARS + 1)))
+}
+
 /// Columns the claim returns: what sending needs, and the SID of a previous attempt (a row in
 /// `queued_for_send` or `sending` that records a SID was requeued after that attempt: every path
 /// that records the current attempt's SID also moves the row out of those statuses).
@@ -160,13 +171,13 @@ struct IdRow {
     id: String,
 }
 
-/// A row in `sending`, as orphan recovery needs it.
+/// A row in `sending`, as orphan recovery lists it: no `content` (a listing never reads bodies,
+/// so one huge row cannot break the page for every other); [`Rest::sending_message`] reads the
+/// body of the one orphan being settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendingRow {
     /// The row.
     pub id: MessageId,
-    /// Its body and phone number, as a claim would return them.
-    pub message: ClaimedMessage,
     /// `created_at` (a lower bound for when it could have been sent).
     pub created_at: Option<String>,
     /// `sent_at`: the claim's stamp (its lease end), absent for claims made without one.
@@ -176,12 +187,6 @@ pub struct SendingRow {
 #[derive(Deserialize)]
 struct SendingRowJson {
     id: String,
-    #[serde(default)]
-    content: serde_json::Value,
-    #[serde(default)]
-    twilio_message_sid: Option<String>,
-    #[serde(default)]
-    conversation: Option<ConversationRow>,
     #[serde(default)]
     created_at: Option<String>,
     #[serde(default)]
@@ -253,8 +258,12 @@ impl Rest {
     /// Try to take `id` for sending (`queued_for_send` outbound → `sending`), stamping `sent_at`
     /// with the lease `stamp` (the fence of every later write of this claim).
     pub fn claim(&self, id: &MessageId, stamp: &str) -> Result<Claim, RestError> {
+        // Only a body that can be an SMS is claimed (and so read); the others are failed by
+        // [`Rest::fail_unsendable`] without being read.
         let query = format!(
-            "id=eq.{id}&status=eq.queued_for_send&direction=eq.outbound&select={CLAIM_SELECT}"
+            "id=eq.{id}&status=eq.queued_for_send&direction=eq.outbound&content=not.like.{}\
+             &select={CLAIM_SELECT}",
+            over_limit_pattern()
         );
         let req = self
             .request("PATCH", &query)
@@ -329,6 +338,28 @@ impl Rest {
         self.end_claim(id, fence, "queued_for_send")
     }
 
+    /// Fail every queued outbound row whose `content` cannot be an SMS — absent, or over
+    /// [`MAX_BODY_CHARS`] characters — without reading it (the database tests the length).
+    /// Returns the ids failed, for the log. Conditional on `queued_for_send`, so a row that moved
+    /// on meanwhile is untouched.
+    pub fn fail_unsendable(&self) -> Result<Vec<MessageId>, RestError> {
+        let queued = "status=eq.queued_for_send&direction=eq.outbound";
+        let failed = serde_json::json!({"status": "failed", "sent_at": null});
+        let mut ids = Vec::new();
+        for content in [
+            format!("content=like.{}", over_limit_pattern()),
+            "content=is.null".to_string(),
+        ] {
+            let req = self
+                .request("PATCH", &format!("{queued}&{content}&select=id"))
+                .set("Prefer", "return=representation");
+            let text = self.call(req, Some(&failed))?;
+            let rows: Vec<IdRow> = rows(&text)?;
+            ids.extend(rows.iter().filter_map(|r| MessageId::parse(&r.id)));
+        }
+        Ok(ids)
+    }
+
     /// End the claim `fence` on row `id` without a send: `status`, and the stamp cleared.
     fn end_claim(&self, id: &MessageId, fence: Fence<'_>, status: &str) -> Result<bool, RestError> {
         self.patch_rows(
@@ -388,35 +419,33 @@ impl Rest {
         after: Option<&MessageId>,
         limit: usize,
     ) -> Result<Vec<SendingRow>, RestError> {
-        let query = keyset_page(
-            &format!("{CLAIM_SELECT},created_at,sent_at"),
-            "sending",
-            after,
-            limit,
-        );
+        let query = keyset_page("id,created_at,sent_at", "sending", after, limit);
         let text = self.call(self.request("GET", &query), None)?;
         let rows: Vec<SendingRowJson> = rows(&text)?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
-                let id = MessageId::parse(&r.id)?;
-                let phone_number = r
-                    .conversation
-                    .and_then(|c| c.phone_number.as_str().map(String::from));
-                let body = r.content.as_str().unwrap_or_default().to_string();
                 Some(SendingRow {
-                    message: ClaimedMessage {
-                        id: id.clone(),
-                        body,
-                        phone_number,
-                        previous_sid: r.twilio_message_sid,
-                    },
-                    id,
+                    id: MessageId::parse(&r.id)?,
                     created_at: r.created_at,
                     stamp: r.sent_at,
                 })
             })
             .collect())
+    }
+
+    /// The message of row `id` while claim `fence` holds it, as a claim returns it; `Claim::Lost`
+    /// when the claim no longer holds the row **or** its body cannot be an SMS (absent, or over
+    /// [`MAX_BODY_CHARS`] characters: not read) — the caller tells them apart by failing the row
+    /// with the same fence.
+    pub fn sending_message(&self, id: &MessageId, fence: Fence<'_>) -> Result<Claim, RestError> {
+        let query = format!(
+            "{}&content=not.like.{}&select={CLAIM_SELECT}",
+            fenced(id, fence),
+            over_limit_pattern()
+        );
+        let text = self.call(self.request("GET", &query), None)?;
+        parse_claim(id, &text)
     }
 
     /// The row that already records Twilio message `sid`, if any.
