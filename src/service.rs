@@ -27,6 +27,7 @@ use crate::delivery::sender::{self, Pipeline};
 use crate::delivery::sweep::{self, SweepTrigger, Sweeper};
 use crate::delivery::unrecorded::{self, Unrecorded};
 use crate::ops::health::Health;
+use crate::ops::liveness::{self, Liveness};
 use crate::ops::metrics::Metrics;
 use crate::ops::server::{self, Admin, Receipts};
 use crate::shutdown::Shutdown;
@@ -201,6 +202,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         config.port
     );
 
+    let liveness = Liveness::new(liveness::DEFAULT_WINDOW);
     let in_flight = InFlight::default();
     let unrecorded = Unrecorded::new(metrics.clone());
     let limiter = Limiter::new(config.sender_threads);
@@ -222,8 +224,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         limiter,
         unrecorded: unrecorded.clone(),
     });
-    let senders = SenderPool::start(config.sender_threads, pipeline, queue.clone())
-        .map_err(thread("the sender threads"))?;
+    let senders = SenderPool::start(
+        config.sender_threads,
+        pipeline,
+        queue.clone(),
+        liveness.clone(),
+    )
+    .map_err(thread("the sender threads"))?;
     // The orphan checker, the sweeper, the HTTP server and the signal watcher are deliberately
     // detached: none holds a claim (the checker's writes are fenced and each complete on its own),
     // so the process may end under them. The sender threads and the receipts worker are waited
@@ -253,6 +260,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         interval: config.sweep_interval,
         rest_failing: health.database_status(),
         metrics: metrics.clone(),
+        liveness: liveness.clone(),
     })
     .map_err(thread("the catch-up sweeper"))?;
 

@@ -16,6 +16,7 @@ use log::warn;
 
 use crate::delivery::queue::{Popped, WorkQueue};
 use crate::delivery::sender::Pipeline;
+use crate::ops::liveness::{Liveness, Loop};
 use crate::sync::Locked;
 
 /// Threads started with the service (and kept while it is quiet).
@@ -36,6 +37,8 @@ pub struct SenderPool {
     ended: (Mutex<()>, Condvar),
     /// Threads waiting for an id.
     idle: AtomicUsize,
+    /// Beaten whenever a thread takes an id (`/livez`).
+    liveness: Liveness,
 }
 
 impl SenderPool {
@@ -44,6 +47,7 @@ impl SenderPool {
         max: usize,
         pipeline: Arc<Pipeline>,
         queue: WorkQueue,
+        liveness: Liveness,
     ) -> std::io::Result<Arc<SenderPool>> {
         let pool = Arc::new(SenderPool {
             pipeline,
@@ -53,6 +57,7 @@ impl SenderPool {
             live: AtomicUsize::new(0),
             ended: (Mutex::new(()), Condvar::new()),
             idle: AtomicUsize::new(0),
+            liveness,
         });
         for _ in 0..INITIAL_THREADS.min(pool.max) {
             pool.spawn_one(true)?;
@@ -126,7 +131,10 @@ impl SenderPool {
             };
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let (id, queued_at) = match next {
-                Popped::Id(id, at) => (id, at),
+                Popped::Id(id, at) => {
+                    self.liveness.beat(Loop::Senders);
+                    (id, at)
+                }
                 Popped::Closed => break,
                 Popped::Idle => {
                     if self.retire() {

@@ -154,6 +154,11 @@ impl WorkQueue {
     pub fn is_empty(&self) -> bool {
         self.tx.is_empty()
     }
+
+    /// Whether there is no room for another id (producers wait).
+    pub fn is_full(&self) -> bool {
+        self.tx.is_full()
+    }
 }
 
 /// What [`WorkQueue::pop_timeout`] got.

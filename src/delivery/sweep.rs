@@ -24,6 +24,7 @@ use log::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::delivery::queue::{PushError, Pushed, WorkQueue};
 use crate::message::MessageId;
+use crate::ops::liveness::{Liveness, Loop};
 use crate::ops::metrics::{Metrics, Outcome};
 use crate::shutdown::Shutdown;
 use crate::supabase::rest::{Rest, MAX_BODY_CHARS};
@@ -78,6 +79,8 @@ pub struct Sweeper {
     pub rest_failing: Arc<AtomicBool>,
     /// Counts the rows failed because they cannot be SMS.
     pub metrics: Arc<Metrics>,
+    /// Beaten as the sweeper turns (`/livez`).
+    pub liveness: Liveness,
 }
 
 /// Start the sweeper thread.
@@ -85,6 +88,7 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
     crate::sync::spawn_named("catch-up", 256 * 1024, move || {
         let mut last = Instant::now();
         while !sweeper.shutdown.is_triggered() {
+            sweeper.liveness.beat(Loop::Sweeper);
             let requested = sweeper.trigger.take(Duration::from_millis(250));
             let recovering =
                 sweeper.rest_failing.load(Ordering::Relaxed) && last.elapsed() >= RECOVERY_PROBE;
@@ -121,6 +125,7 @@ impl Sweeper {
         let mut after: Option<MessageId> = None;
         let (mut found, mut queued, mut failures) = (0usize, 0usize, 0u32);
         loop {
+            self.liveness.beat(Loop::Sweeper);
             let page = match self.rest.queued_page(after.as_ref(), self.page_size) {
                 Ok(page) => page,
                 Err(e) => {
