@@ -9,7 +9,8 @@
 //! (cleartext: the service key, the Twilio credentials and callbacks' phone numbers would travel
 //! readable) is accepted only for a loopback host, where the local doubles run; secret values
 //! (`SUPABASE_SERVICE_KEY`, `TWILIO_AUTH_TOKEN`, and the account SID, which users keep in secret
-//! stores) never appear in an error message or in `Debug` output.
+//! stores) never appear in an error message or in `Debug` output; nor does a URL's user info or
+//! the values of its query: every message quoting a URL shows it through [`redact_url`].
 
 use std::fmt;
 use std::time::Duration;
@@ -93,6 +94,30 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line with `severity` and `message` (Cloud Logging).
     Json,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` from the process environment, read on its own before anything else: it
+    /// decides how every other configuration error is printed. On an error the caller prints it
+    /// as text (the default format: the operator asked for a format we cannot honour).
+    pub fn from_env() -> Result<LogFormat, ConfigError> {
+        log_format(&Source(&|name| std::env::var(name).ok()))
+    }
+}
+
+/// `LOG_FORMAT`: `text` (the default, also when unset or blank) or `json`.
+fn log_format(src: &Source<'_>) -> Result<LogFormat, ConfigError> {
+    match src.optional("LOG_FORMAT").as_deref().map(str::trim) {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            Err(err(
+                "LOG_FORMAT",
+                format!("{shown:?} is not \"text\" or \"json\""),
+            ))
+        }
+    }
 }
 
 /// The default lease of a claim, in seconds: short, because a crashed instance's rows wait for
@@ -226,6 +251,9 @@ impl Config {
     /// Read and validate the configuration from `lookup` (variable name → value).
     pub fn from_source(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let src = Source(lookup);
+        // First: the format decides how every other error is printed, so an error in it must be
+        // the one reported (main reads it the same way before this runs).
+        let log_format = log_format(&src)?;
 
         let base = parse_base_url("SUPABASE_URL", &src.required("SUPABASE_URL")?)?;
         let key = src.required("SUPABASE_SERVICE_KEY")?;
@@ -299,16 +327,6 @@ impl Config {
         let sender_threads = src.number("SENDER_THREADS", 128usize, 1..=256)?;
         let max_retries = src.number("MAX_RETRIES", 3u32, 0..=20)?;
         let backoff_ms = src.number("RETRY_BACKOFF_MS", 1000u64, 1..=600_000)?;
-        let log_format = match src.optional("LOG_FORMAT").as_deref().map(str::trim) {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(err(
-                    "LOG_FORMAT",
-                    format!("{other:?} is not \"text\" or \"json\""),
-                ))
-            }
-        };
         let log_filter = src
             .optional("RUST_LOG")
             .unwrap_or_else(|| "info".to_string());
@@ -349,17 +367,30 @@ impl Config {
             None => None,
             Some(raw) => {
                 let url = raw.trim();
+                let shown = redact_url(url);
+                // User info is allowed here (Twilio answers a server's Basic challenge with it)
+                // but is not the host: the host follows the last '@' before the query.
                 let host = ["https://", "http://"]
                     .into_iter()
                     .find_map(|scheme| url.strip_prefix(scheme))
-                    .map_or("", |rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+                    .map_or("", |rest| {
+                        let before_query = rest.split(['?', '#']).next().unwrap_or("");
+                        let after_userinfo = before_query.rsplit('@').next().unwrap_or("");
+                        after_userinfo.split('/').next().unwrap_or("")
+                    });
                 if host.is_empty() || host.contains('_') || url.contains(' ') {
                     return Err(err(
                         "STATUS_CALLBACK_URL",
                         format!(
-                            "{url:?} is not a public http(s) URL (Twilio refuses hosts with \
+                            "{shown:?} is not a public http(s) URL (Twilio refuses hosts with \
                              underscores); it must end in /twilio/status"
                         ),
+                    ));
+                }
+                if Url::parse(url).is_err() {
+                    return Err(err(
+                        "STATUS_CALLBACK_URL",
+                        format!("{shown:?} is not a valid URL"),
                     ));
                 }
                 if !url
@@ -370,7 +401,7 @@ impl Config {
                 {
                     return Err(err(
                         "STATUS_CALLBACK_URL",
-                        format!("{url:?} must point at this service's /twilio/status path"),
+                        format!("{shown:?} must point at this service's /twilio/status path"),
                     ));
                 }
                 // Callbacks carry phone numbers and message SIDs, and a signature an observer
@@ -404,29 +435,193 @@ impl Config {
 
 /// Check an `http(s)://host[:port][/path]` URL and return it without a trailing slash (as
 /// written otherwise: `url::Url` splits it for the checks, its normalised form is not used).
+///
+/// User info (`user:pass@`) and a query or fragment are refused, with a message that names
+/// where the credentials belong: the service adds its own paths after the base (a query would
+/// end up in the middle of every request URL), it sends the key and the Twilio credentials in
+/// headers from their own variables, and a credential written into a URL has already been
+/// copied to wherever URLs go (dashboards, shell history, this log). Silently stripping it
+/// would hide that; echoing it would repeat the leak, so the message shows [`redact_url`].
 fn parse_base_url(var: &'static str, raw: &str) -> Result<String, ConfigError> {
     let raw = raw.trim();
     let (scheme, rest) = ["https://", "http://"]
         .iter()
         .find_map(|s| raw.strip_prefix(s).map(|rest| (*s, rest)))
-        .ok_or_else(|| err(var, format!("{raw:?} must start with https:// or http://")))?;
+        .ok_or_else(|| {
+            err(
+                var,
+                format!("{:?} must start with https:// or http://", redact_url(raw)),
+            )
+        })?;
     let rest = rest.trim_end_matches('/');
     let url = format!("{scheme}{rest}");
+    let shown = redact_url(&url);
+    let credentials_go = match var {
+        "SUPABASE_URL" => "the key belongs in SUPABASE_SERVICE_KEY",
+        "TWILIO_API_URL" => "they come from TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+        _ => "they belong in their own variables",
+    };
+    // The same boundary `redact_url` hides: everything before the last '@' ahead of the query.
+    if rest.split(['?', '#']).next().unwrap_or("").contains('@') {
+        return Err(err(
+            var,
+            format!(
+                "{shown:?} has user info (credentials) before the host; credentials do not \
+                 belong in the URL: {credentials_go}"
+            ),
+        ));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(err(
+            var,
+            format!(
+                "{shown:?} has a query or fragment; a base URL takes neither \
+                 (scheme://host[:port][/path]), and credentials do not belong in the URL: \
+                 {credentials_go}"
+            ),
+        ));
+    }
     let authority = rest.split('/').next().unwrap_or("");
     // `Url` refuses an empty host and a port past 65535; it takes `h:` and `h:0`, we do not.
     let valid = Url::parse(&url).is_ok_and(|u| u.host().is_some() && u.port() != Some(0));
-    if !valid
-        || authority.ends_with(':')
-        || authority.contains('@')
-        || rest.contains(['?', '#', ' '])
-    {
+    if !valid || authority.ends_with(':') || rest.contains(' ') {
         return Err(err(
             var,
-            format!("{url:?} is not a valid base URL (scheme://host[:port])"),
+            format!("{shown:?} is not a valid base URL (scheme://host[:port])"),
         ));
     }
     require_tls_off_loopback(var, &url)?;
     Ok(url)
+}
+
+/// The most characters of a URL [`redact_url`] shows (the last is `…` when it was cut).
+pub const SHOWN_URL_CHARS: usize = 120;
+
+/// `raw`, a URL as configured (valid or not), as it may be shown in a message: the scheme, host,
+/// port and path as written, but the user info replaced by `***` and every query and fragment
+/// value by `***`, names kept (`https://***@host/path?apikey=***`); at most
+/// [`SHOWN_URL_CHARS`] characters. Quote the result with `{:?}`, which escapes control
+/// characters. It errs on the side of hiding:
+/// - user info is everything before the *last* `@` ahead of the query, since a password may hold
+///   an unencoded `/` (an `@` in a path hides the host too);
+/// - a password cut short by an unencoded `?` or `#` (`https://u:p?w@host`) leaves `u:p` where
+///   the host would be: an authority whose port is not digits is hidden when an `@` follows;
+/// - a query item without `=` is hidden whole (it may be a bare token);
+/// - a value without `scheme://` is shown only when it looks like a host name (the common slip
+///   `abc.supabase.co`) or a path; anything else, such as a key pasted into the wrong variable,
+///   is `***`.
+pub fn redact_url(raw: &str) -> String {
+    let (scheme, rest) = match raw.find("://") {
+        Some(i) if is_scheme(&raw[..i]) => raw.split_at(i + 3),
+        _ => ("", raw),
+    };
+    let (before, tail) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    let mut out = String::from(scheme);
+    match before.rfind('@') {
+        Some(at) => {
+            out.push_str("***@");
+            out.push_str(&before[at + 1..]);
+        }
+        None => {
+            let (authority, path) = before.split_at(before.find('/').unwrap_or(before.len()));
+            if scheme.is_empty() && !looks_like_host(authority) {
+                return "***".to_string();
+            }
+            if tail.contains('@') && !is_host_port(authority) {
+                out.push_str("***");
+            } else {
+                out.push_str(authority);
+            }
+            out.push_str(path);
+        }
+    }
+    let (query, fragment) = match tail.find('#') {
+        Some(i) => (&tail[..i], Some(&tail[i + 1..])),
+        None => (tail, None),
+    };
+    if let Some(query) = query.strip_prefix('?') {
+        out.push('?');
+        mask_values(&mut out, query);
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        mask_values(&mut out, fragment);
+    }
+    if out.chars().count() > SHOWN_URL_CHARS {
+        out = out.chars().take(SHOWN_URL_CHARS - 1).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// `name=value&…` with each value as `***` (an empty one stays empty) and each item without
+/// `=` as `***`.
+fn mask_values(out: &mut String, items: &str) {
+    for (i, item) in items.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match item.split_once('=') {
+            Some((name, "")) => {
+                out.push_str(name);
+                out.push('=');
+            }
+            Some((name, _)) => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            None if item.is_empty() => {}
+            None => out.push_str("***"),
+        }
+    }
+}
+
+/// An RFC 3986 scheme: a letter, then letters, digits, `+`, `-`, `.`.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `host` or `host:digits` (an IPv6 literal in brackets counts as a host).
+fn is_host_port(authority: &str) -> bool {
+    if authority.starts_with('[') {
+        return true;
+    }
+    match authority.rsplit_once(':') {
+        Some((_, port)) => port.bytes().all(|b| b.is_ascii_digit()),
+        None => true,
+    }
+}
+
+/// Whether a value written without a scheme is shown: empty (a bare path), `localhost`, an IPv6
+/// literal, an IPv4 address, or dotted labels of letters, digits and `-` (at most 63 each) ending
+/// in a top-level domain of letters, with an optional numeric port. A token has no dot, an
+/// `sb_secret_` key has `_`, a JWT begins with `eyJ` (base64 of `{"`) and ends in its signature.
+fn looks_like_host(authority: &str) -> bool {
+    if authority.is_empty() || authority.starts_with('[') {
+        return true;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return false,
+        None => authority,
+    };
+    if host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let tld = labels.last().copied().unwrap_or("");
+    labels.len() > 1
+        && !host.starts_with("eyJ")
+        && (2..=63).contains(&tld.len())
+        && tld.bytes().all(|b| b.is_ascii_alphabetic())
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Refuse an `http://` URL unless its host is a loopback address: `localhost`, an IPv4 address
@@ -446,10 +641,12 @@ fn require_tls_off_loopback(var: &'static str, url: &str) -> Result<(), ConfigEr
     if loopback {
         return Ok(());
     }
-    let host = parsed
-        .as_ref()
-        .and_then(Url::host_str)
-        .unwrap_or_else(|| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    // Unparsed, the host is what follows the user info: never show that.
+    let host = parsed.as_ref().and_then(Url::host_str).unwrap_or_else(|| {
+        let before_query = rest.split(['?', '#']).next().unwrap_or("");
+        let after_userinfo = before_query.rsplit('@').next().unwrap_or("");
+        after_userinfo.split('/').next().unwrap_or("")
+    });
     let shown: String = host.chars().take(80).collect();
     Err(err(
         var,
@@ -819,6 +1016,203 @@ mod tests {
         assert!(!dump.contains("supersecrettoken"));
         assert!(!dump.contains(base()["SUPABASE_SERVICE_KEY"].as_str()));
         assert!(!dump.contains("0123456789abcdef0123456789abcdef"));
+    }
+
+    #[test]
+    fn redact_url_shows_the_place_never_the_credentials() {
+        let key = jwt(r#"{"role":"service_role","exp":4102444800}"#);
+        let cases: &[(&str, &str)] = &[
+            ("https://abc.supabase.co", "https://abc.supabase.co"),
+            ("http://127.0.0.1:54321/x/", "http://127.0.0.1:54321/x/"),
+            (
+                "http://[::1]:8080/twilio/status",
+                "http://[::1]:8080/twilio/status",
+            ),
+            ("https://h?apikey=s3cret", "https://h?apikey=***"),
+            (
+                "https://user:tok@sms.example.com/twilio/status?a=1&b=&c#rc=5&rp=all",
+                "https://***@sms.example.com/twilio/status?a=***&b=&***#rc=***&rp=***",
+            ),
+            ("https://tok@h", "https://***@h"),
+            // A password with an unencoded '/', '@' or '?': hidden all the same.
+            ("https://u:pa/ss@h/p", "https://***@h/p"),
+            ("https://u:p@ss@h", "https://***@h"),
+            ("https://u:p?w@host/p", "https://***?***"),
+            ("https://u:p#w@host", "https://***#***"),
+            // An '@' in a query value does not hide the host.
+            ("https://h:8080/p?email=a@b.c", "https://h:8080/p?email=***"),
+            // No scheme: host names and paths are shown, anything else is not.
+            ("abc.supabase.co", "abc.supabase.co"),
+            ("localhost:54321", "localhost:54321"),
+            ("/twilio/status", "/twilio/status"),
+            ("user:pw@abc.supabase.co", "***@abc.supabase.co"),
+            ("0123456789abcdef0123456789abcdef", "***"),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYSJ9.abc", "***"),
+            ("10.0.0.1:54321/p", "10.0.0.1:54321/p"),
+            ("sb_secret_abc123", "***"),
+            (&key, "***"),
+            ("ftp://x", "ftp://x"),
+            ("", ""),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(redact_url(raw), *shown, "{raw}");
+        }
+        let long = format!("https://h/{}?k=v", "p".repeat(300));
+        let shown = redact_url(&long);
+        assert_eq!(shown.chars().count(), SHOWN_URL_CHARS);
+        assert!(shown.ends_with('…'), "{shown}");
+    }
+
+    #[test]
+    fn redact_url_never_shows_a_marker_in_user_info_or_query() {
+        let mark = "Zq9xMARKx";
+        let templates = [
+            "https://{}@h",
+            "https://u:{}@h/p",
+            "https://u:a/{}@h",
+            "https://u:a?{}@h",
+            "https://h?apikey={}",
+            "https://h?{}",
+            "https://h?a=1&apikey={}&b=2",
+            "https://h/p#token={}",
+            "http://u:{}@[::1]:80/x?y=1",
+            "{}",
+            "u:{}@h.example",
+            "HTTPS://{}:x@h",
+            "https://h/?k={}=more",
+        ];
+        for template in templates {
+            let raw = template.replace("{}", mark);
+            let shown = redact_url(&raw);
+            assert!(!shown.contains(mark), "{raw} shown as {shown}");
+        }
+    }
+
+    #[test]
+    fn url_errors_never_show_user_info_or_query_values() {
+        let secret = "s3cr3tVALUE";
+        let cases = [
+            (
+                "SUPABASE_URL",
+                format!("https://abc.supabase.co?apikey={secret}"),
+                "has a query",
+            ),
+            (
+                "SUPABASE_URL",
+                format!("https://abc.supabase.co/?apikey={secret}#x"),
+                "has a query",
+            ),
+            (
+                "SUPABASE_URL",
+                format!("https://service:{secret}@abc.supabase.co"),
+                "has user info",
+            ),
+            (
+                "SUPABASE_URL",
+                format!("http://service:{secret}@abc.supabase.co"),
+                "has user info",
+            ),
+            ("SUPABASE_URL", secret.to_string(), "must start with"),
+            (
+                "SUPABASE_URL",
+                format!("ftp://u:{secret}@h"),
+                "must start with",
+            ),
+            (
+                "TWILIO_API_URL",
+                format!("https://AC0123:{secret}@api.twilio.com"),
+                "TWILIO_AUTH_TOKEN",
+            ),
+            (
+                "TWILIO_API_URL",
+                format!("https://api.twilio.com?token={secret}"),
+                "has a query",
+            ),
+            (
+                "TWILIO_API_URL",
+                format!("http://u:{secret}@[::1]:99999"),
+                "has user info",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                format!("https://user:{secret}@sms.example.com/wrong"),
+                "/twilio/status path",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                format!("http://user:{secret}@sms.example.com/twilio/status"),
+                "use https://",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                format!("https://sms.example.com/other?token={secret}"),
+                "/twilio/status path",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                format!("https://user:{secret}@my_host.example/twilio/status"),
+                "underscores",
+            ),
+            (
+                "STATUS_CALLBACK_URL",
+                format!("https://user:{secret}@h^st.example/twilio/status"),
+                "not a valid URL",
+            ),
+        ];
+        for (var, url, expected) in cases {
+            let e = load_with(&[(var, Some(&url))]).unwrap_err();
+            let text = e.to_string();
+            assert_eq!(e.var, var, "{url}: {text}");
+            assert!(text.contains(expected), "{url}: {text}");
+            assert!(!text.contains(secret), "{url}: {text}");
+            assert!(!format!("{e:?}").contains(secret), "{url}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_a_base_url_are_refused_naming_where_they_belong() {
+        let e = load_with(&[("SUPABASE_URL", Some("https://x:k@abc.supabase.co"))]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SUPABASE_URL: \"https://***@abc.supabase.co\" has user info (credentials) before \
+             the host; credentials do not belong in the URL: the key belongs in \
+             SUPABASE_SERVICE_KEY"
+        );
+        let e =
+            load_with(&[("SUPABASE_URL", Some("https://abc.supabase.co?apikey=k"))]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("SUPABASE_URL: \"https://abc.supabase.co?apikey=***\" has a query"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("SUPABASE_SERVICE_KEY"), "{e}");
+    }
+
+    #[test]
+    fn a_status_callback_url_keeps_its_user_info_and_query() {
+        // Twilio answers a Basic challenge with the URL's user info, and signs the URL as written.
+        for url in [
+            "https://user:tok@sms.example.com/twilio/status",
+            "https://user_name:tok@sms.example.com/twilio/status?x=1",
+            "https://sms.example.com/twilio/status?x=1#rc=2",
+        ] {
+            let c = load_with(&[("STATUS_CALLBACK_URL", Some(url))]).unwrap();
+            assert_eq!(c.status_callback_url.as_deref(), Some(url));
+        }
+    }
+
+    #[test]
+    fn log_format_is_checked_first_and_alone() {
+        let e = load_with(&[("LOG_FORMAT", Some("yaml")), ("SUPABASE_URL", None)]).unwrap_err();
+        assert_eq!(e.var, "LOG_FORMAT", "{e}");
+        let vars = HashMap::from([("LOG_FORMAT", " json ".to_string())]);
+        let src = Source(&|name| vars.get(name).cloned());
+        assert_eq!(log_format(&src), Ok(LogFormat::Json));
+        let vars = HashMap::from([("LOG_FORMAT", "JSON".to_string())]);
+        let src = Source(&|name| vars.get(name).cloned());
+        assert_eq!(log_format(&src).unwrap_err().var, "LOG_FORMAT");
+        let none = |_: &str| None;
+        assert_eq!(log_format(&Source(&none)), Ok(LogFormat::Text));
     }
 
     #[test]

@@ -6,13 +6,20 @@
 //! Exit codes: 0 after a graceful shutdown (or all checks passed), 2 for a configuration problem
 //! (one line on stderr naming the variable) or bad arguments, 1 when the service could not start
 //! or a check failed.
+//!
+//! Everything on stderr is in the `LOG_FORMAT` format, read first and on its own for that
+//! reason: with `json`, the configuration error and "cannot start" are one JSON object each, like
+//! every log line. An invalid `LOG_FORMAT` is reported in text, the default: the format asked
+//! for is unknown, and a plain line is what a person (and Cloud Logging, as a text entry) reads.
+//! `--help`, `--version` and `check` write to stdout, for people, and are the same in both.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
+use sms_sender::config::{Config, LogFormat};
 use sms_sender::shutdown::Shutdown;
-use sms_sender::{config::Config, http, logging, ops::preflight, service, signals};
+use sms_sender::{http, logging, ops::preflight, service, signals};
 
 /// The allocator: dlmalloc (pure Rust, one lock) instead of musl's mallocng. A send makes a few
 /// hundred small allocations, mostly inside ureq (headers, URL, pool keys); with mallocng they
@@ -38,12 +45,14 @@ TWILIO_PHONE_NUMBER or TWILIO_MESSAGING_SERVICE_SID.
 Optional: TWILIO_API_URL, PORT (8080), SENDER_THREADS (128), MAX_RETRIES (3),
 RETRY_BACKOFF_MS (1000), MAX_SENDS_PER_SECOND, STATUS_CALLBACK_URL, LOG_FORMAT (text|json),
 RUST_LOG (info), REALTIME_HEARTBEAT_MS (25000), HTTP_TIMEOUT_MS (15000),
-SENDING_TIMEOUT_SECS (300), RECONCILE_SETTLE_MS (10000), ORPHAN_CHECK_SECS (60),
+SENDING_TIMEOUT_SECS (30), RECONCILE_SETTLE_MS (10000), ORPHAN_CHECK_SECS (60),
 SWEEP_INTERVAL_SECS (60).
 See README.md for what each does.
 ";
 
 fn main() -> ExitCode {
+    // Invalid: text, and `Config::from_env` below reports it (it checks LOG_FORMAT first).
+    let format = LogFormat::from_env().unwrap_or(LogFormat::Text);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let checking = match args
         .iter()
@@ -62,7 +71,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprintln!("sms-sender: unknown arguments {args:?}\n\n{USAGE}");
+            match format {
+                LogFormat::Text => eprintln!("sms-sender: unknown arguments {args:?}\n\n{USAGE}"),
+                LogFormat::Json => logging::startup_error(
+                    format,
+                    format_args!("unknown arguments {args:?} (sms-sender --help lists them)"),
+                ),
+            }
             return ExitCode::from(2);
         }
     };
@@ -72,7 +87,7 @@ fn main() -> ExitCode {
             if checking {
                 println!("✗ configuration: {e}");
             } else {
-                eprintln!("sms-sender: {e}");
+                logging::startup_error(format, format_args!("{e}"));
             }
             return ExitCode::from(2);
         }
@@ -91,16 +106,23 @@ fn main() -> ExitCode {
         None => log::warn!("no CA bundle found: TLS connections will fail (set SSL_CERT_FILE)"),
     }
     let shutdown = Shutdown::new();
+    // Once each, past the filter: these must be seen even with RUST_LOG=off.
     if let Err(e) = signals::spawn(shutdown.clone()) {
-        log::error!("cannot watch signals: {e}");
-        eprintln!("sms-sender: cannot watch signals: {e}");
+        logging::always(
+            log::Level::Error,
+            module_path!(),
+            format_args!("cannot watch signals: {e}"),
+        );
         return ExitCode::from(1);
     }
     match service::run(config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("cannot start: {e}");
-            eprintln!("sms-sender: cannot start: {e}");
+            logging::always(
+                log::Level::Error,
+                module_path!(),
+                format_args!("cannot start: {e}"),
+            );
             ExitCode::from(1)
         }
     }
