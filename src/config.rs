@@ -134,6 +134,17 @@ pub fn shortest_lease_secs(http_timeout: Duration) -> u64 {
     (budget + budget / 2).as_millis().div_ceil(1000) as u64
 }
 
+/// The default liveness window, in seconds (see [`crate::ops::liveness`]).
+pub const DEFAULT_LIVENESS_WINDOW_SECS: u64 = 120;
+
+/// The shortest liveness window (whole seconds) with these timings: a healthy loop may wait two
+/// heartbeats, or one request and its connect, plus a 5 s backoff step.
+pub fn shortest_liveness_window_secs(heartbeat: Duration, http_timeout: Duration) -> u64 {
+    let request = http_timeout + http_timeout.min(CONNECT_TIMEOUT_MAX);
+    let wait = (heartbeat * 2).max(request) + Duration::from_secs(5);
+    wait.as_millis().div_ceil(1000) as u64
+}
+
 /// The validated configuration the service runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -170,6 +181,9 @@ pub struct Config {
     pub reconcile_settle: Duration,
     /// `MAX_SENDS_PER_SECOND`: the sender's throughput; `None` for unlimited.
     pub max_sends_per_second: Option<f64>,
+    /// How long one of the service's own loops may be silent before `/livez` fails
+    /// (`LIVENESS_WINDOW_SECS`, default 120 s; never shorter than a request or two heartbeats).
+    pub liveness_window: Duration,
     /// `STATUS_CALLBACK_URL`: the public URL of `POST /twilio/status`, when delivery receipts are on.
     pub status_callback_url: Option<String>,
 }
@@ -349,6 +363,25 @@ impl Config {
             ));
         }
         let orphan_check_secs = src.number("ORPHAN_CHECK_SECS", 60u64, 1..=86_400)?;
+        let shortest_window = shortest_liveness_window_secs(
+            Duration::from_millis(heartbeat_ms),
+            Duration::from_millis(http_timeout_ms),
+        );
+        let liveness_window_secs = src.number(
+            "LIVENESS_WINDOW_SECS",
+            DEFAULT_LIVENESS_WINDOW_SECS.max(shortest_window),
+            1..=86_400,
+        )?;
+        if liveness_window_secs < shortest_window {
+            return Err(err(
+                "LIVENESS_WINDOW_SECS",
+                format!(
+                    "{liveness_window_secs} s is too short: a healthy loop may wait for two \
+                     heartbeats (REALTIME_HEARTBEAT_MS) or a request (HTTP_TIMEOUT_MS + the \
+                     connect timeout) and a 5 s backoff step; at least {shortest_window} s"
+                ),
+            ));
+        }
         let sweep_interval_secs = src.number("SWEEP_INTERVAL_SECS", 60u64, 1..=86_400)?;
         let settle_ms = src.number("RECONCILE_SETTLE_MS", 10_000u64, 500..=600_000)?;
         let max_sends_per_second = match src.optional("MAX_SENDS_PER_SECOND") {
@@ -429,6 +462,7 @@ impl Config {
             reconcile_settle: Duration::from_millis(settle_ms),
             max_sends_per_second,
             status_callback_url,
+            liveness_window: Duration::from_secs(liveness_window_secs),
         })
     }
 }
@@ -833,6 +867,30 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("SENDING_TIMEOUT_SECS") && e.contains("53 s"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_liveness_window_outlasts_every_healthy_wait() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.liveness_window, Duration::from_secs(120));
+        assert_eq!(
+            shortest_liveness_window_secs(Duration::from_millis(500), Duration::from_secs(1)),
+            7
+        );
+        let short = load_with(&[
+            ("REALTIME_HEARTBEAT_MS", Some("500")),
+            ("HTTP_TIMEOUT_MS", Some("1000")),
+            ("LIVENESS_WINDOW_SECS", Some("8")),
+        ])
+        .unwrap();
+        assert_eq!(short.liveness_window, Duration::from_secs(8));
+        let e = load_with(&[("LIVENESS_WINDOW_SECS", Some("30"))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("LIVENESS_WINDOW_SECS") && e.contains("at least 55 s"),
             "{e}"
         );
     }

@@ -27,7 +27,7 @@ use crate::delivery::sender::{self, Pipeline};
 use crate::delivery::sweep::{self, SweepTrigger, Sweeper};
 use crate::delivery::unrecorded::{self, Unrecorded};
 use crate::ops::health::Health;
-use crate::ops::liveness::{self, Liveness};
+use crate::ops::liveness::Liveness;
 use crate::ops::metrics::Metrics;
 use crate::ops::server::{self, Admin, Receipts};
 use crate::shutdown::Shutdown;
@@ -202,7 +202,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         config.port
     );
 
-    let liveness = Liveness::new(liveness::DEFAULT_WINDOW);
+    let liveness = Liveness::new(config.liveness_window);
     let in_flight = InFlight::default();
     let unrecorded = Unrecorded::new(metrics.clone());
     let limiter = Limiter::new(config.sender_threads);

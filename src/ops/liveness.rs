@@ -20,10 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The default window: two minutes, longer than any wait a healthy loop makes with the default
-/// settings (a 25 s heartbeat, 30 s reconnect backoff pieces of 5 s, a 15 s request).
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
-
 /// A loop whose turning is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loop {
