@@ -170,10 +170,12 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         }
         None => None,
     };
+    let liveness = Liveness::new(config.liveness_window);
     server::serve(
         config.port,
         Admin {
             health: health.clone(),
+            liveness: liveness.clone(),
             metrics: metrics.clone(),
             queue: queue.clone(),
             circuit: circuit.clone(),
@@ -202,7 +204,6 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         config.port
     );
 
-    let liveness = Liveness::new(config.liveness_window);
     let in_flight = InFlight::default();
     let unrecorded = Unrecorded::new(metrics.clone());
     let limiter = Limiter::new(config.sender_threads);

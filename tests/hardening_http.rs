@@ -13,6 +13,7 @@ use sms_sender::backoff::Backoff;
 use sms_sender::delivery::circuit::Circuit;
 use sms_sender::delivery::queue::WorkQueue;
 use sms_sender::ops::health::Health;
+use sms_sender::ops::liveness::Liveness;
 use sms_sender::ops::metrics::Metrics;
 use sms_sender::ops::server::{self, Admin, MAX_CONNECTIONS, REQUEST_DEADLINE};
 use sms_sender_doubles::harness::{free_port, http_get, wait_until};
@@ -25,6 +26,7 @@ fn start_server() -> u16 {
         port,
         Admin {
             health: Health::new(),
+            liveness: Liveness::new(Duration::from_secs(120)),
             metrics: Arc::new(Metrics::default()),
             queue: WorkQueue::new(8),
             circuit: Circuit::new(backoff, backoff),
@@ -185,7 +187,7 @@ fn head_answers_the_headers_of_get_without_a_body() {
             assert_eq!(length(head_head), length(get_head));
         }
     }
-    let not_found = exchange(port, "HEAD /nope HTTP/1.1\r\n\r\n");
+    let not_found = exchange(port, "HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
     assert!(not_found.ends_with("\r\n\r\n"), "{not_found}");
 }

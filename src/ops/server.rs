@@ -1,5 +1,6 @@
 //! The service's own HTTP port (`PORT`): `GET /health`, `GET /metrics`, and, when delivery
-//! receipts are on, `POST /twilio/status`. Everything else is 404.
+//! receipts are on, `POST /twilio/status`. Another method on those paths is 405 with `Allow`;
+//! everything else is 404.
 //!
 //! A deliberately small HTTP/1.1 server on std sockets, because this port faces the network and
 //! must stay up whatever arrives. (The design card named `tiny_http`; version 0.12 aborts the whole
@@ -13,6 +14,10 @@
 //! never stuck behind a database call. When every slot is taken, a new connection takes the slot
 //! of the oldest one still sending its request (see [`Slots`]), so a flood of slow clients cannot
 //! keep a `/health` probe out. It serves until the process exits, so probes see `shutting_down`.
+//!
+//! RFC 9112, whatever the route (see [`check_head`]): a request whose framing is unsound (two
+//! `Content-Length` fields, even equal, or one that is not a run of digits) or whose `Host` is
+//! wrong (none on HTTP/1.1, more than one on any version, or not a host) gets 400, before routing.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
@@ -24,9 +29,10 @@ use crate::config::Secret;
 use crate::delivery::circuit::Circuit;
 use crate::delivery::queue::WorkQueue;
 use crate::ops::health::{Health, Link};
+use crate::ops::liveness::{Liveness, QueueState};
 use crate::ops::metrics::{Gauges, Metrics};
 use crate::sync::Locked;
-use crate::twilio::receipts::{self, Inbox, Rejections};
+use crate::twilio::receipts::{self, Inbox, Offer, Rejections};
 
 /// Largest callback body read (Twilio's are well under 2 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -58,8 +64,10 @@ pub struct Receipts {
 
 /// What the endpoints read.
 pub struct Admin {
-    /// Liveness.
+    /// The connection state (`/health`).
     pub health: Health,
+    /// Whether the service's own loops turn (`/livez`).
+    pub liveness: Liveness,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// For the queue-depth gauge.
@@ -80,6 +88,9 @@ pub struct Request {
     pub query: String,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// The one `Content-Length`, checked at parse time (`u64::MAX` for a run of digits too long
+    /// for it); `None` when absent.
+    pub content_length: Option<u64>,
     /// The body (read only where a route needs it).
     pub body: Vec<u8>,
 }
@@ -97,6 +108,8 @@ impl Request {
 pub struct Response {
     status: u16,
     content_type: &'static str,
+    /// The `Allow` header (every 405 carries one: RFC 9110 §15.5.6).
+    allow: Option<&'static str>,
     body: String,
 }
 
@@ -104,7 +117,16 @@ fn json(status: u16, body: impl Into<String>) -> Response {
     Response {
         status,
         content_type: "application/json",
+        allow: None,
         body: body.into(),
+    }
+}
+
+/// 405 for a path served only with the `allow`ed methods.
+fn method_not_allowed(allow: &'static str) -> Response {
+    Response {
+        allow: Some(allow),
+        ..json(405, r#"{"error":"method not allowed"}"#)
     }
 }
 
@@ -181,6 +203,8 @@ struct Shared {
     slots: Slots,
     /// Forged callbacks, logged one line per interval.
     rejections: Rejections,
+    /// Repeated callbacks (replays, or Twilio's own repeats), logged one line per interval.
+    repeats: Rejections,
 }
 
 /// Start serving on `0.0.0.0:port` in a thread of its own.
@@ -190,6 +214,7 @@ pub fn serve(port: u16, admin: Admin) -> std::io::Result<()> {
         admin,
         slots: Slots::default(),
         rejections: Rejections::new(receipts::REJECTION_LOG_INTERVAL),
+        repeats: Rejections::new(receipts::REJECTION_LOG_INTERVAL),
     });
     crate::sync::spawn_named("http", 128 * 1024, move || {
         for stream in listener.incoming() {
@@ -271,7 +296,8 @@ impl Read for Timed<'_> {
 /// line ends it (or once more lines than [`MAX_HEADERS`] allow have arrived), so each request is
 /// parsed a bounded number of times however its bytes are split. Statuses: 408 when the deadline
 /// passes first, 431 when the head does not fit (too long, too many lines, or cut short), 400
-/// when it is not HTTP/1.x with an origin-form target and UTF-8 header values.
+/// when it is not HTTP/1.x with an origin-form target and UTF-8 header values, and (RFC 9112,
+/// whatever the route) when its framing or `Host` is not sound: see [`check_head`].
 fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, u16> {
     let mut timed = Timed { stream, deadline };
     let mut buf = vec![0u8; MAX_HEAD];
@@ -332,15 +358,66 @@ fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, u16> {
         let value = std::str::from_utf8(header.value).map_err(|_| 400u16)?;
         headers.push((header.name.to_ascii_lowercase(), value.trim().to_string()));
     }
+    let content_length = check_head(head.version == Some(1), head.headers)?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Ok(Request {
         method: method.to_string(),
         path: path.to_string(),
         query: query.to_string(),
         headers,
+        content_length,
         // Whatever arrived beyond the head belongs to the body; keep it.
         body: buf[head_len..len].to_vec(),
     })
+}
+
+/// The RFC 9112 checks of a parsed head, made for every request whatever its route (so framing
+/// is judged the same way wherever it is read); returns the `Content-Length`, or the status.
+///
+/// - `Content-Length` (§6.3, RFC 9110 §8.6): at most one field, whose value (blanks around it
+///   are OWS) is one run of ASCII digits: `+5`, `-1`, `5x`, `0x10`, an empty value, or a list
+///   (`5, 5`) are 400, and so are two fields, even identical ones (RFC 9110 allows folding
+///   identical values into one; no client of ours sends two, and refusing them leaves no
+///   framing for a proxy in front and this server to read differently).
+/// - `Host` (§3.2): exactly one on HTTP/1.1, never more than one on any version, and its value
+///   made of the characters of a URI host and port (an empty value is allowed: RFC 9110 §7.2).
+fn check_head(http11: bool, headers: &[httparse::Header<'_>]) -> Result<Option<u64>, u16> {
+    /// The value without the OWS (spaces and tabs only) around it.
+    fn trim(value: &[u8]) -> &[u8] {
+        let ows = |b: &u8| *b == b' ' || *b == b'\t';
+        let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+        let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+        &value[start..end]
+    }
+    let mut content_length = None;
+    let mut hosts = 0;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let value = trim(header.value);
+            if content_length.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit)
+            {
+                return Err(400);
+            }
+            // Digits only: the sum cannot fail but can overflow, and a length past u64 is as
+            // much "too large" as any past MAX_BODY.
+            let length = value.iter().fold(0u64, |n, d| {
+                n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+            });
+            content_length = Some(length);
+        } else if header.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            let value = trim(header.value);
+            let host_char =
+                |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
+            if hosts > 1 || !value.iter().all(host_char) {
+                return Err(400);
+            }
+        }
+    }
+    if http11 && hosts != 1 {
+        return Err(400);
+    }
+    Ok(content_length)
 }
 
 /// Read the body announced by `Content-Length` (at most [`MAX_BODY`]); an error is the status.
@@ -348,13 +425,13 @@ fn read_body(request: &mut Request, stream: &TcpStream, deadline: Instant) -> Re
     if request.header("transfer-encoding").is_some() {
         return Err(411);
     }
-    let length: usize = match request.header("content-length") {
-        Some(v) => v.parse().map_err(|_| 400u16)?,
-        None => return Err(411),
+    let Some(length) = request.content_length else {
+        return Err(411);
     };
-    if length > MAX_BODY {
+    if length > MAX_BODY as u64 {
         return Err(413);
     }
+    let length = length as usize;
     let timed = Timed { stream, deadline };
     let mut reader = timed.take((length.saturating_sub(request.body.len())) as u64);
     while request.body.len() < length {
@@ -391,8 +468,12 @@ fn write_response(
     response: &Response,
     head_only: bool,
 ) -> std::io::Result<()> {
+    let allow = response
+        .allow
+        .map(|methods| format!("Allow: {methods}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
         response.status,
         reason(response.status),
         response.content_type,
@@ -417,17 +498,26 @@ fn route(
             let report = admin.health.report_at(Instant::now());
             json(report.http_status, Health::body(&report, SystemTime::now()))
         }
+        ("GET" | "HEAD", "/livez") => {
+            let verdict = admin.liveness.verdict(QueueState {
+                waiting: admin.queue.len(),
+                full: admin.queue.is_full(),
+            });
+            json(verdict.http_status, verdict.body)
+        }
         ("GET" | "HEAD", "/metrics") => {
             let report = admin.health.report_at(Instant::now());
-            let text = admin.metrics.render(Gauges {
+            let mut text = admin.metrics.render(Gauges {
                 realtime_connected: report.link == Link::Connected,
                 queue_depth: admin.queue.len(),
                 circuit_open: admin.circuit.is_open(),
                 database_ok: report.database_ok,
             });
+            Inbox::render_metrics(admin.receipts.as_ref().map(|r| &r.inbox), &mut text);
             Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
+                allow: None,
                 body: text,
             }
         }
@@ -436,9 +526,10 @@ fn route(
                 return json(status, format!("{{\"error\":\"bad request ({status})\"}}"));
             }
             let receipts = admin.receipts.as_ref().expect("checked by the guard");
-            status_callback(request, receipts, &admin.metrics, &shared.rejections)
+            status_callback(request, receipts, &admin.metrics, shared)
         }
-        (_, "/health" | "/metrics") => json(405, r#"{"error":"method not allowed"}"#),
+        (_, "/health" | "/livez" | "/metrics") => method_not_allowed("GET, HEAD"),
+        (_, "/twilio/status") if admin.receipts.is_some() => method_not_allowed("POST"),
         _ => json(404, r#"{"error":"not found"}"#),
     }
 }
@@ -447,7 +538,7 @@ fn status_callback(
     request: &Request,
     receipts: &Receipts,
     metrics: &Metrics,
-    rejections: &Rejections,
+    shared: &Shared,
 ) -> Response {
     let params = parse_form(&request.body);
     // Twilio signs the URL it was given: ours with the message's id, or (older messages) the
@@ -464,7 +555,7 @@ fn status_callback(
         });
     if !verified {
         metrics.callback(false);
-        if let Some(count) = rejections.record(Instant::now()) {
+        if let Some(count) = shared.rejections.record(Instant::now()) {
             log::warn!(
                 "{count} status callback(s) with a missing or wrong X-Twilio-Signature rejected \
                  (at most one such line per {} s)",
@@ -474,18 +565,31 @@ fn status_callback(
         return json(403, r#"{"error":"invalid signature"}"#);
     }
     metrics.callback(true);
-    let accepted = receipts::parse(&params).map_or(true, |mut r| {
+    // Verified: it may still be a replay (the signature has no timestamp). The inbox answers
+    // repeats without queueing them and keeps room for receipts that name their row; only a
+    // receipt it has no room for is refused.
+    let offer = receipts::parse(&params).map_or(Offer::Ignored, |mut r| {
         r.message = message;
         receipts.inbox.offer(r)
     });
-    if accepted {
-        Response {
+    if offer == Offer::Duplicate {
+        if let Some(count) = shared.repeats.record(Instant::now()) {
+            log::info!(
+                "{count} repeated status callback(s) answered without applying them again (same \
+                 SID and status within {} s; at most one such line per {} s)",
+                receipts::SEEN_FOR.as_secs(),
+                receipts::REJECTION_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+    match offer {
+        Offer::Queued | Offer::Duplicate | Offer::Ignored => Response {
             status: 200,
             content_type: "text/plain",
+            allow: None,
             body: String::new(),
-        }
-    } else {
-        json(503, r#"{"error":"busy"}"#)
+        },
+        Offer::Full => json(503, r#"{"error":"busy"}"#),
     }
 }
 
@@ -502,6 +606,76 @@ pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check_head` over `lines` (`Name: value`), as HTTP/1.1 or 1.0.
+    fn head(http11: bool, lines: &[&str]) -> Result<Option<u64>, u16> {
+        let headers: Vec<httparse::Header<'_>> = lines
+            .iter()
+            .map(|l| {
+                let (name, value) = l.split_once(':').unwrap();
+                httparse::Header {
+                    name,
+                    value: value.as_bytes(),
+                }
+            })
+            .collect();
+        check_head(http11, &headers)
+    }
+
+    #[test]
+    fn content_length_is_one_run_of_digits() {
+        assert_eq!(head(true, &["Host: x"]), Ok(None));
+        assert_eq!(head(true, &["Host: x", "Content-Length: 0"]), Ok(Some(0)));
+        assert_eq!(
+            head(true, &["Host: x", "content-length:\t 0042 "]),
+            Ok(Some(42))
+        );
+        assert_eq!(
+            head(
+                true,
+                &["Host: x", "Content-Length: 99999999999999999999999"]
+            ),
+            Ok(Some(u64::MAX)),
+            "too long for u64 is too large, not malformed"
+        );
+        for bad in [
+            "+5", "-1", " 5x", "5x", "0x10", "5 5", "5,5", "5, 5", "", " ", "5.0", "\u{ff15}",
+            "\u{a0}5",
+        ] {
+            let line = format!("Content-Length:{bad}");
+            assert_eq!(head(true, &["Host: x", &line]), Err(400), "{bad:?}");
+        }
+        for pair in [["5", "6"], ["5", "5"], ["0", "5"]] {
+            let (a, b) = (
+                format!("Content-Length: {}", pair[0]),
+                format!("content-length: {}", pair[1]),
+            );
+            assert_eq!(head(true, &["Host: x", &a, &b]), Err(400), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_valid_host() {
+        assert_eq!(head(true, &[]), Err(400));
+        assert_eq!(head(false, &[]), Ok(None), "HTTP/1.0 may omit it");
+        assert_eq!(head(true, &["Host: a", "Host: a"]), Err(400));
+        assert_eq!(head(false, &["Host: a", "HOST: b"]), Err(400));
+        for good in [
+            "",
+            "a.example",
+            "a.example:8080",
+            "[::1]:80",
+            "127.0.0.1",
+            "xn--bcher-kva.example",
+        ] {
+            let line = format!("Host: {good}");
+            assert_eq!(head(true, &[&line]), Ok(None), "{good:?}");
+        }
+        for bad in ["a b", "a/b", "a@b", "a\"b", "a\\b", "\u{e9}.example"] {
+            let line = format!("Host: {bad}");
+            assert_eq!(head(true, &[&line]), Err(400), "{bad:?}");
+        }
+    }
 
     #[test]
     fn form_decoding() {
