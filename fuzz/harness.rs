@@ -87,7 +87,10 @@ pub const CLOCK: Family = Family {
 /// Text from outside (Twilio's error messages), masked before it is logged.
 pub const REDACT: Family = Family {
     name: "redact",
-    harnesses: &[("redact::scrub", redact_scrub)],
+    harnesses: &[
+        ("redact::scrub", redact_scrub),
+        ("redact::scrub_with", redact_scrub_with),
+    ],
 };
 
 /// Every family, in the order the property test runs them.
@@ -150,16 +153,10 @@ pub fn may_hold_a_json_struct(text: &str) -> bool {
     )
 }
 
-/// What a non-JSON error body may be reduced to in a log line: short, no control characters.
+/// What an error body may be reduced to in a log line, JSON or not: a scrubbed text (bounded,
+/// one line, no number, no SID, no key), see [`check_scrubbed`].
 pub fn assert_plain_excerpt(message: &str, input: &str) {
-    assert!(
-        message.chars().count() <= 200,
-        "excerpt longer than 200 chars for {input:?}"
-    );
-    assert!(
-        !message.chars().any(char::is_control),
-        "control character in the excerpt {message:?} of {input:?}"
-    );
+    check_scrubbed(message, input);
 }
 
 /// `8-4-4-4-12` groups of ASCII hex digits, read group by group.
@@ -278,7 +275,11 @@ fn postgrest_error(data: &[u8]) {
     assert_eq!(got, status);
     if !may_hold_a_json_struct(&text) {
         assert_eq!(code, None, "a code out of the non-JSON body {text:?}");
-        assert_plain_excerpt(&message, &text);
+    }
+    // PostgREST's texts (a trigger's RAISE, a constraint's detail) are scrubbed, JSON or not.
+    assert_plain_excerpt(&message, &text);
+    if let Some(code) = &code {
+        check_scrubbed(code, &text);
     }
 }
 
@@ -355,8 +356,8 @@ fn twilio_rejection(data: &[u8]) {
     assert_eq!(kept, retry_after);
     if !may_hold_a_json_struct(&text) {
         assert_eq!(code, None, "a code out of the non-JSON body {text:?}");
-        assert_plain_excerpt(&message, &text);
     }
+    assert_plain_excerpt(&message, &text);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -574,8 +575,39 @@ fn clock_rfc2822(data: &[u8]) {
 // ----------------------------------------------------------------------------------------------
 // Redact
 
-/// What `scrub` promises for any text: bounded, one line, no phone number and no complete
-/// account or key SID left. Checked by scanning the output afresh, not by re-running the rules.
+/// Whether `c` could break a log record or change how it reads: a control character, a line or
+/// paragraph separator, a bidi control.
+pub fn breaks_a_record(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// What may follow a credential parameter's name in scrubbed text: the end, the marker, or a
+/// character no value holds (this oracle's own list: anything but printable ASCII, and the
+/// characters that end a value in a query, a form, JSON, HTML or a sentence).
+fn ends_a_value(rest: &str) -> bool {
+    match rest.chars().next() {
+        None => true,
+        Some(c) => {
+            rest.starts_with(redact::REDACTED)
+                || !c.is_ascii_graphic()
+                || "&\"'<>,;#()[]{}\\".contains(c)
+        }
+    }
+}
+
+/// What `scrub` promises for any text: bounded, one line, no phone number, no complete account or
+/// key SID, no key-shaped value left. Checked by scanning the output afresh, not by re-running
+/// the rules.
 pub fn check_scrubbed(out: &str, input: &str) {
     assert!(
         out.chars().count() <= redact::MAX_CHARS,
@@ -583,8 +615,8 @@ pub fn check_scrubbed(out: &str, input: &str) {
         redact::MAX_CHARS
     );
     assert!(
-        !out.chars().any(char::is_control),
-        "control character in {out:?}"
+        !out.chars().any(breaks_a_record),
+        "a character that breaks a record in {out:?} from {input:?}"
     );
     let b = out.as_bytes();
     let mut i = 0;
@@ -600,24 +632,119 @@ pub fn check_scrubbed(out: &str, input: &str) {
             i += 1;
             continue;
         }
-        // The four characters kept of a SID (after its `…`) may touch digits that follow it.
-        let after_sid_tail = out[..i].rfind('…').is_some_and(|at| {
-            let between = &out[at + '…'.len_utf8()..i];
-            between.len() <= 3 && between.bytes().all(|c| c.is_ascii_hexdigit())
-        });
-        assert!(
-            run < 8 || after_sid_tail,
-            "{run} digits in a row in {out:?} from {input:?}"
-        );
+        assert!(run < 8, "{run} digits in a row in {out:?} from {input:?}");
         assert!(
             !(i > 0 && b[i - 1] == b'+' && run >= 7),
             "a number after + in {out:?} from {input:?}"
         );
         i += run;
     }
+    // A JWT (`eyJ`, base64 of `{"`, then base64url and dots), even cut short.
+    for (at, _) in out.match_indices("eyJ") {
+        let run = out[at..]
+            .bytes()
+            .take_while(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+            .count();
+        assert!(run < 16, "a JWT-shaped run in {out:?} from {input:?}");
+    }
+    // A Supabase key's body.
+    for prefix in ["sb_secret_", "sb_publishable_"] {
+        for (at, _) in out.match_indices(prefix) {
+            let next = out[at + prefix.len()..].bytes().next();
+            assert!(
+                !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+                "a key after {prefix} in {out:?} from {input:?}"
+            );
+        }
+    }
+    // A credential parameter's value (`apikey=`, `access_token=`, `"password":"`, …); ASCII
+    // lower-casing keeps every byte where it was.
+    let lower = out.to_ascii_lowercase();
+    for name in [
+        "apikey", "api_key", "api-key", "token", "secret", "password",
+    ] {
+        for separator in ["=", "%3d", "\":\"", "\": \""] {
+            let pattern = format!("{name}{separator}");
+            for (at, _) in lower.match_indices(&pattern) {
+                assert!(
+                    ends_a_value(&out[at + pattern.len()..]),
+                    "a value after {pattern} in {out:?} from {input:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The forms a secret takes in text that `scrub_with` promises to remove: as it is,
+/// percent-encoded (upper- and lower-case hex), and with `/` escaped as in JSON.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    let encode = |upper: bool| -> String {
+        secret
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect()
+    };
+    vec![
+        secret.to_string(),
+        encode(true),
+        encode(false),
+        secret.replace('/', "\\/"),
+    ]
+}
+
+/// Whether `scrub_with` promises to remove `secret` wherever it is: long enough to be
+/// registered, and not made of the markers' own characters (a secret holding `[`, `]` or `…`, or
+/// "redacted", could be formed anew next to a marker or at the cut; no key or token is).
+pub fn removable_secret(secret: &str) -> bool {
+    secret.chars().count() >= redact::MIN_SECRET_CHARS
+        && !secret.contains(['[', ']', '…'])
+        && !redact::REDACTED.contains(secret)
+}
+
+/// No form of any removable secret of `secrets` is left in `out`.
+pub fn check_secrets_removed(out: &str, input: &str, secrets: &[String]) {
+    for secret in secrets.iter().filter(|s| removable_secret(s)) {
+        for form in secret_forms(secret) {
+            assert!(
+                !out.contains(&form),
+                "secret {secret:?} (as {form:?}) in {out:?} from {input:?}"
+            );
+        }
+    }
 }
 
 fn redact_scrub(data: &[u8]) {
     let text = text(data);
     check_scrubbed(&redact::scrub(&text), &text);
+}
+
+/// Secrets taken from the input itself (so that they occur in it, at any place and in any
+/// neighbourhood the fuzzer finds), then the text scrubbed with them.
+fn redact_scrub_with(data: &[u8]) {
+    let text = text(data);
+    let chars: Vec<char> = text.chars().collect();
+    let mut secrets = Vec::new();
+    let mut mix = status_of(data, &[7, 11, 13, 17, 19, 23, 29, 31]) as usize;
+    for _ in 0..3 {
+        if chars.len() < redact::MIN_SECRET_CHARS {
+            break;
+        }
+        mix = mix.wrapping_mul(31).wrapping_add(17);
+        let len = redact::MIN_SECRET_CHARS + mix % 33;
+        let len = len.min(chars.len());
+        let start = (mix / 7) % (chars.len() - len + 1);
+        secrets.push(chars[start..start + len].iter().collect::<String>());
+    }
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let out = redact::scrub_with(&text, &redact::Secrets::new(&refs));
+    check_scrubbed(&out, &text);
+    check_secrets_removed(&out, &text, &secrets);
 }

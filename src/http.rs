@@ -1,7 +1,7 @@
 //! HTTP plumbing shared by the Supabase REST and Twilio clients: the `ureq` agent (timeouts,
 //! keep-alive pool, no redirects, a bounded DNS lookup), the TLS connector, what TLS trusts,
 //! reading a response body, and transport failures described without their URL (Twilio URLs
-//! carry the account SID).
+//! carry the account SID) and scrubbed.
 //!
 //! Where TLS finds its trusted roots:
 //! native-tls probes the usual CA bundle locations itself (`openssl-probe`, when each connector
@@ -118,8 +118,9 @@ pub fn read_body(resp: ureq::Response) -> std::io::Result<String> {
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// A transport failure in words, without its URL: Twilio URLs carry the account SID, which
-/// operators keep secret.
+/// A transport failure in words, without its URL (Twilio URLs carry the account SID, which
+/// operators keep secret), and scrubbed ([`crate::redact::scrub`]): ureq's message and the
+/// underlying error can still quote a URL, a host's answer or a proxy's text.
 pub fn describe_transport(t: &ureq::Transport) -> String {
     let mut text = t.kind().to_string();
     if let Some(message) = t.message() {
@@ -130,5 +131,5 @@ pub fn describe_transport(t: &ureq::Transport) -> String {
         text.push_str(": ");
         text.push_str(&source.to_string());
     }
-    text
+    crate::redact::scrub(&text)
 }

@@ -92,6 +92,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any request: every text from outside is scrubbed of these from now on.
+    sms_sender::redact::register_config(&config);
     let ca = http::trust_store();
     if checking {
         return if preflight::run(&config) {

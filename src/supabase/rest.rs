@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::config::{KeyKind, Secret, SupabaseConfig};
 use crate::http::{describe_transport, http_agent, read_body};
 use crate::message::{ClaimedMessage, MessageId};
+use crate::redact;
 
 /// A REST call that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,8 @@ pub enum RestError {
         status: u16,
         /// PostgREST's `code` (e.g. `PGRST204`, `42501`), absent for gateway errors.
         code: Option<String>,
-        /// `message` (plus `hint` when given), or the start of a non-JSON body.
+        /// `message` (plus `hint` when given), or a non-JSON body, scrubbed
+        /// ([`crate::redact::scrub`]: no secret, masked numbers, one line, bounded).
         message: String,
     },
     /// A success status with a body we could not read.
@@ -406,7 +408,8 @@ impl Rest {
         let rows: Vec<IdRow> = rows(&text)?;
         rows.iter()
             .map(|r| {
-                MessageId::parse(&r.id).ok_or_else(|| RestError::Body(format!("bad id {:?}", r.id)))
+                MessageId::parse(&r.id)
+                    .ok_or_else(|| RestError::Body(redact::scrub(&format!("bad id {:?}", r.id))))
             })
             .collect()
     }
@@ -533,7 +536,7 @@ impl Rest {
 
 /// Read a JSON response body into `T` (an unreadable one is [`RestError::Body`]).
 fn rows<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, RestError> {
-    serde_json::from_str(text).map_err(|e| RestError::Body(e.to_string()))
+    serde_json::from_str(text).map_err(|e| RestError::Body(redact::scrub(&e.to_string())))
 }
 
 /// Keyset paging over outbound rows in `status`: up to `limit`, ids greater than `after`, in id
@@ -565,8 +568,11 @@ fn receipt_body(sid: &str, status: &str, delivered_at: Option<&str>) -> Option<s
 /// so there is at most one), anything that is not a JSON array unreadable.
 pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
     // Rows are kept raw, then the first is read into its view: no JSON tree is built.
-    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
-        .map_err(|e| RestError::Body(format!("claim response is not a JSON array: {e}")))?;
+    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|e| {
+        RestError::Body(redact::scrub(&format!(
+            "claim response is not a JSON array: {e}"
+        )))
+    })?;
     let Some(first) = rows.first() else {
         return Ok(Claim::Lost);
     };
@@ -575,7 +581,7 @@ pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
         Err(e) => {
             return Ok(Claim::Malformed {
                 id: id.clone(),
-                reason: format!("unreadable row: {e}"),
+                reason: redact::scrub(&format!("unreadable row: {e}")),
             })
         }
     };
@@ -646,16 +652,19 @@ pub fn parse_error(status: u16, text: &str) -> RestError {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             });
+            // The database's texts quote what they were given (a trigger's RAISE, a constraint's
+            // DETAIL): scrubbed here, once, like every text from outside.
             RestError::Status {
                 status,
-                code,
-                message,
+                code: code.map(|c| redact::scrub(&c)),
+                message: redact::scrub(&message),
             }
         }
+        // Scrubbed whole, then bounded: cutting first could leave part of a key at the cut.
         Err(_) => RestError::Status {
             status,
             code: None,
-            message: text.chars().filter(|c| !c.is_control()).take(200).collect(),
+            message: redact::scrub(text),
         },
     }
 }

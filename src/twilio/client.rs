@@ -232,7 +232,6 @@ impl Twilio {
         metrics: Arc<Metrics>,
     ) -> Twilio {
         let account = config.account_sid.expose();
-        let credentials = format!("{account}:{}", config.auth_token.expose());
         Twilio {
             agent,
             api_url: config.api_url.as_str().into(),
@@ -241,7 +240,12 @@ impl Twilio {
                 config.api_url
             )
             .into(),
-            authorization: format!("Basic {}", base64(credentials.as_bytes())).into(),
+            // The same value `redact::register_config` registers as a secret.
+            authorization: format!(
+                "Basic {}",
+                redact::basic_credential(account, config.auth_token.expose())
+            )
+            .into(),
             sender: config.sender.clone(),
             status_callback: status_callback.map(Into::into),
             metrics,
@@ -432,7 +436,7 @@ pub fn parse_created(status: u16, text: &str) -> Result<Accepted, SendError> {
         }),
         Ok(m) => Err(SendError::Unreadable {
             status,
-            detail: format!("sid {:?} is not a Message SID", m.sid),
+            detail: redact::scrub(&format!("sid {:?} is not a Message SID", m.sid)),
         }),
         Err(e) => Err(SendError::Unreadable {
             status,
@@ -451,13 +455,11 @@ pub fn parse_rejection(status: u16, text: &str, retry_after: Option<Duration>) -
             message: redact::scrub(&b.message.unwrap_or_default()),
             retry_after,
         },
+        // The whole body is scrubbed, then bounded: cutting first could leave part of a key.
         Err(_) => SendError::Rejected {
             status,
             code: None,
-            message: redact::scrub(&text.chars().take(200).collect::<String>())
-                .chars()
-                .take(200)
-                .collect(),
+            message: redact::scrub(text),
             retry_after,
         },
     }
@@ -470,23 +472,18 @@ fn is_message_sid(sid: &str) -> bool {
         && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Standard, padded base64 (for the Basic credentials).
-fn base64(input: &[u8]) -> String {
-    use ::base64::Engine as _;
-    ::base64::engine::general_purpose::STANDARD.encode(input)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_known_answers() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"ACxx:token"), "QUN4eDp0b2tlbg==");
+    fn basic_credential_known_answers() {
+        assert_eq!(redact::basic_credential("", ""), "Og==");
+        assert_eq!(redact::basic_credential("f", "o"), "Zjpv");
+        assert_eq!(
+            redact::basic_credential("ACxx", "token"),
+            "QUN4eDp0b2tlbg=="
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //!
 //! Invariants: this task never blocks a thread (sends happen on the sender threads); when the
 //! queue is full it stops reading the socket until there is room, but keeps heartbeating; the
-//! service key is put only into the connect URL, never into a log line.
+//! service key is put only into the connect URL, never into a log line; everything the server
+//! says (a refused upgrade's body, join refusals, `system` messages, close reasons, undecodable
+//! frames) and every error that may quote the URL goes through [`redact::scrub`] before it is
+//! logged or kept as the reason (a proxy answering `Cannot GET …?apikey=<key>` quotes the key).
 
 pub mod frame;
 
@@ -39,6 +42,7 @@ use crate::delivery::queue::{PushError, WorkQueue};
 use crate::delivery::sweep::SweepTrigger;
 use crate::message::MessageId;
 use crate::ops::health::{Health, Link};
+use crate::redact;
 use crate::shutdown::Shutdown;
 use frame::{Bindings, ServerFrame};
 
@@ -152,6 +156,9 @@ async fn keep_subscribed(ctx: &Context, stop_when_refused: bool) -> Option<Strin
                 subscribed,
                 decisive,
             } => {
+                // Scrubbed where the server's words come in; once more here, for any path that
+                // quotes something else (bounded, one line, no key).
+                let reason = redact::scrub(&reason);
                 ctx.health.set_link(Link::Disconnected);
                 ctx.health.set_realtime_error(&reason);
                 if decisive && stop_when_refused {
@@ -300,7 +307,7 @@ async fn connect(ctx: &Context) -> Result<Ws, Failure> {
     let stream: Box<dyn Io> = if tls {
         let tls = async_native_tls::connect(host.as_str(), tcp)
             .await
-            .map_err(|e| unreachable(format!("TLS with {host} failed: {e}")))?;
+            .map_err(|e| unreachable(redact::scrub(&format!("TLS with {host} failed: {e}"))))?;
         Box::new(tls)
     } else {
         Box::new(tcp)
@@ -318,16 +325,8 @@ async fn connect(ctx: &Context) -> Result<Ws, Failure> {
                 .as_deref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
-            let reason = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| {
-                    v.get("error")
-                        .or_else(|| v.get("message"))
-                        .and_then(|m| m.as_str())
-                        .map(String::from)
-                })
-                .unwrap_or_else(|| body.chars().take(200).collect());
             let status = resp.status().as_u16();
+            let reason = refusal_reason(&body);
             Err(Failure {
                 reason: format!("upgrade refused with HTTP {status}: {reason}"),
                 // A wrong key (401), a suspended project (403), a wrong URL (404): retrying
@@ -335,8 +334,24 @@ async fn connect(ctx: &Context) -> Result<Ws, Failure> {
                 decisive: (400..500).contains(&status) && status != 429,
             })
         }
-        Err(e) => Err(format!("WebSocket handshake failed: {e}").into()),
+        // The error may quote the URL, which carries the key.
+        Err(e) => Err(redact::scrub(&format!("WebSocket handshake failed: {e}")).into()),
     }
+}
+
+/// What a refused upgrade's body says, scrubbed: its JSON `error` or `message` when it has one,
+/// else the body itself (an HTML page, a proxy's `Cannot GET /realtime/v1/websocket?apikey=…`).
+/// The whole body is scrubbed before anything is cut, so no part of a key is left at the cut.
+fn refusal_reason(body: &str) -> String {
+    let said = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str())
+                .map(String::from)
+        });
+    redact::scrub(said.as_deref().unwrap_or(body))
 }
 
 /// Join refusals that say "try again later" (reference §3.5); any other refusal is a problem of
@@ -406,7 +421,7 @@ async fn send_join(ctx: &Context, ws: &mut Ws, memory: &mut Memory) -> Result<St
         memory.private,
     )))
     .await
-    .map_err(|e| format!("sending join failed: {e}"))?;
+    .map_err(|e| redact::scrub(&format!("sending join failed: {e}")))?;
     debug!(
         "realtime joining {TOPIC} ({}) with ref {join_ref}",
         if memory.private { "private" } else { "public" }
@@ -499,7 +514,8 @@ async fn session(ctx: &Context, memory: &mut Memory) -> End {
                     }
                     let r = memory.refs.next();
                     if let Err(e) = ws.send(Message::text(frame::heartbeat(&r))).await {
-                        return lost(format!("sending heartbeat failed: {e}"), chan.subscribed);
+                        let why = redact::scrub(&format!("sending heartbeat failed: {e}"));
+                        return lost(why, chan.subscribed);
                     }
                     pending_heartbeat = Some(r);
                     next_heartbeat = now + ctx.timing.heartbeat;
@@ -509,11 +525,14 @@ async fn session(ctx: &Context, memory: &mut Memory) -> End {
                 return lost("socket closed by the server".into(), chan.subscribed)
             }
             Wake::Frame(Some(Err(e))) => {
-                return lost(format!("socket error: {e}"), chan.subscribed)
+                return lost(
+                    redact::scrub(&format!("socket error: {e}")),
+                    chan.subscribed,
+                )
             }
             Wake::Frame(Some(Ok(Message::Close(close)))) => {
                 let why = close
-                    .map(|c| format!("close {} {}", u16::from(c.code), c.reason))
+                    .map(|c| format!("close {} {}", u16::from(c.code), redact::scrub(&c.reason)))
                     .unwrap_or_else(|| "close without code".into());
                 return lost(format!("server closed the socket ({why})"), chan.subscribed);
             }
@@ -521,7 +540,8 @@ async fn session(ctx: &Context, memory: &mut Memory) -> End {
                 let decoded = match frame::decode(&text) {
                     Ok(f) => f,
                     Err(e) => {
-                        warn!("{e}");
+                        // The decoder's error quotes the frame.
+                        warn!("{}", redact::scrub(&e.to_string()));
                         continue;
                     }
                 };
@@ -611,11 +631,13 @@ fn handle_frame(
                 return Step::Continue;
             }
             if status != "ok" {
-                let reason = response
-                    .get("reason")
-                    .and_then(|r| r.as_str())
-                    .map(String::from)
-                    .unwrap_or_else(|| response.to_string());
+                let reason = redact::scrub(
+                    &response
+                        .get("reason")
+                        .and_then(|r| r.as_str())
+                        .map(String::from)
+                        .unwrap_or_else(|| response.to_string()),
+                );
                 if private_only_refusal(&reason) {
                     return Step::JoinPrivate(reason);
                 }
@@ -639,6 +661,8 @@ fn handle_frame(
                     Step::Continue
                 }
                 Err(why) => {
+                    // The reason quotes the server's binding.
+                    let why = redact::scrub(&why);
                     error!("realtime join reply rejected: {why}");
                     Step::Lost(why)
                 }
@@ -653,6 +677,7 @@ fn handle_frame(
             if topic != TOPIC {
                 return Step::Continue;
             }
+            let message = redact::scrub(&message);
             match (extension.as_str(), status.as_str()) {
                 ("postgres_changes", "ok") => {
                     if !chan.subscribed {
@@ -677,7 +702,7 @@ fn handle_frame(
                     Step::Refused(format!("subscription failed: {message}"))
                 }
                 (_, "error") => {
-                    warn!("realtime server notice on {topic}: {message}");
+                    warn!("realtime server notice on {TOPIC}: {message}");
                     Step::Continue
                 }
                 _ => {
@@ -765,7 +790,7 @@ async fn push_keeping_heartbeat(
                 let r = refs.next();
                 if let Err(e) = ws.send(Message::text(frame::heartbeat(&r))).await {
                     return Err(End::Lost {
-                        reason: format!("sending heartbeat failed: {e}"),
+                        reason: redact::scrub(&format!("sending heartbeat failed: {e}")),
                         subscribed: true,
                         decisive: false,
                     });

@@ -593,3 +593,88 @@ impl Service {
         })
     }
 }
+
+/// How a [`RefusingServer`] words its refusal of `<target>` (path and query, as requested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `Cannot GET <target>` as plain text.
+    Text,
+    /// Express's default 404 page: `<pre>Cannot GET <target></pre>` in an HTML document, the
+    /// target HTML-escaped (`&` → `&amp;`).
+    Html,
+    /// `{"message":"Cannot GET <target>"}`.
+    Json,
+}
+
+/// A server that answers every request with one status and a body quoting the request's method
+/// and target, as a proxy or a wrong `SUPABASE_URL` does (the Realtime upgrade's target carries
+/// `?apikey=<key>`). Records each target it was asked for.
+pub struct RefusingServer {
+    server: crate::http::HttpServer,
+    targets: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+struct Refuser {
+    status: u16,
+    refusal: Refusal,
+    targets: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl crate::http::Handler for Refuser {
+    fn handle(&self, req: crate::http::Request, _stream: &TcpStream) -> crate::http::Reply {
+        use crate::http::{Reply, Response};
+        let target = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(target.clone());
+        let said = format!("Cannot {} {target}", req.method);
+        let response = match self.refusal {
+            Refusal::Text => Response::new(self.status)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body(said),
+            Refusal::Html => Response::new(self.status)
+                .header("Content-Type", "text/html; charset=utf-8")
+                .body(format!(
+                    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+                     <title>Error</title>\n</head>\n<body>\n<pre>{}</pre>\n</body>\n</html>\n",
+                    said.replace('&', "&amp;")
+                        .replace('<', "&lt;")
+                        .replace('>', "&gt;")
+                )),
+            Refusal::Json => Response::json(self.status, &serde_json::json!({ "message": said })),
+        };
+        Reply::Respond(response)
+    }
+}
+
+impl RefusingServer {
+    /// Start on a free 127.0.0.1 port.
+    pub fn start(status: u16, refusal: Refusal) -> RefusingServer {
+        let targets = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let handler = std::sync::Arc::new(Refuser {
+            status,
+            refusal,
+            targets: targets.clone(),
+        });
+        let server = crate::http::HttpServer::start(0, handler).expect("start the refusing server");
+        RefusingServer { server, targets }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Every request target refused so far, in order.
+    pub fn targets(&self) -> Vec<String> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
