@@ -273,6 +273,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         sweep,
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
+        liveness: liveness.clone(),
     }));
 
     // Only shutdown ends the Realtime task.

@@ -42,6 +42,7 @@ use crate::delivery::queue::{PushError, WorkQueue};
 use crate::delivery::sweep::SweepTrigger;
 use crate::message::MessageId;
 use crate::ops::health::{Health, Link};
+use crate::ops::liveness::{Liveness, Loop};
 use crate::redact;
 use crate::shutdown::Shutdown;
 use frame::{Bindings, ServerFrame};
@@ -93,7 +94,13 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Counts reconnects.
     pub metrics: std::sync::Arc<crate::ops::metrics::Metrics>,
+    /// Beaten as the task turns (`/livez`): every wake of a session, every reconnect attempt,
+    /// and every [`BEAT_EVERY`] of a backoff.
+    pub liveness: Liveness,
 }
+
+/// The longest the task sleeps in one piece during a reconnect backoff, so that it beats.
+const BEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// How one socket's life ended.
 enum End {
@@ -145,6 +152,8 @@ async fn keep_subscribed(ctx: &Context, stop_when_refused: bool) -> Option<Strin
     let mut memory = Memory::default();
     let mut failures: u32 = 0;
     loop {
+        ctx.liveness.beat(Loop::Realtime);
+        debug_hold();
         ctx.health.set_link(Link::Connecting);
         match session(ctx, &mut memory).await {
             End::Shutdown => {
@@ -174,18 +183,26 @@ async fn keep_subscribed(ctx: &Context, stop_when_refused: bool) -> Option<Strin
                     "realtime disconnected: {reason}; reconnecting in {} ms",
                     delay.as_millis()
                 );
-                let stop = or(
-                    async {
-                        Timer::after(delay).await;
-                        false
-                    },
-                    async {
-                        ctx.shutdown.wait().await;
-                        true
-                    },
-                );
-                if stop.await {
-                    return None;
+                // In pieces, beating between them: a backoff is a live loop.
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    let piece = until
+                        .saturating_duration_since(Instant::now())
+                        .min(BEAT_EVERY);
+                    let stop = or(
+                        async {
+                            Timer::after(piece).await;
+                            false
+                        },
+                        async {
+                            ctx.shutdown.wait().await;
+                            true
+                        },
+                    );
+                    if stop.await {
+                        return None;
+                    }
+                    ctx.liveness.beat(Loop::Realtime);
                 }
             }
         }
@@ -213,6 +230,7 @@ pub fn probe(
         sweep: SweepTrigger::default(),
         shutdown: shutdown.clone(),
         metrics: std::sync::Arc::default(),
+        liveness: Liveness::new(limit),
     };
     let watcher = {
         let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -469,6 +487,8 @@ async fn session(ctx: &Context, memory: &mut Memory) -> End {
     let mut pending_heartbeat: Option<String> = None;
 
     loop {
+        ctx.liveness.beat(Loop::Realtime);
+        debug_hold();
         let wake_at = chan
             .deadline
             .map_or(next_heartbeat, |d| d.min(next_heartbeat));
@@ -754,6 +774,23 @@ fn handle_frame(
     }
 }
 
+/// In debug builds only: while the file named by `SMS_SENDER_DEBUG_HOLD_REALTIME` exists, block
+/// this task's thread — a wedged task, for the liveness test. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn debug_hold() {
+    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let hold =
+        HOLD.get_or_init(|| std::env::var_os("SMS_SENDER_DEBUG_HOLD_REALTIME").map(Into::into));
+    if let Some(path) = hold {
+        while path.exists() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn debug_hold() {}
+
 /// Queue `id`, waiting for room if needed, while still sending heartbeats on schedule. While we
 /// wait we do not read the socket, so a missing heartbeat reply then is not held against the link.
 async fn push_keeping_heartbeat(
@@ -787,6 +824,7 @@ async fn push_keeping_heartbeat(
             W::Pushed(Ok(_)) => return Ok(()),
             W::Pushed(Err(PushError::Closed)) | W::Stop => return Err(End::Shutdown),
             W::Tick => {
+                ctx.liveness.beat(Loop::Realtime);
                 let r = refs.next();
                 if let Err(e) = ws.send(Message::text(frame::heartbeat(&r))).await {
                     return Err(End::Lost {
