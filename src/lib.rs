@@ -10,18 +10,21 @@
 //! 1. [`supabase`] — [`supabase::realtime`] (the WebSocket that says which messages are ready)
 //!    and [`supabase::rest`] (the claim, the fenced records, the pages the sweeps read);
 //! 2. [`delivery`] — the [`delivery::queue`] and the [`delivery::sweep`] feed the
-//!    [`delivery::pool`] of sender threads, each running [`delivery::sender`] (claim → check →
-//!    send → record) under a [`delivery::lease`]; [`delivery::reconcile`] answers "did Twilio
-//!    create it?" after an ambiguous create; [`delivery::orphans`] settles claims nobody finished;
-//!    pacing, concurrency, the circuit and the retry rules sit beside them;
+//!    [`delivery::pool`] of sender threads, each running [`delivery::sender`] (ticket → claim →
+//!    check → send → record): a [`delivery::ticket`] is in hand before the claim, which is a short
+//!    [`delivery::lease`] renewed while held; [`delivery::reconcile`] answers "did Twilio create
+//!    it?" after an ambiguous create; [`delivery::unrecorded`] keeps sends whose `sent` write the
+//!    database refuses; [`delivery::handover`] ends claims early at shutdown;
+//!    [`delivery::orphans`] settles claims nobody finished; pacing, concurrency, the circuit and
+//!    the retry rules sit beside them;
 //! 3. [`twilio`] — [`twilio::client`] (create, list) and [`twilio::receipts`] (status callbacks);
-//! 4. [`ops`] — the HTTP port ([`ops::server`]) with `/health`, `/metrics` and the receipts route,
-//!    and the `check` command ([`ops::preflight`]).
+//! 4. [`ops`] — the HTTP port ([`ops::server`]) with `/health`, `/livez` ([`ops::liveness`]),
+//!    `/metrics` and the receipts route, and the `check` command ([`ops::preflight`]).
 //!
 //! Foundations, flat: [`config`] (environment → validated `Config`), [`service`] (wiring and
 //! shutdown order), [`http`] (the shared agent, TLS, transport errors), [`message`], [`clock`],
-//! [`backoff`], [`shutdown`], [`signals`], [`logging`], [`phone`] and [`redact`] (masking numbers
-//! and account SIDs in text from outside), [`sync`] (poison-tolerant locks, named threads).
+//! [`backoff`], [`shutdown`], [`signals`], [`logging`], [`phone`] and [`redact`] (the one scrub of
+//! text from outside: secrets removed, numbers masked, line breaks escaped, length bounded), [`sync`] (poison-tolerant locks, named threads).
 //! `main.rs` only reads the config, starts logging and signals, runs, and maps exit codes.
 
 #![forbid(unsafe_code)]
