@@ -95,7 +95,7 @@ pub struct Context {
     /// Counts reconnects.
     pub metrics: std::sync::Arc<crate::ops::metrics::Metrics>,
     /// Beaten as the task turns (`/livez`): every wake of a session, every reconnect attempt,
-    /// and every [`BEAT_EVERY`] of a backoff.
+    /// and every five seconds of a backoff.
     pub liveness: Liveness,
 }
 
