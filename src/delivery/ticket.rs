@@ -100,25 +100,34 @@ mod tests {
     use super::*;
     use crate::backoff::Backoff;
 
-    fn circuit() -> Circuit {
-        let b = Backoff::new(Duration::from_millis(50), Duration::from_millis(50), false);
-        Circuit::new(b, b)
+    /// The gates' parts: a circuit whose pauses last 50 ms, no rate limit, `max` creates.
+    struct Parts(Circuit, Pacer, Limiter, Shutdown);
+
+    impl Parts {
+        fn new(max: usize) -> Parts {
+            let b = Backoff::new(Duration::from_millis(50), Duration::from_millis(50), false);
+            Parts(
+                Circuit::new(b, b),
+                Pacer::new(None),
+                Limiter::new(max),
+                Shutdown::new(),
+            )
+        }
+
+        fn gates(&self) -> Gates<'_> {
+            Gates {
+                circuit: &self.0,
+                pacer: &self.1,
+                limiter: &self.2,
+                shutdown: &self.3,
+            }
+        }
     }
 
     #[test]
     fn a_dropped_probe_ticket_lets_the_next_thread_probe() {
-        let (c, p, l, s) = (
-            circuit(),
-            Pacer::new(None),
-            Limiter::new(4),
-            Shutdown::new(),
-        );
-        let gates = Gates {
-            circuit: &c,
-            pacer: &p,
-            limiter: &l,
-            shutdown: &s,
-        };
+        let parts = Parts::new(4);
+        let (gates, c) = (parts.gates(), &parts.0);
         c.trip();
         std::thread::sleep(Duration::from_millis(60));
         let first = gates.ticket(None).expect("the probe");
@@ -131,18 +140,8 @@ mod tests {
 
     #[test]
     fn tickets_are_bounded_by_the_limiter_and_the_deadline() {
-        let (c, p, l, s) = (
-            circuit(),
-            Pacer::new(None),
-            Limiter::new(1),
-            Shutdown::new(),
-        );
-        let gates = Gates {
-            circuit: &c,
-            pacer: &p,
-            limiter: &l,
-            shutdown: &s,
-        };
+        let parts = Parts::new(1);
+        let (gates, c, l, s) = (parts.gates(), &parts.0, &parts.2, &parts.3);
         let held: Vec<Ticket<'_>> = (0..l.limit())
             .map(|_| gates.ticket(None).unwrap())
             .collect();
