@@ -256,9 +256,10 @@ fn sigterm_hands_over_a_create_still_in_flight() {
     assert!(stack.twilio.wait_for_messages(1, Duration::from_secs(5)));
     let sid = stack.twilio.messages()[0].sid.clone();
     let b = stack.start_service(&bin(), &[]);
-    let recorded = wait_until(
+    let recorded = stack.wait_message_status(
+        &id,
+        "sent",
         Duration::from_secs(20).saturating_sub(a_exited.elapsed()),
-        || stack.message(&id).status.as_deref() == Some("sent"),
     );
     eprintln!(
         "handover: the successor recorded the row {:.1} s after A's exit",
@@ -327,9 +328,7 @@ fn a_lost_claim_answer_is_resolved_not_parked() {
     std::thread::sleep(Duration::from_secs(4));
     stack.supabase.set_rest_outage(None);
     let outage_ended = Instant::now();
-    let sent = wait_until(Duration::from_secs(10), || {
-        stack.message(&id).status.as_deref() == Some("sent")
-    });
+    let sent = stack.wait_message_status(&id, "sent", Duration::from_secs(10));
     assert!(
         sent,
         "sent within 10 s of REST answering again (the lease is 60 s): {:?}\n{}",
@@ -433,11 +432,7 @@ fn a_requeued_failed_row_sends_a_new_sms_once() {
     let svc = start_with_receipts(&stack, &short_lease(&[("RETRY_BACKOFF_MS", "200")]));
     let id = stack.insert_outbound(&conv, "sent again after a failure");
     assert!(
-        wait_until(Duration::from_secs(20), || stack
-            .message(&id)
-            .status
-            .as_deref()
-            == Some("sent")),
+        stack.wait_message_status(&id, "sent", Duration::from_secs(20)),
         "{}",
         svc.log()
     );
@@ -472,11 +467,7 @@ fn a_requeued_failed_row_sends_a_new_sms_once() {
     ));
     let requeued = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(40), || stack
-            .message(&id)
-            .status
-            .as_deref()
-            == Some("sent")),
+        stack.wait_message_status(&id, "sent", Duration::from_secs(40)),
         "the requeued row is sent again: {:?}\n{}",
         stack.message(&id),
         svc.log()
@@ -532,11 +523,7 @@ fn a_sent_write_that_cannot_apply_releases_the_sender() {
     let id2 = stack.insert_outbound(&conv, "recorded much later");
     stack.twilio.hold_creates(false);
     assert!(
-        wait_until(Duration::from_secs(20), || stack
-            .message(&id2)
-            .status
-            .as_deref()
-            == Some("sent")),
+        stack.wait_message_status(&id2, "sent", Duration::from_secs(20)),
         "message 2 is sent while message 1's write is refused: {:?} / {:?}\n{}",
         stack.message(&id1),
         stack.message(&id2),
@@ -606,11 +593,7 @@ fn a_retry_after_429_counts_in_retries_total() {
         .fail_next_creates(1, Fault::TooManyRequests { retry_after: None });
     let id = stack.insert_outbound(&conv, "after a 429");
     assert!(
-        wait_until(Duration::from_secs(20), || stack
-            .message(&id)
-            .status
-            .as_deref()
-            == Some("sent")),
+        stack.wait_message_status(&id, "sent", Duration::from_secs(20)),
         "{}",
         svc.log()
     );

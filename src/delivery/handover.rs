@@ -21,11 +21,7 @@ use crate::supabase::rest::{Rest, RestError};
 
 /// End claim `lease` of row `id` now. `Ok(false)`: the claim no longer held the row.
 pub fn end_now(rest: &Rest, id: &MessageId, lease: &Lease) -> Result<bool, RestError> {
-    end_stamp(rest, id, lease.stamp(), &lease.ending_now())
-}
-
-fn end_stamp(rest: &Rest, id: &MessageId, stamp: &str, ended: &Lease) -> Result<bool, RestError> {
-    rest.restamp(id, stamp, ended.stamp())
+    rest.restamp(id, lease.stamp(), lease.ending_now().stamp())
 }
 
 /// End every claim still held here (the sender threads did not finish by the deadline), trying
@@ -46,7 +42,7 @@ pub fn hand_over_all(
         let mut stamp = stamp;
         for _ in 0..2 {
             let ended = Lease::start(std::time::Duration::ZERO);
-            match end_stamp(rest, &id, &stamp, &ended) {
+            match rest.restamp(&id, &stamp, ended.stamp()) {
                 Ok(true) => {
                     metrics.handed_over();
                     handed.push(id.clone());

@@ -531,15 +531,14 @@ impl Pipeline {
 
     /// One look at whether the ambiguous attempt created the message.
     fn look(&self, job: &Job<'_>, settled: bool) -> Look {
-        // A delivery receipt (which names the row) may have recorded the SID meanwhile.
+        // A delivery receipt (which names the row) may have recorded the SID meanwhile. (A
+        // previous attempt's SID is never read here: `recorded_sid` skips `sending` rows.)
         if let Ok(Some(sid)) = self.rest.recorded_sid(job.id()) {
-            if job.message.previous_sid.as_deref() != Some(sid.as_str()) {
-                return Look::Found(Found {
-                    sid,
-                    created: SystemTime::now(),
-                    recorded: true,
-                });
-            }
+            return Look::Found(Found {
+                sid,
+                created: SystemTime::now(),
+                recorded: true,
+            });
         }
         let question = Question {
             id: job.id(),

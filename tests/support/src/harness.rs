@@ -570,6 +570,13 @@ impl Stack {
         (self.start_service(binary, &all), port, url)
     }
 
+    /// Wait up to `timeout` for row `id` to have `status`; whether it did.
+    pub fn wait_message_status(&self, id: &str, status: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.message(id).status.as_deref() == Some(status)
+        })
+    }
+
     /// How many `messages` rows satisfy `condition`, an SQL boolean expression over the table's
     /// columns (e.g. `status = 'sending' AND sent_at <= now()`).
     pub fn count_messages(&self, condition: &str) -> i64 {
