@@ -103,7 +103,7 @@ target/bench-baseline/%/sms-sender: | setup
 	echo "bench-baseline: $@"
 
 ## fuzz: run each cargo-fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS seconds, starting from
-## the reference samples in fuzz/seeds/ (copied into the untracked fuzz/corpus/). Not run in CI.
+## the sample frames and bodies in fuzz/seeds/ (copied into the untracked fuzz/corpus/). Not run in CI.
 ## A crash stops the run and leaves the input in fuzz/artifacts/<target>/; replay it with
 ## `cargo fuzz run -s none <target> <file>`. cargo-fuzz documents nightly, but with
 ## `--sanitizer none` it works on the stable toolchain as it is: the only nightly flag it would

@@ -131,7 +131,7 @@ const ERROR_STATUSES: &[u16] = &[
 const SUCCESS_STATUSES: &[u16] = &[200, 201, 202, 204];
 
 // ----------------------------------------------------------------------------------------------
-// Oracles: each restates a rule from the references in a different way than the code under test.
+// Oracles: each restates a rule from docs/supabase.md and docs/twilio.md in a different way than the code under test.
 
 /// JSON's four white-space characters (RFC 8259 §2); nothing else may surround a value.
 fn is_json_space(c: char) -> bool {
@@ -169,7 +169,7 @@ pub fn is_canonical_uuid(text: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// `^(SM|MM)[0-9a-fA-F]{32}$` (Twilio reference §2).
+/// `^(SM|MM)[0-9a-fA-F]{32}$` (docs/twilio.md §2).
 pub fn is_message_sid(sid: &str) -> bool {
     let Some(hex) = sid.strip_prefix("SM").or_else(|| sid.strip_prefix("MM")) else {
         return false;

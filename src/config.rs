@@ -41,7 +41,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Which kind of Supabase key we hold; it decides how the key is sent (reference §1).
+/// Which kind of Supabase key we hold; it decides how the key is sent (docs/supabase.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     /// A legacy `service_role` JWT: sent as `apikey` and `Authorization: Bearer`, and as the

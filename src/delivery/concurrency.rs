@@ -3,7 +3,7 @@
 //!
 //! Twilio limits each account's *concurrent* API requests and answers `429` / `20429` beyond the
 //! limit ("never processed; always safe to retry"); the limit is not published and differs per
-//! account (reference twilio-messages.md §5.1). So the limit is learned: it starts at
+//! account (docs/twilio.md §5.1). So the limit is learned: it starts at
 //! [`INITIAL`], doubles per round trip while Twilio keeps up (+1 per success), and after the first
 //! refusal grows by about one per round trip (+1/limit per success). A refusal cuts it by
 //! [`BACKOFF_FACTOR`], at most once per round trip (creates already in flight when it was cut are

@@ -2,7 +2,7 @@
 //! after an ambiguous create (timeout, cut connection, 5xx) or for an orphaned claim.
 //!
 //! Twilio offers no idempotency key and no client reference on a Message, so the list is the only
-//! evidence, and it is less friendly than its docs (reference twilio-messages.md §3.3):
+//! evidence, and it is less friendly than its docs (docs/twilio.md §3.3):
 //! - `date_sent` stays null while a message is `queued`/`accepted` (seconds to hours), so no
 //!   `DateSent` filter is used: messages to the recipient are listed newest first (with our `From`,
 //!   or compared on `messaging_service_sid`) and `date_created` is filtered here, stopping once a

@@ -1,7 +1,7 @@
 //! The one place that decides what a failed send means: try again, give up on this message, or
 //! stop sending altogether because the account or configuration is wrong.
 //!
-//! Rules (reference twilio-messages.md §4): 429 and 5xx and network failures are transient;
+//! Rules (docs/twilio.md §4): 429 and 5xx and network failures are transient;
 //! 401/403 and 404 on our own account path mean our credentials or URL are wrong, which no
 //! message can fix, so we pause instead of failing every message; every other 4xx is permanent
 //! for that message, including codes we do not know (Twilio refines codes over time). 21611

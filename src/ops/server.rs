@@ -374,12 +374,12 @@ fn read_request(stream: &TcpStream, deadline: Instant) -> Result<Request, u16> {
 /// The RFC 9112 checks of a parsed head, made for every request whatever its route (so framing
 /// is judged the same way wherever it is read); returns the `Content-Length`, or the status.
 ///
-/// - `Content-Length` (§6.3, RFC 9110 §8.6): at most one field, whose value (blanks around it
+/// - `Content-Length` (RFC 9112 §6.3, RFC 9110 §8.6): at most one field, whose value (blanks around it
 ///   are OWS) is one run of ASCII digits: `+5`, `-1`, `5x`, `0x10`, an empty value, or a list
 ///   (`5, 5`) are 400, and so are two fields, even identical ones (RFC 9110 allows folding
 ///   identical values into one; no client of ours sends two, and refusing them leaves no
 ///   framing for a proxy in front and this server to read differently).
-/// - `Host` (§3.2): exactly one on HTTP/1.1, never more than one on any version, and its value
+/// - `Host` (RFC 9112 §3.2): exactly one on HTTP/1.1, never more than one on any version, and its value
 ///   made of the characters of a URI host and port (an empty value is allowed: RFC 9110 §7.2).
 fn check_head(http11: bool, headers: &[httparse::Header<'_>]) -> Result<Option<u64>, u16> {
     /// The value without the OWS (spaces and tabs only) around it.

@@ -11,7 +11,7 @@
 //! - [`Rest::sending_page`], [`Rest::sid_owner`]: what orphan recovery and reconciliation read
 //!   (rows in `sending` with their stamps, whether a Twilio SID is already recorded).
 //!
-//! Keys are sent as the reference prescribes (§1.2): a legacy JWT as `apikey` and Bearer, an
+//! Keys are sent as docs/supabase.md §1.2 describes: a legacy JWT as `apikey` and Bearer, an
 //! `sb_secret_` key as `apikey` only (it is not a JWT and a Bearer would be refused). The response
 //! shapes are parsed into domain types here; nothing outside this file sees PostgREST JSON.
 

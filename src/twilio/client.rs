@@ -355,7 +355,7 @@ impl Twilio {
     /// Outbound messages Twilio holds to `to` from our sender, created at or after `since`,
     /// newest first, read page by page until a page reaches messages older than `since` by
     /// [`ORDER_SLACK`]. No `DateSent` filter: `date_sent` is null until a message leaves Twilio
-    /// (reference §3.3). The list is ordered by SID, which is only close to creation order
+    /// (docs/twilio.md §3.3). The list is ordered by SID, which is only close to creation order
     /// (twilio-csharp PR 65), hence the slack before stopping. `may_start` is asked
     /// before each page request (the lease). At most [`MAX_LIST_PAGES`] pages are read; a list
     /// that goes on is reported as incomplete.

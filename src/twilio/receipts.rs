@@ -1,8 +1,8 @@
 //! Delivery receipts (optional): Twilio's status callbacks, verified and applied to the row.
 //!
 //! With `STATUS_CALLBACK_URL` set, every create asks Twilio to POST status changes there. Each
-//! callback is checked against `X-Twilio-Signature` exactly as Twilio signs it (reference
-//! twilio-messages.md §6.3: the configured URL, then every POST parameter name and value in sorted
+//! callback is checked against `X-Twilio-Signature` exactly as Twilio signs it (see
+//! docs/twilio.md §6.3: the configured URL, then every POST parameter name and value in sorted
 //! order, HMAC-SHA1 with the auth token, base64; the URL is tried with and without an explicit
 //! default port; compared in constant time). Unsigned or mis-signed requests get 403: a missing
 //! or empty header never matches, even if the HMAC cannot be computed. Rejections are logged

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 /// The change types this service subscribes to, one `postgres_changes` binding each, in this
 /// order: an UPDATE into `queued_for_send` (the schema's trigger queues `pending` rows that way),
 /// and an INSERT of a row born `queued_for_send` (an app, or a requeue done as an INSERT), which
-/// an UPDATE binding never sees (reference §5.1). Two items rather than one `*`: DELETEs of
+/// an UPDATE binding never sees (docs/supabase.md §5.1). Two items rather than one `*`: DELETEs of
 /// queued rows would match `*` too, and each event then names the binding it matched.
 pub const BINDING_EVENTS: [&str; 2] = ["INSERT", "UPDATE"];
 /// Schema of the watched table.
@@ -365,8 +365,8 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
     })
 }
 
-/// The `phx_join` for our bindings. `access_token` only for legacy JWT keys (reference §1.3);
-/// `private` only on a project that refused a public channel (§3.2).
+/// The `phx_join` for our bindings. `access_token` only for legacy JWT keys (docs/supabase.md §1.3);
+/// `private` only on a project that refused a public channel (docs/supabase.md §3.2).
 pub fn join(topic: &str, join_ref: &str, access_token: Option<&str>, private: bool) -> String {
     let bindings: Vec<Value> = BINDING_EVENTS
         .iter()
@@ -417,7 +417,7 @@ pub struct Bindings {
 impl Bindings {
     /// Whether a change of type `kind` listing `ids` is for us: the binding of that very type is
     /// among the ids (realtime-js's rule; older servers send every type to every binding that
-    /// matches table and filter, §5.2).
+    /// matches table and filter, docs/supabase.md §5.2).
     pub fn matches(&self, kind: &str, ids: &[u64]) -> bool {
         match kind {
             "INSERT" => ids.contains(&self.insert),
@@ -428,7 +428,7 @@ impl Bindings {
 }
 
 /// Check an `ok` join reply's `response`: exactly our bindings echoed back in request order
-/// (§3.3), each with an integer id. Returns the ids, or why the reply does not match (realtime-js
+/// (docs/supabase.md §3.3), each with an integer id. Returns the ids, or why the reply does not match (realtime-js
 /// calls this a binding mismatch).
 pub fn binding_ids(response: &Value) -> Result<Bindings, String> {
     let items = echoed_items(response)?;

@@ -9,8 +9,8 @@
 //! ending other than shutdown leads to a reconnect after an exponential, jittered, capped
 //! backoff, forever.
 //!
-//! The channel is public (`private: false`, what the reference recommends) until the server
-//! refuses that with `PrivateOnly` (the project's "Allow public access" is off, §3.2 and §3.5):
+//! The channel is public (`private: false`, as docs/supabase.md §1.3 recommends) until the server
+//! refuses that with `PrivateOnly` (the project's "Allow public access" is off, docs/supabase.md §3.2 and §3.5):
 //! then it is joined again at once as a private channel, which the service role is authorized
 //! on (it bypasses RLS), and stays private for the life of the process.
 //!
@@ -372,7 +372,7 @@ fn refusal_reason(body: &str) -> String {
     redact::scrub(said.as_deref().unwrap_or(body))
 }
 
-/// Join refusals that say "try again later" (reference §3.5); any other refusal is a problem of
+/// Join refusals that say "try again later" (docs/supabase.md §3.5); any other refusal is a problem of
 /// the key, the project or the request that a retry soon would meet again.
 fn transient_join_refusal(reason: &str) -> bool {
     const TRANSIENT: [&str; 11] = [
@@ -391,7 +391,7 @@ fn transient_join_refusal(reason: &str) -> bool {
     TRANSIENT.iter().any(|code| reason.starts_with(code))
 }
 
-/// The `PrivateOnly` join refusal (§3.5): the project accepts private channels only.
+/// The `PrivateOnly` join refusal (docs/supabase.md §3.5): the project accepts private channels only.
 fn private_only_refusal(reason: &str) -> bool {
     reason.starts_with("PrivateOnly")
 }

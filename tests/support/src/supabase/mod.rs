@@ -26,7 +26,7 @@
 //! - every SQL identifier comes from the schema cache (i.e. from PostgreSQL's catalogs) and is
 //!   quoted; every client-supplied value is a bind parameter;
 //! - every pooled session runs with `TimeZone=UTC`, like Supabase;
-//! - the contract followed is `shared/reference/supabase-protocols.md` (§ numbers in comments).
+//! - the contract followed is `docs/supabase.md` (§ numbers in comments refer to it).
 
 mod jwt;
 mod pool;

@@ -11,7 +11,7 @@ use crate::http::Response;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Twilio's documented body limit; counted in UTF-16 units because how Twilio counts astral
-/// characters is undocumented and this is the stricter reading (reference §5.3).
+/// characters is undocumented and this is the stricter reading (docs/twilio.md §5.3).
 const MAX_BODY_UTF16: usize = 1600;
 
 impl TwilioHandler {
@@ -52,7 +52,7 @@ pub(super) struct NewMessage {
     pub(super) status_callback: Option<String>,
 }
 
-/// Apply Twilio's create-time checks in the order the reference gives (§8.2, §8.3): the first
+/// Apply Twilio's create-time checks in the order docs/twilio.md gives (§8.2, §8.3): the first
 /// failing check decides the code, because clients classify retries by that code.
 fn validate(config: &TwilioConfig, form: &[(String, String)]) -> Result<NewMessage, (u32, String)> {
     // An empty value is as good as absent: Twilio answers `To=` like a missing `To`.

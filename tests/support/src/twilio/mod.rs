@@ -1,5 +1,5 @@
 //! The Twilio double: a local, stateful imitation of Twilio's Programmable Messaging REST API
-//! (2010-04-01), faithful to `shared/reference/twilio-messages.md` (§1–4, §8.2, §8.3).
+//! (2010-04-01), faithful to `docs/twilio.md` (§1–4, §8.2, §8.3; § numbers in comments refer to it).
 //!
 //! # What this module owns
 //! - The routes a sender needs under `/2010-04-01/Accounts/{AccountSid}/`: create, list and fetch
@@ -99,7 +99,7 @@ pub const DEFAULT_SEND_DELAY: Duration = Duration::from_secs(1);
 /// The longest a create waits while creates are held; then it proceeds as if released, so a
 /// test that forgets to release cannot hang forever.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
-/// What a trial account puts before every body it stores and returns (reference §3.3).
+/// What a trial account puts before every body it stores and returns (docs/twilio.md §3.3).
 pub const TRIAL_PREFIX: &str = "Sent from your Twilio trial account - ";
 
 /// Who the double is and what the account owns.
@@ -340,7 +340,7 @@ impl TwilioDouble {
         self.shared.lock().create_latency = latency;
     }
 
-    /// Limit the account's concurrent API requests, as Twilio does (reference §5.1): a request
+    /// Limit the account's concurrent API requests, as Twilio does (docs/twilio.md §5.1): a request
     /// arriving while `limit` others are in progress is answered 429 / 20429 at once and not
     /// processed. `None` (the default) lifts the limit.
     pub fn set_concurrency_limit(&self, limit: Option<usize>) {

@@ -1,4 +1,4 @@
-//! How many SMS segments a body takes (reference §5.3): what Twilio reports as `num_segments`.
+//! How many SMS segments a body takes (docs/twilio.md §5.3): what Twilio reports as `num_segments`.
 
 /// The GSM 03.38 default alphabet (127 characters; the escape code itself excluded).
 const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
@@ -17,7 +17,7 @@ fn gsm7_septets(c: char) -> Option<u32> {
     }
 }
 
-/// SMS segments for `body` (reference §5.3): GSM-7 when every character is in the GSM 03.38
+/// SMS segments for `body` (docs/twilio.md §5.3): GSM-7 when every character is in the GSM 03.38
 /// alphabet or its extension (extension characters cost 2 septets), else UCS-2 counted in UTF-16
 /// units. One segment holds 160 septets / 70 units; concatenated segments hold 153 / 67, and a
 /// 2-unit character (escape pair, surrogate pair) is never split across two segments.

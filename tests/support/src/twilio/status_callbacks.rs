@@ -10,7 +10,7 @@ use std::time::Duration;
 
 impl TwilioDouble {
     /// Post a status callback for stored message `sid` to its `StatusCallback` URL, signed as
-    /// Twilio signs it (reference §6.3). Returns the receiver's HTTP status (`None`: no answer).
+    /// Twilio signs it (docs/twilio.md §6.3). Returns the receiver's HTTP status (`None`: no answer).
     pub fn send_status_callback(
         &self,
         sid: &str,
@@ -40,7 +40,7 @@ impl TwilioDouble {
 }
 
 /// `X-Twilio-Signature`: HMAC-SHA1 with the auth token over the URL followed by the sorted
-/// parameters' names and values, base64 (reference §6.3). Written independently of the
+/// parameters' names and values, base64 (docs/twilio.md §6.3). Written independently of the
 /// service's implementation (a different HMAC library) so each checks the other.
 pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
     use hmac::Mac;

@@ -1,4 +1,4 @@
-//! The PostgREST subset behind `/rest/v1/<table>` (reference §1.2, §9, §10).
+//! The PostgREST subset behind `/rest/v1/<table>` (docs/supabase.md §1.2, §9, §10).
 //!
 //! A request flows through the files in this order:
 //! - this file: the entry point — request recording, latency, REST faults and [`RestRule`]s —

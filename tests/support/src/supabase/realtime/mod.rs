@@ -1,4 +1,4 @@
-//! The Realtime double: the Phoenix WebSocket at `/realtime/v1/websocket` (reference §2–§6, §10)
+//! The Realtime double: the Phoenix WebSocket at `/realtime/v1/websocket` (docs/supabase.md §2–§6, §10)
 //! fed by a row trigger that reports changes through LISTEN/NOTIFY.
 //!
 //! A socket's life runs through the files in this order:

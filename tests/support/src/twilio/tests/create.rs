@@ -132,7 +132,7 @@ fn twilio_validation_codes_in_order() {
             vec![("To", TO), ("MessagingServiceSid", "MG123"), ("Body", "x")],
             21701,
         ),
-        // Magic numbers (reference §8.3).
+        // Magic numbers (docs/twilio.md §8.3).
         (
             vec![("To", "+15005550001"), ("From", FROM), ("Body", "x")],
             21211,
