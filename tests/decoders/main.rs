@@ -8,8 +8,8 @@
 //! of them takes a sender thread or the Realtime client down on a single odd byte, so these tests
 //! throw at them:
 //! - random bytes, including invalid UTF-8 (converted lossily where a decoder takes `&str`);
-//! - structure-aware mutations of the real frames and bodies from docs/supabase.md and docs/twilio.md, which are the
-//!   seed corpus of the fuzz targets (`fuzz/seeds/<target>/`): swapped JSON types, `null`s, deep
+//! - structure-aware mutations of the real frames and bodies described in docs/supabase.md and
+//!   docs/twilio.md, which are the seed corpus of the fuzz targets (`fuzz/seeds/<target>/`): swapped JSON types, `null`s, deep
 //!   nesting, huge numbers, very long strings, odd Unicode, then flipped, inserted and deleted
 //!   bytes;
 //! - generated valid inputs, to check properties and not only survival: formatting and unknown
