@@ -2,11 +2,11 @@
 //!
 //! Threads: the Realtime task on the main thread (smol executor), `SENDER_THREADS` blocking
 //! senders, one catch-up sweeper, one orphan checker, the HTTP server, the receipts worker (when
-//! enabled), the signal watcher. Shutdown order: the Realtime task leaves its channel and returns;
-//! health turns `shutting_down`; the queue closes (waiting ids are abandoned: their rows are still
-//! `queued_for_send`); senders finish or give back what they hold, within [`SHUTDOWN_DEADLINE`];
-//! claims still in flight then are handed over ([`crate::delivery::handover`]) before the exit,
-//! within [`HAND_OVER_TIME`].
+//! enabled), the signal watcher, the systemd notifier (under a `Type=notify` unit). Shutdown
+//! order: the Realtime task leaves its channel and returns; health turns `shutting_down`; the
+//! queue closes (waiting ids are abandoned: their rows are still `queued_for_send`); senders
+//! finish or give back what they hold, within [`SHUTDOWN_DEADLINE`]; claims still in flight then
+//! are handed over ([`crate::delivery::handover`]) before the exit, within [`HAND_OVER_TIME`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +27,10 @@ use crate::delivery::sender::{self, Pipeline};
 use crate::delivery::sweep::{self, SweepTrigger, Sweeper};
 use crate::delivery::unrecorded::{self, Unrecorded};
 use crate::ops::health::Health;
-use crate::ops::liveness::Liveness;
+use crate::ops::liveness::{Liveness, QueueState};
 use crate::ops::metrics::Metrics;
 use crate::ops::server::{self, Admin, Receipts};
+use crate::ops::systemd;
 use crate::shutdown::Shutdown;
 use crate::supabase::realtime::{self, Timing};
 use crate::supabase::rest::Rest;
@@ -186,6 +187,28 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         port: config.port,
         error,
     })?;
+
+    if let Some((notifier, watchdog)) = systemd::from_environment() {
+        let (queue, liveness) = (queue.clone(), liveness.clone());
+        systemd::spawn(systemd::Watch {
+            notifier,
+            health: health.clone(),
+            watchdog,
+            stalled: Box::new(move || {
+                let state = QueueState {
+                    waiting: queue.len(),
+                    full: queue.is_full(),
+                };
+                liveness
+                    .stalled(state, Instant::now())
+                    .into_iter()
+                    .map(|l| l.name())
+                    .collect()
+            }),
+            shutdown: shutdown.clone(),
+        })
+        .map_err(thread("the systemd notifier"))?;
+    }
 
     info!(
         "sms-sender {} starting: up to {} sender threads (on demand), up to {} retries, from {}, {}, health on :{}",
