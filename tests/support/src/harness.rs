@@ -340,7 +340,30 @@ pub struct Service {
     secrets: Vec<String>,
     /// Whether `RUST_LOG` allowed trace level (the only level where bodies may appear).
     bodies_allowed: bool,
+    /// The runner forks the service as its child (signals go to that child).
+    runner_forks: bool,
     _dir: TempDir,
+}
+
+/// The (one) child process of `parent`, found in `/proc/*/stat` (its fourth field is the parent's
+/// pid; `/proc/PID/task/TID/children` is not in every kernel).
+fn forked_child(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid …": comm may hold spaces and parentheses; split after the last ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
 }
 
 /// A temporary directory removed on drop.
@@ -375,6 +398,11 @@ pub struct Launch<'a> {
     pub cwd: Option<&'a Path>,
     /// Run as this uid/gid (root only).
     pub uid_gid: Option<(u32, u32)>,
+    /// A command the binary is run through, binary and arguments appended: an emulator
+    /// (`qemu-aarch64-static`), or a script that sets up a container-like root. Empty: none.
+    pub runner: Vec<String>,
+    /// The runner forks (`unshare --fork`): the service is its child, and signals go there.
+    pub runner_forks: bool,
 }
 
 impl Service {
@@ -385,6 +413,8 @@ impl Service {
             env,
             cwd: None,
             uid_gid: None,
+            runner: Vec::new(),
+            runner_forks: false,
         })
     }
 
@@ -413,7 +443,14 @@ impl Service {
         let bodies_allowed = env
             .iter()
             .any(|(k, v)| k == "RUST_LOG" && v.contains("trace"));
-        let mut cmd = Command::new(l.binary);
+        let mut cmd = match l.runner.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(l.binary);
+                cmd
+            }
+            None => Command::new(l.binary),
+        };
         cmd.env_clear()
             .envs(env)
             .current_dir(l.cwd.unwrap_or(&dir.0))
@@ -433,6 +470,7 @@ impl Service {
             log_path,
             secrets,
             bodies_allowed,
+            runner_forks: l.runner_forks,
             _dir: dir,
         }
     }
@@ -468,9 +506,20 @@ impl Service {
 
     /// Send a signal (e.g. `libc::SIGTERM`).
     pub fn signal(&self, signal: i32) {
+        let pid = self.service_pid();
         // SAFETY: kill(2) on our own child's pid has no memory-safety requirements.
         unsafe {
-            libc::kill(self.child.id() as i32, signal);
+            libc::kill(pid as i32, signal);
+        }
+    }
+
+    /// The service's own process: the child, or the runner's child when the runner forks.
+    pub fn service_pid(&self) -> u32 {
+        let runner = self.child.id();
+        if self.runner_forks {
+            forked_child(runner).unwrap_or(runner)
+        } else {
+            runner
         }
     }
 

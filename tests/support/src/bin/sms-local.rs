@@ -2,9 +2,14 @@
 //! Supabase double, Twilio double), for people without Supabase or Twilio accounts.
 //!
 //! - `sms-local demo BINARY`: queue a few messages, show what Twilio received and the final rows.
-//! - `sms-local smoke BINARY`: run the binary the way the container image does (uid 1001 when
-//!   root, empty environment but its config, a read-only working directory holding only the binary
-//!   and a CA bundle) and check: health answers, one message is delivered, SIGTERM exits 0.
+//! - `sms-local smoke BINARY [--runner CMD…]`: run the binary the way the container image does
+//!   (uid 1001 when root, empty environment but its config, a read-only working directory holding
+//!   only the binary and a CA bundle) and check: health answers, one message is delivered,
+//!   SIGTERM exits 0. `--runner qemu-aarch64-static` runs another architecture's build.
+//! - `sms-local image-smoke BUNDLE`: run the built image itself, unpacked by `umoci unpack` into
+//!   an OCI runtime bundle (`rootfs/` and `config.json`): its entrypoint, user and environment,
+//!   as PID 1 of its own PID and mount namespaces, chrooted in its root (root only), and check the
+//!   same.
 //!
 //! Exit code 0 when everything went as expected, 1 otherwise.
 
@@ -17,7 +22,7 @@ use sms_sender_doubles::harness::{wait_until, Launch, Service, Stack, TempDir};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(cmd), Some(binary)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: sms-local demo|smoke PATH-TO-sms-sender");
+        eprintln!("usage: sms-local demo|smoke PATH-TO-sms-sender [--runner CMD…] | image-smoke BUNDLE-DIR");
         return ExitCode::from(2);
     };
     let Ok(binary) = PathBuf::from(binary).canonicalize() else {
@@ -26,7 +31,12 @@ fn main() -> ExitCode {
     };
     let result = match cmd.as_str() {
         "demo" => demo(&binary),
-        "smoke" => smoke(&binary),
+        "smoke" => match args.get(3).map(String::as_str) {
+            None => smoke(&binary, &[]),
+            Some("--runner") if args.len() > 4 => smoke(&binary, &args[4..]),
+            Some(other) => Err(format!("unknown option {other:?}")),
+        },
+        "image-smoke" => image_smoke(&binary),
         other => Err(format!("unknown command {other:?}")),
     };
     match result {
@@ -141,7 +151,7 @@ fn check(ok: bool, what: &str) -> Result<(), String> {
     }
 }
 
-fn smoke(binary: &Path) -> Result<(), String> {
+fn smoke(binary: &Path, runner: &[String]) -> Result<(), String> {
     let is_root = unsafe_free_geteuid() == 0;
     step("starting PostgreSQL and the doubles");
     let stack = Stack::start();
@@ -167,6 +177,9 @@ fn smoke(binary: &Path) -> Result<(), String> {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     println!("    {}: {:?}", dir.0.display(), entries);
+    if !runner.is_empty() {
+        println!("    run through: {}", runner.join(" "));
+    }
 
     let uid_gid = if is_root {
         println!("    running as uid 1001, gid 1001 (like USER 1001:1001 in the image)");
@@ -181,26 +194,237 @@ fn smoke(binary: &Path) -> Result<(), String> {
         "SSL_CERT_FILE".into(),
         dir.0.join("ca-certificates.crt").display().to_string(),
     ));
-    let mut svc = Service::launch(Launch {
+    let svc = Service::launch(Launch {
         binary: &exe,
         env,
         cwd: Some(&dir.0),
         uid_gid,
+        runner: runner.to_vec(),
+        runner_forks: false,
     });
+    service_checks(&stack, svc)?;
+    println!("smoke: all checks passed");
+    Ok(())
+}
 
+/// What an OCI runtime bundle (`umoci unpack`) says about how to run the image.
+struct Bundle {
+    rootfs: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    uid: u32,
+    gid: u32,
+    cwd: String,
+}
+
+fn read_bundle(dir: &Path) -> Result<Bundle, String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (run `make image` first)", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let process = &config["process"];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let args = strings(&process["args"]);
+    if args.is_empty() {
+        return Err("the image has no entrypoint (process.args is empty)".into());
+    }
+    let env = strings(&process["env"])
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let id = |key: &str| {
+        process["user"][key]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(format!("process.user.{key} missing"))
+    };
+    let root = config["root"]["path"].as_str().unwrap_or("rootfs");
+    Ok(Bundle {
+        rootfs: dir.join(root),
+        args,
+        env,
+        uid: id("uid")?,
+        gid: id("gid")?,
+        cwd: process["cwd"].as_str().unwrap_or("/").to_string(),
+    })
+}
+
+/// Sets up what a container runtime gives every container (its own PID and mount namespaces,
+/// `/proc`, a `/dev` with the usual nodes), then runs the entrypoint chrooted in the image's
+/// root as the image's user, with exactly the environment it was given: PID 1 in its namespace,
+/// as under Docker or Cloud Run.
+const CONTAINER_SCRIPT: &str = r#"set -e
+root=$1; user=$2; shift 2
+/bin/mkdir -p "$root/proc" "$root/dev"
+/bin/mount -t proc proc "$root/proc"
+/bin/mount -t tmpfs -o mode=755,nosuid tmpfs "$root/dev"
+for node in null zero full random urandom; do
+  : > "$root/dev/$node"
+  /bin/mount --bind "/dev/$node" "$root/dev/$node"
+done
+exec /usr/sbin/chroot --userspec="$user" "$root" "$@"
+"#;
+
+fn image_smoke(bundle_dir: &Path) -> Result<(), String> {
+    if unsafe_free_geteuid() != 0 {
+        return Err(
+            "image-smoke runs the image's root with chroot and namespaces: run it as root".into(),
+        );
+    }
+    let bundle = read_bundle(bundle_dir)?;
+    step(&format!(
+        "the image, as unpacked in {}",
+        bundle_dir.display()
+    ));
+    println!("    entrypoint {:?}", bundle.args);
+    println!("    user       {}:{}", bundle.uid, bundle.gid);
+    println!("    cwd        {}", bundle.cwd);
+    for (k, v) in &bundle.env {
+        println!("    env        {k}={v}");
+    }
+    let mut files = Vec::new();
+    list_files(&bundle.rootfs, &bundle.rootfs, &mut files)?;
+    for f in &files {
+        println!("    file       {f}");
+    }
+    step("starting PostgreSQL and the doubles");
+    let stack = Stack::start();
+    // The image's environment, then the service's own variables (a runtime adds PORT too).
+    let mut env = bundle.env.clone();
+    for (k, v) in stack.service_env() {
+        env.retain(|(key, _)| *key != k);
+        env.push((k, v));
+    }
+    let port = sms_sender_doubles::harness::free_port().to_string();
+    env.retain(|(key, _)| key != "PORT");
+    env.push(("PORT".into(), port));
+    let (entrypoint, args) = bundle.args.split_first().expect("checked non-empty");
+    let mut runner: Vec<String> = [
+        "/usr/bin/unshare",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--",
+        "/bin/sh",
+        "-c",
+        CONTAINER_SCRIPT,
+        "container",
+    ]
+    .map(String::from)
+    .to_vec();
+    runner.push(bundle.rootfs.display().to_string());
+    runner.push(format!("{}:{}", bundle.uid, bundle.gid));
+    // The entrypoint is a path inside the image: the launcher appends it after the runner.
+    let entry = PathBuf::from(entrypoint);
+    step(&format!(
+        "running {entrypoint} as {}:{} in its own PID and mount namespaces",
+        bundle.uid, bundle.gid
+    ));
+    if !args.is_empty() {
+        return Err(format!(
+            "the entrypoint has arguments {args:?}; the service takes none"
+        ));
+    }
+    if bundle.cwd != "/" {
+        return Err(format!(
+            "working directory {} (chroot starts in /)",
+            bundle.cwd
+        ));
+    }
+    let svc = Service::launch(Launch {
+        binary: &entry,
+        env,
+        cwd: Some(bundle_dir),
+        uid_gid: None,
+        runner,
+        runner_forks: true,
+    });
+    let process = wait_until(Duration::from_secs(10), || svc.health().is_some())
+        .then(|| std::fs::read_to_string(format!("/proc/{}/status", svc.service_pid())))
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let field = |name: &str| {
+        process
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let (uid, gid, nspid) = (field("Uid:"), field("Gid:"), field("NSpid:"));
+    println!("    process    Uid {uid:?} Gid {gid:?} NSpid {nspid:?}");
+    let user = bundle.uid.to_string();
+    let group = bundle.gid.to_string();
+    check(
+        uid.iter().all(|u| *u == user) && gid.iter().all(|g| *g == group) && !uid.is_empty(),
+        &format!("the service runs as {user}:{group}, as the image says"),
+    )
+    .map_err(|e| format!("{e}; log:\n{}", svc.log()))?;
+    check(
+        nspid.last() == Some(&"1"),
+        "the service is PID 1 in its namespace, as in a container",
+    )?;
+    service_checks(&stack, svc)?;
+    println!("image-smoke: all checks passed");
+    Ok(())
+}
+
+/// Every file under `dir` (relative to `root`), with its mode and owner.
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let meta = entry.metadata().map_err(|e| e.to_string())?;
+        let path = entry.path();
+        if meta.is_dir() {
+            list_files(root, &path, out)?;
+        } else {
+            out.push(format!(
+                "/{} {:o} {}:{} {} bytes",
+                path.strip_prefix(root).unwrap_or(&path).display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                meta.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What every smoke test checks of a running service: health answers, it subscribes, one
+/// message is delivered and recorded with its SID, SIGTERM ends it with code 0 within the
+/// shutdown deadline, and no secret reached the log.
+fn service_checks(stack: &Stack, mut svc: Service) -> Result<(), String> {
     step("checks");
     let health_ok = wait_until(Duration::from_secs(10), || {
         svc.health().is_some_and(|(s, _)| s == 200)
     });
     check(health_ok, "GET /health answers 200").map_err(|e| format!("{e}; log:\n{}", svc.log()))?;
     check(
-        svc.wait_subscribed(Duration::from_secs(20)),
+        svc.wait_subscribed(Duration::from_secs(30)),
         "subscribed to Realtime",
     )
     .map_err(|e| format!("{e}; log:\n{}", svc.log()))?;
     let conv = stack.create_conversation("+15551234567");
     let id = stack.insert_outbound(&conv, "smoke test message");
-    let delivered = stack.wait_status_count("sent", 1, Duration::from_secs(20));
+    let delivered = stack.wait_status_count("sent", 1, Duration::from_secs(30));
     check(
         delivered,
         "one message delivered to the Twilio double and recorded 'sent'",
@@ -215,11 +439,15 @@ fn smoke(binary: &Path) -> Result<(), String> {
             .is_some_and(|m| Some(&m.sid) == row.twilio_message_sid.as_ref()),
         "the row carries the Twilio SID",
     )?;
+    let stopped = Instant::now();
     svc.terminate();
     let status = svc.wait_exit(Duration::from_secs(10));
     check(
         status.is_some_and(|s| s.code() == Some(0)),
-        "SIGTERM: exit code 0 within 10 s",
+        &format!(
+            "SIGTERM: exit code 0 within 10 s (took {} ms)",
+            stopped.elapsed().as_millis()
+        ),
     )
     .map_err(|e| format!("{e} (got {status:?}); log:\n{}", svc.log()))?;
     let log = svc.log();
@@ -227,7 +455,6 @@ fn smoke(binary: &Path) -> Result<(), String> {
         !log.contains(&stack.twilio.config().auth_token),
         "no secret in the log",
     )?;
-    println!("smoke: all checks passed");
     Ok(())
 }
 
