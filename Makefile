@@ -13,7 +13,7 @@ CARGO        ?= cargo
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 
-.PHONY: all setup build build-arm64 test soak smoke smoke-arm64 demo image image-smoke systemd-check install dist bench bench-quick bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
+.PHONY: all setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
 
 all: build
 
@@ -70,6 +70,15 @@ smoke-arm64: build-arm64
 ## target/image/bundle; prints its size.
 image: build
 	scripts/image.sh $(BIN) target/image
+
+## image-multiarch: one OCI image index with the amd64 and arm64 images (target/image-multiarch/oci,
+## tag sms-sender:latest), read back with skopeo; push with
+## `skopeo copy --all oci:target/image-multiarch/oci:latest docker://REGISTRY/sms-sender:TAG`
+image-multiarch:
+	$(MAKE) build TARGET=$(AMD64_TARGET)
+	$(MAKE) build TARGET=$(ARM64_TARGET)
+	scripts/image-index.sh target/image-multiarch target/$(AMD64_TARGET)/release/sms-sender \
+		target/$(ARM64_TARGET)/release/sms-sender
 
 ## image-smoke: run the built image as its config says (entrypoint, uid 1001, environment; PID 1
 ## in its own namespaces, chrooted in its root) against the doubles; root only
