@@ -73,7 +73,7 @@ image: build
 
 ## image-multiarch: one OCI image index with the amd64 and arm64 images (target/image-multiarch/oci,
 ## tag sms-sender:latest), read back with skopeo; push with
-## `skopeo copy --all oci:target/image-multiarch/oci:latest docker://REGISTRY/sms-sender:TAG`
+## `skopeo copy --all oci:target/image-multiarch/oci:sms-sender:latest docker://REGISTRY/sms-sender:TAG`
 image-multiarch:
 	$(MAKE) build TARGET=$(AMD64_TARGET)
 	$(MAKE) build TARGET=$(ARM64_TARGET)

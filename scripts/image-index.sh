@@ -54,7 +54,7 @@ json.dump({
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "digest": digest,
         "size": len(index),
-        "annotations": {"org.opencontainers.image.ref.name": tag.split(":")[1]},
+        "annotations": {"org.opencontainers.image.ref.name": tag},
     }],
 }, open(os.path.join(dest, "index.json"), "w"))
 with open(os.path.join(dest, "oci-layout"), "w") as f:
@@ -64,9 +64,9 @@ PY
 # Read it back: every image of the index copies out, and each is for the platform it claims.
 check=$(mktemp -d)
 trap 'rm -rf "$check"' EXIT
-skopeo copy --quiet --all "oci:$out/oci:latest" "dir:$check/all"
+skopeo copy --quiet --all "oci:$out/oci:$tag" "dir:$check/all"
 for arch in amd64 arm64; do
-  got=$(skopeo inspect --override-arch "$arch" --override-os linux --format '{{.Architecture}}' "oci:$out/oci:latest")
+  got=$(skopeo inspect --override-arch "$arch" --override-os linux --format '{{.Architecture}}' "oci:$out/oci:$tag")
   [ "$got" = "$arch" ] || { echo "image index: the $arch entry is an image for $got" >&2; exit 1; }
 done
 echo "image index: read back with skopeo; linux/amd64 and linux/arm64 resolve to their own images"
