@@ -100,6 +100,9 @@ pub struct Clients {
     pub rest: Rest,
     /// Twilio.
     pub twilio: Twilio,
+    /// The one TLS connector (and so the one parsed CA bundle) of every connection — REST,
+    /// Twilio and Realtime; `None` when no URL needs TLS.
+    pub tls: Option<Arc<native_tls::TlsConnector>>,
 }
 
 /// The limit of connecting (and of resolving the host name) for every HTTP client.
@@ -107,7 +110,8 @@ pub fn connect_timeout(config: &Config) -> Duration {
     config.http_timeout.min(crate::config::CONNECT_TIMEOUT_MAX)
 }
 
-/// Build the REST and Twilio clients (no network use).
+/// Build the REST and Twilio clients and the TLS connector they share with Realtime (no network
+/// use). The connector is built once, and only when some URL is `https://` or `wss://`.
 pub fn clients(
     config: &Config,
     health: &Health,
@@ -116,7 +120,8 @@ pub fn clients(
     let connect_timeout = connect_timeout(config);
     let https = [&config.supabase.rest_url, &config.twilio.api_url]
         .iter()
-        .any(|url| url.starts_with("https://"));
+        .any(|url| url.starts_with("https://"))
+        || config.supabase.realtime_url.starts_with("wss://");
     let tls = if https {
         Some(http::tls_connector().map_err(StartError::Tls)?)
     } else {
@@ -130,11 +135,11 @@ pub fn clients(
         tls.clone(),
         health.database_status(),
     );
-    let agent = http::http_agent(
+    let agent = http::Agent::new(
         connect_timeout,
         config.http_timeout,
         config.sender_threads + 1,
-        tls,
+        tls.clone(),
     );
     let twilio = Twilio::new(
         &config.twilio,
@@ -142,14 +147,14 @@ pub fn clients(
         config.status_callback_url.as_deref(),
         metrics,
     );
-    Ok(Clients { rest, twilio })
+    Ok(Clients { rest, twilio, tls })
 }
 
 /// Run the service until `shutdown` fires (`main` connects it to SIGTERM and SIGINT).
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
-    let Clients { rest, twilio } = clients(&config, &health, metrics.clone())?;
+    let Clients { rest, twilio, tls } = clients(&config, &health, metrics.clone())?;
     let queue = WorkQueue::new((config.sender_threads * 2).max(8));
     let sweep = SweepTrigger::default();
     let circuit = Circuit::new(
@@ -297,6 +302,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
         liveness: liveness.clone(),
+        tls,
     }));
 
     // Only shutdown ends the Realtime task.

@@ -4,9 +4,16 @@
 //! A few threads start with the service; another is started whenever a thread takes an id while
 //! more are waiting and none is idle, so a burst gets as many blocking threads as it can use
 //! (bounded), and a thread beyond the first few that has waited [`IDLE_EXIT`] for work ends, so a
-//! quiet service keeps a handful (and gives their stacks' memory back). Threads are cheap: 256 KiB of reserved stack,
-//! of which only the touched pages count. How many of them may talk to Twilio at once is decided
-//! separately, by [`crate::delivery::concurrency::Limiter`].
+//! quiet service keeps a handful (and gives their stacks' memory back). When the last of them
+//! ends, the idle pooled REST and Twilio connections (TLS sessions, tens of KiB each) the burst
+//! opened are closed too. Threads are cheap: 256 KiB of reserved stack, of which only the touched
+//! pages count. How many of them may talk to Twilio at once is decided separately, by
+//! [`crate::delivery::concurrency::Limiter`].
+//!
+//! Invariant: a thread ends only between ids, after its wait for one timed out — it holds no id
+//! and no claim then, and the queue is untouched — so no message waits for, or is lost with, a
+//! thread that ends; releasing connections never cuts a request short (see
+//! [`crate::http::Agent`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -160,6 +167,7 @@ impl SenderPool {
     }
 
     /// Whether this idle thread may end: only while more than [`INITIAL_THREADS`] are live.
+    /// The last thread of a burst to end also lets the burst's pooled connections go.
     fn retire(&self) -> bool {
         let mut live = self.live.load(Ordering::SeqCst);
         while live > INITIAL_THREADS {
@@ -169,11 +177,23 @@ impl SenderPool {
             {
                 Ok(_) => {
                     self.started.fetch_sub(1, Ordering::SeqCst);
+                    if live - 1 == INITIAL_THREADS {
+                        self.release_connections();
+                    }
                     return true;
                 }
                 Err(now) => live = now,
             }
         }
         false
+    }
+
+    /// Close the idle pooled connections of REST and Twilio: they were opened for the threads
+    /// that just ended (one or two per thread), and ureq keeps them for good otherwise. Every
+    /// thread that is left has been idle for [`IDLE_EXIT`] or is in a request, which keeps its
+    /// connection to the end; the next requests open new ones.
+    fn release_connections(&self) {
+        self.pipeline.rest.release_idle_connections();
+        self.pipeline.twilio.release_idle_connections();
     }
 }

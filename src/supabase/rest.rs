@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{KeyKind, Secret, SupabaseConfig};
-use crate::http::{describe_transport, http_agent, read_body};
+use crate::http::{describe_transport, read_body, Agent};
 use crate::message::{ClaimedMessage, MessageId};
 use crate::redact;
 
@@ -126,7 +126,7 @@ fn is_stamp(text: &str) -> bool {
 /// A client for `/rest/v1`, cheap to clone (connections are pooled and kept alive).
 #[derive(Clone)]
 pub struct Rest {
-    agent: ureq::Agent,
+    agent: Agent,
     base: Arc<str>,
     key: Secret,
     /// `Authorization` for legacy JWT keys; none for `sb_secret_` keys.
@@ -206,7 +206,7 @@ impl Rest {
         tls: Option<Arc<native_tls::TlsConnector>>,
         status: Arc<AtomicBool>,
     ) -> Rest {
-        let agent = http_agent(connect_timeout, timeout, connections, tls);
+        let agent = Agent::new(connect_timeout, timeout, connections, tls);
         Rest {
             agent,
             base: config.rest_url.as_str().into(),
@@ -217,9 +217,15 @@ impl Rest {
         }
     }
 
+    /// Close the pooled idle connections ([`Agent::release_idle`]).
+    pub fn release_idle_connections(&self) {
+        self.agent.release_idle();
+    }
+
     fn request(&self, method: &str, query: &str) -> ureq::Request {
         let req = self
             .agent
+            .current()
             .request(method, &format!("{}/messages?{query}", self.base))
             .set("apikey", self.key.expose())
             .set("Accept", "application/json");

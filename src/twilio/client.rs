@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
-use crate::http::{describe_transport, read_body};
+use crate::http::{describe_transport, read_body, Agent};
 use crate::message::MessageId;
 use crate::ops::metrics::Metrics;
 use crate::redact;
@@ -112,7 +112,7 @@ impl SendError {
 /// A Twilio client, cheap to clone (connections are pooled and kept alive).
 #[derive(Clone)]
 pub struct Twilio {
-    agent: ureq::Agent,
+    agent: Agent,
     api_url: Arc<str>,
     messages_url: Arc<str>,
     authorization: Arc<str>,
@@ -227,7 +227,7 @@ impl Twilio {
     /// delivery receipts at `status_callback` when given, counting requests in `metrics`.
     pub fn new(
         config: &TwilioConfig,
-        agent: ureq::Agent,
+        agent: Agent,
         status_callback: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Twilio {
@@ -252,6 +252,11 @@ impl Twilio {
         }
     }
 
+    /// Close the pooled idle connections ([`Agent::release_idle`]).
+    pub fn release_idle_connections(&self) {
+        self.agent.release_idle();
+    }
+
     /// `GET` a path under the account (`/…json`), authenticated; for the `check` command.
     pub fn get_account_resource(
         &self,
@@ -267,7 +272,7 @@ impl Twilio {
 
     /// `GET` any URL with our credentials and read a JSON answer.
     pub fn get_json(&self, url: &str) -> Result<serde_json::Value, SendError> {
-        match self.execute(self.agent.get(url), None)? {
+        match self.execute(self.agent.current().get(url), None)? {
             Answer::Success { status, text } => {
                 serde_json::from_str(&text).map_err(|e| SendError::Unreadable {
                     status,
@@ -340,7 +345,7 @@ impl Twilio {
         if let Some(url) = &callback {
             form.push(("StatusCallback", url));
         }
-        match self.execute(self.agent.post(&self.messages_url), Some(&form))? {
+        match self.execute(self.agent.current().post(&self.messages_url), Some(&form))? {
             Answer::Success { status, text } => parse_created(status, &text),
             Answer::Failure {
                 status,
@@ -365,8 +370,8 @@ impl Twilio {
         since: SystemTime,
         may_start: &dyn Fn() -> bool,
     ) -> Result<Listing, ListError> {
-        let mut request = self
-            .agent
+        let agent = self.agent.current();
+        let mut request = agent
             .get(&self.messages_url)
             .query("To", to)
             .query("PageSize", "100");
@@ -406,7 +411,7 @@ impl Twilio {
             }
             match page.next_page_uri.filter(|u| u.starts_with('/')) {
                 Some(uri) if !reached_older => {
-                    request = self.agent.get(&format!("{}{uri}", self.api_url))
+                    request = agent.get(&format!("{}{uri}", self.api_url))
                 }
                 _ => {
                     listing.complete = true;

@@ -14,6 +14,8 @@
 //! then it is joined again at once as a private channel, which the service role is authorized
 //! on (it bypasses RLS), and stays private for the life of the process.
 //!
+//! A `wss://` socket runs TLS on the connector the whole service shares ([`tls`]).
+//!
 //! [`probe`] (for `sms-sender check`) subscribes once and reports; a refusal that retrying would
 //! not change (the upgrade answered 4xx, the server unreachable, the join or subscription refused
 //! for a reason that is not transient) is its answer at once, with the server's reason.
@@ -26,6 +28,7 @@
 //! logged or kept as the reason (a proxy answering `Cannot GET …?apikey=<key>` quotes the key).
 
 pub mod frame;
+pub mod tls;
 
 use std::pin::pin;
 use std::time::{Duration, Instant};
@@ -97,6 +100,8 @@ pub struct Context {
     /// Beaten as the task turns (`/livez`): every wake of a session, every reconnect attempt,
     /// and every five seconds of a backoff.
     pub liveness: Liveness,
+    /// The TLS connector the whole service shares (required for a `wss://` URL).
+    pub tls: Option<std::sync::Arc<native_tls::TlsConnector>>,
 }
 
 /// The longest the task sleeps in one piece during a reconnect backoff, so that it beats.
@@ -211,12 +216,17 @@ async fn keep_subscribed(ctx: &Context, stop_when_refused: bool) -> Option<Strin
 
 /// Connect, join and wait for the subscription once, then leave (for `sms-sender check`).
 /// Returns why it did not work: a decisive refusal as soon as it comes, else the last reason
-/// once `limit` has passed.
+/// once `limit` has passed. Builds a TLS connector of its own for a `wss://` URL (a one-off).
 pub fn probe(
     supabase: &SupabaseConfig,
     heartbeat: Duration,
     limit: Duration,
 ) -> Result<(), String> {
+    let tls = if supabase.realtime_url.starts_with("wss://") {
+        Some(crate::http::tls_connector()?)
+    } else {
+        None
+    };
     let health = Health::new();
     let shutdown = Shutdown::new();
     let mut timing = Timing::with_heartbeat(heartbeat);
@@ -231,6 +241,7 @@ pub fn probe(
         shutdown: shutdown.clone(),
         metrics: std::sync::Arc::default(),
         liveness: Liveness::new(limit),
+        tls,
     };
     let watcher = {
         let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -323,7 +334,11 @@ async fn connect(ctx: &Context) -> Result<Ws, Failure> {
         .map_err(|e| unreachable(format!("cannot connect to {host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Io> = if tls {
-        let tls = async_native_tls::connect(host.as_str(), tcp)
+        let connector = ctx
+            .tls
+            .as_deref()
+            .ok_or_else(|| unreachable(format!("no TLS connector for {host}")))?;
+        let tls = tls::connect(connector, host.as_str(), tcp)
             .await
             .map_err(|e| unreachable(redact::scrub(&format!("TLS with {host} failed: {e}"))))?;
         Box::new(tls)
