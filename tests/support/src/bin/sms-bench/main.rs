@@ -14,6 +14,9 @@
 //!   perf.data`), that command is started on this build's process before its first burst and
 //!   stopped with SIGINT after its last, so the profile covers exactly the measured bursts.
 //!   `SMS_BENCH_BURST=N` makes the bursts smaller (for slow profilers such as callgrind).
+//! - `sms-bench modes BINARY [--out FILE]`: only plain vs TLS, system calls per message and the
+//!   Node original as a CPU peer (`modes.rs`), full counts (`SMS_BENCH_SMALL=1`: quick counts,
+//!   Node peer still run); for working on those figures without the rest.
 //! - `--baseline BINARY`: an earlier build (`make bench-baseline` builds the pre-session commit)
 //!   measured in the same run, in the same world, on the phases that compare builds (the
 //!   default-configuration bursts and the memory/CPU phase); the report shows both side by side.
@@ -36,7 +39,14 @@
 //!   50 ms), so start → subscribed measures the service, not the double's timer.
 //! - The local world is plain HTTP, and the service builds its TLS connector only for `https://`
 //!   URLs; so that the table also shows what production pays, some starts and one idle reading
-//!   use an `https://` Twilio URL (nothing is sent, so no TLS server is needed).
+//!   use an `https://` Twilio URL (nothing is sent, so no TLS server is needed), and `modes.rs`
+//!   measures memory, sockets, threads, CPU and system calls both plain and through a local TLS
+//!   terminator (a Node `tls` server, out of the service's process, with a throwaway CA made by
+//!   the `openssl` CLI; the service trusts the system bundle plus that CA via `SSL_CERT_FILE`).
+//! - System calls per message: `strace -c -f -p PID` attached only around one burst, on a process
+//!   of its own (strace slows it, so CPU figures come from another process).
+//! - The Node original (`tests/support/node-original/`, `npm ci` once) runs on the same CPU
+//!   bursts as this build in the same run; without node/npm its row says "not measured: why".
 //! - The doubles and PostgreSQL share the machine with the service. Each throughput run records
 //!   how busy the machine was and who used the CPU, and a last phase measures how fast the
 //!   Realtime double alone can deliver a burst, so a missed throughput target can be told apart
@@ -47,9 +57,11 @@
 //!   429s, peak concurrency) belong to that burst alone.
 //!
 //! The code: `phases.rs` runs the world and the phases, `measure.rs` reads sizes and `/proc` and
-//! holds the timestamping relay, `report.rs` turns the results into Markdown.
+//! holds the timestamping relay, `modes.rs` runs plain vs TLS, strace and the Node peer,
+//! `report.rs` turns the results into Markdown.
 
 mod measure;
+mod modes;
 mod phases;
 mod report;
 
@@ -93,6 +105,9 @@ enum Mode {
     Quick,
     /// Only the memory/CPU phase, with the full counts.
     Cpu,
+    /// Only plain vs TLS, system calls and the Node peer (full counts; `SMS_BENCH_SMALL=1`:
+    /// quick counts), with the report.
+    Modes,
 }
 
 /// Counts for one mode.
@@ -116,6 +131,20 @@ struct Plan {
     throughput: &'static [(usize, usize)],
     /// Messages in each default-configuration burst (issue 11: 1,000).
     default_burst: usize,
+    /// Plain vs TLS: how long a fresh process idles before its RSS is read (the issue: 30 s).
+    mode_idle: Duration,
+    /// Plain vs TLS: the burst against Twilio at [`TWILIO_REAL_CREATE`] with the account's
+    /// concurrency limit (the issue: 1,000).
+    mode_burst: usize,
+    /// Plain vs TLS: the readings taken again this long after that burst (`None`: skipped).
+    after_minute: Option<Duration>,
+    /// Plain vs TLS and the Node peer: bursts (of `cpu_burst`, Twilio at once) whose CPU is read.
+    cpu_bursts: usize,
+    cpu_burst: usize,
+    /// Messages in the burst strace is attached around.
+    syscall_burst: usize,
+    /// Whether the Node original is run as a CPU peer.
+    node_peer: bool,
 }
 
 /// The counts the issue asks for. SENDER_THREADS=4 runs once: at 50 ms per Twilio answer it is
@@ -130,6 +159,13 @@ const FULL: Plan = Plan {
     growth_bursts: 4,
     throughput: &[(4, 1), (16, 3), (64, 3)],
     default_burst: 1000,
+    mode_idle: Duration::from_secs(30),
+    mode_burst: 1000,
+    after_minute: Some(Duration::from_secs(60)),
+    cpu_bursts: 3,
+    cpu_burst: 2000,
+    syscall_burst: 1000,
+    node_peer: true,
 };
 
 /// Small counts for CI: every phase still runs, in well under a minute.
@@ -143,6 +179,13 @@ const QUICK: Plan = Plan {
     growth_bursts: 4,
     throughput: &[(16, 1)],
     default_burst: 100,
+    mode_idle: Duration::from_secs(2),
+    mode_burst: 100,
+    after_minute: None,
+    cpu_bursts: 1,
+    cpu_burst: 200,
+    syscall_burst: 50,
+    node_peer: false,
 };
 
 /// The command line.
@@ -155,7 +198,7 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: sms-bench full|quick|cpu PATH-TO-sms-sender \
+const USAGE: &str = "usage: sms-bench full|quick|cpu|modes PATH-TO-sms-sender \
     [--baseline PATH-TO-EARLIER-sms-sender [--baseline-label TEXT]] [--out FILE]";
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -166,6 +209,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         "full" => Mode::Full,
         "quick" => Mode::Quick,
         "cpu" => Mode::Cpu,
+        "modes" => Mode::Modes,
         _ => return Err(USAGE.into()),
     };
     let existing = |path: &str, what: &str| {
@@ -222,11 +266,16 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let load_before = measure::load_average();
-    let plan = if args.mode == Mode::Quick {
-        &QUICK
+    let small = args.mode == Mode::Modes
+        && std::env::var("SMS_BENCH_SMALL").is_ok_and(|v| !v.is_empty() && v != "0");
+    let mut plan = if args.mode == Mode::Quick || small {
+        QUICK.clone()
     } else {
-        &FULL
+        FULL.clone()
     };
+    // `sms-bench modes` is for the Node comparison too, whatever the counts.
+    plan.node_peer |= args.mode == Mode::Modes;
+    let plan = &plan;
     let mut results = Results::default();
     if args.mode == Mode::Cpu {
         return match phases::run_cpu(plan, &args.binary, args.baseline.as_deref(), &mut results) {
@@ -237,7 +286,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let outcome = phases::run(plan, &args.binary, args.baseline.as_deref(), &mut results);
+    let outcome = if args.mode == Mode::Modes {
+        phases::run_modes(plan, &args.binary, &mut results)
+    } else {
+        phases::run(plan, &args.binary, args.baseline.as_deref(), &mut results)
+    };
     let report = report::render(
         &report::RunInfo {
             mode: args.mode,
@@ -482,4 +535,96 @@ struct Results {
     baseline: Option<Compared>,
     /// The baseline binary's size.
     baseline_bytes: Option<u64>,
+    /// This build over plain HTTP / WebSocket, and through the TLS terminator.
+    plain: ModeFigures,
+    tls: ModeFigures,
+    /// Why TLS mode was not measured, if it was not.
+    tls_not_measured: Option<String>,
+    /// Why system calls were not measured, if they were not.
+    strace_not_measured: Option<String>,
+    /// The Node original on the same CPU bursts, or why it was not measured.
+    node: Option<Result<Peer, String>>,
+}
+
+/// How the service reaches the doubles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `http://` and `ws://` straight to the doubles.
+    Plain,
+    /// `https://` and `wss://` through a local TLS terminator with a throwaway CA.
+    Tls,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Plain => "plain (http://, ws://)",
+            Transport::Tls => "TLS (https://, wss://, through a local terminator)",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Transport::Plain => "plain",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// This build's figures in one transport (see `modes.rs`).
+#[derive(Default)]
+struct ModeFigures {
+    idle_rss_kib: Option<u64>,
+    idle_sockets: Option<usize>,
+    idle_threads: Option<usize>,
+    /// Commit → every row of the limited burst `sent`.
+    burst_seconds: Option<f64>,
+    /// 429s the Twilio double answered during that burst.
+    burst_throttled: Option<usize>,
+    after_rss_kib: Option<u64>,
+    after_hwm_kib: Option<u64>,
+    after_sockets: Option<usize>,
+    after_threads: Option<usize>,
+    later_rss_kib: Option<u64>,
+    later_sockets: Option<usize>,
+    later_threads: Option<usize>,
+    /// CPU-s per 1,000 messages (= ms per message), each CPU burst.
+    cpu_per_1000: Vec<f64>,
+    syscalls: Option<Syscalls>,
+}
+
+impl ModeFigures {
+    fn cpu_ms_per_message(&self) -> Option<f64> {
+        report::median(&self.cpu_per_1000)
+    }
+}
+
+/// `strace -c -f` around one burst.
+struct Syscalls {
+    messages: usize,
+    total: u64,
+    /// `clone` + `clone3` (thread creation).
+    clones: u64,
+    /// Calls per system call, most first.
+    by_call: Vec<(String, u64)>,
+}
+
+impl Syscalls {
+    fn per_message(&self) -> f64 {
+        self.total as f64 / self.messages.max(1) as f64
+    }
+}
+
+/// The Node original on the CPU bursts.
+struct Peer {
+    cpu_per_1000: Vec<f64>,
+    /// VmRSS a second after it subscribed, VmHWM after its bursts.
+    idle_rss_kib: u64,
+    hwm_kib: u64,
+}
+
+impl Peer {
+    fn cpu_ms_per_message(&self) -> Option<f64> {
+        report::median(&self.cpu_per_1000)
+    }
 }

@@ -19,14 +19,14 @@ use crate::{
 };
 
 /// Everything the phases share.
-struct Bench<'a> {
+pub(crate) struct Bench<'a> {
     /// The build under test.
-    binary: &'a Path,
-    stack: Stack,
+    pub(crate) binary: &'a Path,
+    pub(crate) stack: Stack,
     relay: Relay,
-    conversation: String,
+    pub(crate) conversation: String,
     /// Messages inserted so far: every one must end `sent`, and stored once by Twilio.
-    inserted: usize,
+    pub(crate) inserted: usize,
     /// Of those, the ones sent through the stack's Twilio double (the default-configuration
     /// bursts use doubles of their own): its message record is indexed by this count.
     on_stack_twilio: usize,
@@ -133,6 +133,8 @@ pub(crate) fn run(
         }
     }
 
+    crate::modes::run(&mut b, plan, r)?;
+
     for &(threads, runs) in plan.throughput {
         for run in 1..=runs {
             step(&format!(
@@ -160,6 +162,18 @@ pub(crate) fn run(
     eprintln!("    {rate:.0} events/s");
     r.realtime_ceiling = Some(rate);
     Ok(())
+}
+
+/// `sms-bench modes`: the world, then only plain vs TLS, system calls and the Node peer.
+pub(crate) fn run_modes(plan: &Plan, binary: &Path, r: &mut Results) -> Result<(), String> {
+    step("sizes");
+    sizes(binary, r);
+    let mut b = Bench::start(binary)?;
+    r.postgres_version = Some(b.stack.db(|c| {
+        let row = c.query_one("SHOW server_version", &[])?;
+        Ok(row.get::<_, String>(0))
+    }));
+    crate::modes::run(&mut b, plan, r)
 }
 
 /// `sms-bench cpu`: the world, then only the memory/CPU phase of each build, each build's CPU
@@ -291,7 +305,7 @@ impl<'a> Bench<'a> {
 
     /// The service's environment: the stack's, JSON logs at `info` as deployed on Cloud Run,
     /// optionally through the relay and with a given number of sender threads.
-    fn env(&self, through_relay: bool, threads: Option<usize>) -> Vec<(String, String)> {
+    pub(crate) fn env(&self, through_relay: bool, threads: Option<usize>) -> Vec<(String, String)> {
         let mut env = self.stack.service_env();
         if through_relay {
             for (k, v) in env.iter_mut() {
@@ -323,7 +337,7 @@ impl<'a> Bench<'a> {
         Ok(svc)
     }
 
-    fn stop(&self, mut svc: Service) -> Result<(), String> {
+    pub(crate) fn stop(&self, mut svc: Service) -> Result<(), String> {
         svc.terminate();
         match svc.wait_exit(Duration::from_secs(15)) {
             Some(s) if s.success() => Ok(()),
@@ -447,7 +461,7 @@ impl<'a> Bench<'a> {
 
     /// Wait until every inserted message is `sent` (and none `failed`), and Twilio stored each
     /// exactly once.
-    fn wait_all_sent(&self, timeout: Duration) -> Result<(), String> {
+    pub(crate) fn wait_all_sent(&self, timeout: Duration) -> Result<(), String> {
         let n = self.inserted as i64;
         if !self.stack.wait_status_count("sent", n, timeout) {
             return Err(format!(
@@ -760,7 +774,7 @@ impl<'a> Bench<'a> {
     }
 
     /// Of these rows: how many are `sent`, and how many distinct Twilio SIDs the sent ones hold.
-    fn burst_rows(&self, ids: &[String]) -> (usize, usize) {
+    pub(crate) fn burst_rows(&self, ids: &[String]) -> (usize, usize) {
         self.stack.db(|c| {
             let row = c.query_one(
                 "SELECT count(*) FILTER (WHERE status = 'sent'), \

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::measure::{git_revision, machine, utc_now, workspace_root};
 use crate::phases::twilio_label;
 use crate::{
-    Burst, Compared, Mode, Plan, Results, Throughput, Twilio, DISTROLESS_STATIC, MIB,
+    Burst, Compared, Mode, ModeFigures, Plan, Results, Throughput, Twilio, DISTROLESS_STATIC, MIB,
     NODE_BURST_50MS_PER_SECOND, NODE_CPU_MS_PER_MESSAGE, NODE_IDLE_RSS_MIB, TWILIO_REAL_CREATE,
     TWILIO_REAL_LIMIT, TWILIO_SLOW,
 };
@@ -625,15 +625,15 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
     let _ = writeln!(
         s,
         "{} run of `sms-bench` ({}), {} UTC, took {:.0} s.\n",
-        if mode == Mode::Full {
-            "Full"
-        } else {
-            "Quick (small counts, indicative only)"
+        match mode {
+            Mode::Full => "Full",
+            Mode::Modes => "Plain vs TLS, system calls and Node peer only",
+            _ => "Quick (small counts, indicative only)",
         },
-        if mode == Mode::Full {
-            "`make bench`"
-        } else {
-            "`make bench-quick`"
+        match mode {
+            Mode::Full => "`make bench`",
+            Mode::Modes => "`sms-bench modes`",
+            _ => "`make bench-quick`",
         },
         utc_now(),
         took.as_secs_f64()
@@ -685,6 +685,11 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
             "QUICK MODE: small counts (default-configuration bursts of 100, where start-up and slow start weigh far more than in a burst of 1,000); the figures are noisy and the targets are judged anyway only to show the rows work"
         }
     );
+    if mode == Mode::Modes {
+        // `sms-bench modes` runs only these phases.
+        s.push_str(&modes_section(plan, r));
+        return s;
+    }
     let _ = writeln!(s, "| measurement | target | measured | met? |");
     let _ = writeln!(s, "|---|---|---|---|");
     for r in &rows {
@@ -697,6 +702,7 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
             met_text(r.met)
         );
     }
+    s.push_str(&modes_section(plan, r));
 
     if let Some(base) = &r.baseline {
         let _ = writeln!(s, "\n## Before and after, same run\n");
@@ -710,7 +716,7 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
     let _ = writeln!(s, "\n## Peer figures, quoted (not measured here)\n");
     let _ = writeln!(
         s,
-        "There is no Node original on this machine. Issue 11's author measured it on the same machine and in the same run as the sms-sender of that time; the targets above that name it use these figures as given there:\n"
+        "Issue 11's author measured the original Node service on the same machine and in the same run as the sms-sender of that time; the rows of the first table that name it use these figures as given there (the section \"The Node original, measured in this run\" above measures a re-creation of it here instead):\n"
     );
     let _ = writeln!(
         s,
@@ -854,10 +860,280 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
         s,
         "- Ceiling: a plain WebSocket client in the bench joins with the service's binding and only reads, to show how fast the double can deliver a burst's events at all; the machine's busy share during each throughput run tells whether the doubles and PostgreSQL, which share the CPUs with the service, were the limit."
     );
+    let _ = writeln!(
+        s,
+        "- Plain and TLS: for TLS, the bench makes a throwaway CA and a leaf certificate for IP 127.0.0.1 with the `openssl` CLI (RSA 2048) in a temporary directory, and starts a small Node `tls` server per service process (its own process: its CPU is not the service's) that pipes each connection byte for byte to the Supabase double (REST and Realtime: `SUPABASE_URL=https://…`, so `wss://` for Realtime) and to the Twilio double (`TWILIO_API_URL=https://…`). `SSL_CERT_FILE` points at a file holding `/etc/ssl/certs/ca-certificates.crt` followed by that CA, so the service parses the full system bundle as in production. The resources row: a fresh process idles {} s (VmRSS), then drains a burst of {} against a Twilio double of its own answering creates in {} ms with at most {} requests in progress (429 / 20429 beyond); VmRSS, sockets (entries of `/proc/PID/fd` that are sockets) and threads (`Threads:` of `/proc/PID/status`) are read once every row is `sent`, and again {} later. CPU: another fresh process, {} bursts of {} with Twilio answering at once, `utime + stime` per burst (median).",
+        plan.mode_idle.as_secs(),
+        plan.mode_burst,
+        TWILIO_REAL_CREATE.as_millis(),
+        TWILIO_REAL_LIMIT,
+        plan.after_minute.map_or("(skipped in quick mode)".to_string(), |d| format!("{} s", d.as_secs())),
+        plan.cpu_bursts,
+        plan.cpu_burst
+    );
+    let _ = writeln!(
+        s,
+        "- System calls: a third fresh process, subscribed and idle for a second; `strace -c -f -p PID` is attached (every thread, and the threads it creates), one burst of {} is drained with Twilio answering at once, then strace is stopped with SIGINT. Calls per message = all calls counted / messages; `clone` and `clone3` are thread creation. strace slows the process, so no CPU or latency figure comes from this process. Being the first burst after the start, it includes the creation of the sender threads a burst needs.",
+        plan.syscall_burst
+    );
+    let _ = writeln!(
+        s,
+        "- Node original: `tests/support/node-original/` (`npm ci` there once if `node_modules` is missing), run with `node index.js` against the same doubles (plain HTTP; the Twilio SDK sent to the Twilio double by a request client that only replaces scheme, host and port) on the same bursts as this build's plain CPU row, in the same run. `utime + stime` of the node process (all its threads). Each message must be delivered exactly once for its figure to count."
+    );
     let _ = writeln!(s, "\n## How to reproduce\n");
     let _ = writeln!(
         s,
         "```sh\nmake bench            # full run, a few minutes; rewrites BENCHMARKS.md\nmake bench-baseline   # builds commit 4eff882 (before issue 11) in a temporary worktree, then runs\n                      # `make bench` with it as the baseline (BENCH_BASELINE)\nmake bench BENCH_BASELINE=/path/to/earlier/sms-sender   # any earlier build as the baseline\nmake bench-quick      # the short version CI runs (under a minute)\n```"
     );
+    s
+}
+
+/// Issue targets for plain vs TLS, syscalls and the Node peer.
+const TARGET_TLS_IDLE_KIB: u64 = 5 * 1024;
+const TARGET_MODE_BURST_KIB: u64 = 16 * 1024;
+const TARGET_BACK_TO_IDLE_KIB: u64 = 2 * 1024;
+const TARGET_SYSCALLS_PER_MESSAGE: f64 = 40.0;
+const TARGET_NODE_RATIO: f64 = 15.0;
+
+/// "yes / **no**" for plain and TLS.
+fn met_pair(plain: Option<bool>, tls: Option<bool>) -> String {
+    format!("{} / {}", met_text(plain), met_text(tls))
+}
+
+/// Plain vs TLS, system calls and the Node original: the sections `modes.rs` fills.
+pub(crate) fn modes_section(plan: &Plan, r: &Results) -> String {
+    let mut s = String::new();
+    let na = || "not measured".to_string();
+    let (p, t) = (&r.plain, &r.tls);
+    let _ = writeln!(s, "\n## Plain and TLS, same run\n");
+    let _ = writeln!(
+        s,
+        "This build, each figure from a fresh process, once over plain `http://` / `ws://` straight to the doubles and once over `https://` / `wss://` through a local TLS terminator (a throwaway CA; trust = the system bundle plus that CA through `SSL_CERT_FILE`).{}\n",
+        r.tls_not_measured
+            .as_ref()
+            .map_or(String::new(), |why| format!(" **TLS not measured: {why}.**"))
+    );
+    let _ = writeln!(
+        s,
+        "| measurement | target | plain | TLS | met? (plain / TLS) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    let mut line =
+        |what: String, target: &str, f: &dyn Fn(&ModeFigures) -> Option<String>, met: String| {
+            let _ = writeln!(
+                s,
+                "| {what} | {target} | {} | {} | {met} |",
+                f(p).unwrap_or_else(na),
+                f(t).unwrap_or_else(na)
+            );
+        };
+    line(
+        format!("RSS idle after {} s (VmRSS)", plan.mode_idle.as_secs()),
+        "≤ 5 MiB with TLS",
+        &|f| f.idle_rss_kib.map(fmt_kib),
+        met_pair(None, t.idle_rss_kib.map(|k| k <= TARGET_TLS_IDLE_KIB)),
+    );
+    let burst_what = format!(
+        "{}-message burst, Twilio answering creates in {} ms, at most {} at once",
+        plan.mode_burst,
+        TWILIO_REAL_CREATE.as_millis(),
+        TWILIO_REAL_LIMIT
+    );
+    line(
+        format!("{burst_what}: delivered"),
+        "each exactly once",
+        &|f| {
+            f.burst_seconds.map(|secs| {
+                format!(
+                    "all `sent`, each stored once by Twilio, in {secs:.2} s ({} answered 429)",
+                    f.burst_throttled.unwrap_or(0)
+                )
+            })
+        },
+        met_pair(p.burst_seconds.map(|_| true), t.burst_seconds.map(|_| true)),
+    );
+    line(
+        format!("{burst_what}: RSS after it (VmRSS; VmHWM)"),
+        "≤ 16 MiB",
+        &|f| {
+            f.after_rss_kib.map(|k| {
+                format!(
+                    "{}; HWM {:.2} MiB",
+                    fmt_kib(k),
+                    f.after_hwm_kib.unwrap_or(0) as f64 / 1024.0
+                )
+            })
+        },
+        met_pair(
+            p.after_rss_kib.map(|k| k <= TARGET_MODE_BURST_KIB),
+            t.after_rss_kib.map(|k| k <= TARGET_MODE_BURST_KIB),
+        ),
+    );
+    let back = |f: &ModeFigures| -> Option<bool> {
+        Some(f.later_rss_kib? <= f.idle_rss_kib? + TARGET_BACK_TO_IDLE_KIB)
+    };
+    line(
+        match plan.after_minute {
+            Some(d) => format!("RSS {} s after that burst (VmRSS; − idle)", d.as_secs()),
+            None => "RSS a minute after that burst (skipped in quick mode)".to_string(),
+        },
+        "≤ idle + 2 MiB",
+        &|f| {
+            let later = f.later_rss_kib?;
+            Some(format!(
+                "{}; {:+} KiB",
+                fmt_kib(later),
+                later as i64 - f.idle_rss_kib? as i64
+            ))
+        },
+        met_pair(back(p), back(t)),
+    );
+    let triple = |a: Option<usize>, b: Option<usize>, c: Option<usize>| -> Option<String> {
+        let show = |v: Option<usize>| v.map_or("—".to_string(), |v| v.to_string());
+        a.or(b)
+            .map(|_| format!("{} / {} / {}", show(a), show(b), show(c)))
+    };
+    line(
+        "sockets open: idle / after the burst / a minute later (/proc/PID/fd)".into(),
+        "—",
+        &|f| triple(f.idle_sockets, f.after_sockets, f.later_sockets),
+        "—".into(),
+    );
+    line(
+        "threads: idle / after the burst / a minute later (/proc/PID/status)".into(),
+        "—",
+        &|f| triple(f.idle_threads, f.after_threads, f.later_threads),
+        "—".into(),
+    );
+    let plain_cpu = p.cpu_ms_per_message();
+    line(
+        format!(
+            "service CPU per message (utime+stime, median of {} bursts of {}, Twilio answering at once)",
+            plan.cpu_bursts, plan.cpu_burst
+        ),
+        "—",
+        &|f| {
+            let v = f.cpu_ms_per_message()?;
+            // The TLS column says how much TLS adds (the plain one is 1×).
+            Some(match plain_cpu {
+                Some(pc) if !std::ptr::eq(f, p) => {
+                    format!("{v:.3} ms ({:.2}× plain)", v / pc.max(1e-9))
+                }
+                _ => format!("{v:.3} ms"),
+            })
+        },
+        "—".into(),
+    );
+    let strace_na = r.strace_not_measured.as_deref();
+    line(
+        "system calls per message on the happy path (strace -c -f around one burst; a separate process from the CPU figures)".into(),
+        "≤ 40",
+        &|f| {
+            f.syscalls.as_ref().map(|sc| {
+                format!(
+                    "{:.1} ({} calls for {} messages)",
+                    sc.per_message(),
+                    sc.total,
+                    sc.messages
+                )
+            })
+        },
+        met_pair(
+            p.syscalls
+                .as_ref()
+                .map(|sc| sc.per_message() <= TARGET_SYSCALLS_PER_MESSAGE),
+            t.syscalls
+                .as_ref()
+                .map(|sc| sc.per_message() <= TARGET_SYSCALLS_PER_MESSAGE),
+        ),
+    );
+    line(
+        "clone + clone3 per message (thread creation), same burst".into(),
+        "—",
+        &|f| {
+            f.syscalls.as_ref().map(|sc| {
+                format!(
+                    "{:.3} ({} calls)",
+                    sc.clones as f64 / sc.messages.max(1) as f64,
+                    sc.clones
+                )
+            })
+        },
+        "—".into(),
+    );
+    line(
+        "top 6 system calls, per message, same burst".into(),
+        "—",
+        &|f| {
+            f.syscalls.as_ref().map(|sc| {
+                sc.by_call
+                    .iter()
+                    .take(6)
+                    .map(|(name, n)| {
+                        format!("`{name}` {:.1}", *n as f64 / sc.messages.max(1) as f64)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        },
+        "—".into(),
+    );
+    if let Some(why) = strace_na {
+        let _ = writeln!(s, "\nSystem calls not measured: {why}.");
+    }
+
+    let _ = writeln!(s, "\n## The Node original, measured in this run\n");
+    match &r.node {
+        Some(Ok(node)) => {
+            let _ = writeln!(
+                s,
+                "A re-creation of the original Node service (`tests/support/node-original/`: `@supabase/supabase-js` for Realtime and REST, the official `twilio` SDK, a plain `http` server for `/health`; see its README) on the same bursts as this build's plain CPU row above, against the same doubles, plain HTTP, in this run. Every message it sent was checked delivered exactly once (each row `sent` with a SID of its own, each body stored once by Twilio).\n"
+            );
+            let _ = writeln!(
+                s,
+                "| measurement | target | Node original | this build (plain) | met? |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|");
+            let ours = p.cpu_ms_per_message();
+            let theirs = node.cpu_ms_per_message();
+            let ratio = match (theirs, ours) {
+                (Some(n), Some(o)) => Some(n / o.max(1e-9)),
+                _ => None,
+            };
+            let _ = writeln!(
+                s,
+                "| CPU per message (utime+stime, median of {} bursts of {}, Twilio answering at once) | ≥ {TARGET_NODE_RATIO:.0}× below Node | {} | {} | {} |",
+                plan.cpu_bursts,
+                plan.cpu_burst,
+                theirs.map_or_else(na, |v| format!(
+                    "{v:.3} ms (bursts: {})",
+                    node.cpu_per_1000
+                        .iter()
+                        .map(|x| format!("{x:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                ours.map_or_else(na, |v| format!(
+                    "{v:.3} ms{}",
+                    ratio.map_or(String::new(), |x| format!(": {x:.1}× below Node"))
+                )),
+                met_text(ratio.map(|x| x >= TARGET_NODE_RATIO))
+            );
+            let _ = writeln!(
+                s,
+                "| RSS: 1 s after subscribing (VmRSS); peak over its bursts (VmHWM) | — | {}; HWM {:.2} MiB | {} idle after {} s | — |",
+                fmt_kib(node.idle_rss_kib),
+                node.hwm_kib as f64 / 1024.0,
+                p.idle_rss_kib.map_or_else(na, fmt_kib),
+                plan.mode_idle.as_secs()
+            );
+        }
+        Some(Err(why)) => {
+            let _ = writeln!(s, "Not measured: {why}.");
+        }
+        None => {
+            let _ = writeln!(s, "Not measured: the run stopped before it.");
+        }
+    }
     s
 }
