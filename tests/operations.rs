@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sms_sender_doubles::harness::{free_port, wait_until, Service, Stack, TempDir};
+use sms_sender_doubles::tls::TestCa;
 use sms_sender_doubles::twilio::{post_form, twilio_signature, Fault, TwilioConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
@@ -508,77 +509,11 @@ fn the_http_port_survives_garbage_slow_clients_and_floods() {
     assert!(stack.wait_status_count("sent", 1, WAIT), "{}", svc.log());
 }
 
-/// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
-fn private_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl CLI");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sms-sender test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
 #[test]
 fn tls_is_verified_refused_for_an_unknown_ca_and_accepted_with_ssl_cert_file() {
     let stack = Stack::start();
     let dir = TempDir::new("sms-tls");
-    let (ca, cert, key) = private_ca(&dir.0);
+    let TestCa { ca, cert, key } = TestCa::create(&dir.0, "sms-sender test CA").unwrap();
     let port = free_port();
     let mut server = Command::new("openssl")
         .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert"])

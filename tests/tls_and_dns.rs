@@ -16,83 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sms_sender_doubles::harness::{binary_under_test, wait_until, Service, Stack, TempDir};
+use sms_sender_doubles::tls::{TestCa, SYSTEM_BUNDLE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
 const WAIT: Duration = Duration::from_secs(20);
 const TO: &str = "+15551234567";
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// A private CA and a leaf for IP 127.0.0.1 it signed, made with the `openssl` CLI in `dir`.
-struct Material {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn material(dir: &Path) -> Material {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sms-sender tls_and_dns CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    Material {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("leaf.pem"),
-        key: dir.join("leaf.key"),
-    }
-}
 
 /// A directory holding only `ca`, in OpenSSL's hashed layout (`openssl rehash`).
 fn hashed_dir(dir: &Path, ca: &Path) -> PathBuf {
@@ -113,7 +41,7 @@ fn hashed_dir(dir: &Path, ca: &Path) -> PathBuf {
 }
 
 /// A TLS terminator on a free local port in front of `upstream`; runs until the test ends.
-fn terminate(m: &Material, upstream: u16) -> u16 {
+fn terminate(m: &TestCa, upstream: u16) -> u16 {
     let identity = native_tls::Identity::from_pkcs8(
         &std::fs::read(&m.cert).unwrap(),
         &std::fs::read(&m.key).unwrap(),
@@ -189,7 +117,7 @@ fn relay(acceptor: &native_tls::TlsAcceptor, client: TcpStream, upstream: u16) {
 }
 
 /// The stack's environment with Supabase (REST and Realtime) and Twilio behind TLS.
-fn tls_env(stack: &Stack, m: &Material, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+fn tls_env(stack: &Stack, m: &TestCa, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let port_of = |url: String| -> u16 {
         url.rsplit(':')
             .next()
@@ -250,7 +178,7 @@ fn sockets(pid: u32) -> usize {
 fn every_connection_verifies_against_the_trust_store() {
     let stack = Stack::start();
     let dir = TempDir::new("sms-tls-trust");
-    let m = material(&dir.0);
+    let m = TestCa::create(&dir.0, "sms-sender tls_and_dns CA").unwrap();
     let hashed = hashed_dir(&dir.0, &m.ca);
     let bin = binary_under_test(BIN);
 
@@ -411,7 +339,7 @@ fn measure_tls_burst() {
     const BURST: usize = 500;
     let stack = Stack::start();
     let dir = TempDir::new("sms-tls-measure");
-    let m = material(&dir.0);
+    let m = TestCa::create(&dir.0, "sms-sender tls_and_dns CA").unwrap();
     let trust = dir.0.join("trust.pem");
     let mut pem = std::fs::read(SYSTEM_BUNDLE).unwrap();
     pem.extend(std::fs::read(&m.ca).unwrap());

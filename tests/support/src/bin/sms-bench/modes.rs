@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sms_sender_doubles::harness::{Launch, Service, TempDir};
+use sms_sender_doubles::tls::TestCa;
 use sms_sender_doubles::twilio::TwilioDouble;
 
 use crate::measure::{cpu_seconds, proc_status};
@@ -24,9 +25,6 @@ use crate::{
     step, ModeFigures, Peer, Plan, Results, Syscalls, Transport, TWILIO_REAL_CREATE,
     TWILIO_REAL_LIMIT,
 };
-
-/// The system bundle the service's image ships; TLS mode trusts it plus the throwaway CA.
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The TLS terminator: one TLS listener per upstream port, each connection piped byte for byte
 /// to 127.0.0.1:upstream. Prints "UPSTREAM LISTEN" per listener once it listens.
@@ -62,85 +60,10 @@ impl TlsMaterial {
     pub(crate) fn create(node: PathBuf) -> Result<TlsMaterial, String> {
         let dir = TempDir::new("sms-bench-tls");
         let d = &dir.0;
-        std::fs::write(
-            d.join("leaf.ext"),
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-        )
-        .map_err(|e| format!("tls: {e}"))?;
         std::fs::write(d.join("terminator.js"), TERMINATOR_JS).map_err(|e| format!("tls: {e}"))?;
-        let openssl = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("openssl: {e} (is the openssl CLI installed?)"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "openssl {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sms-bench throwaway CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])?;
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ])?;
-        let mut trust = std::fs::read(SYSTEM_BUNDLE)
-            .map_err(|e| format!("tls: {SYSTEM_BUNDLE}: {e} (install ca-certificates)"))?;
-        if !trust.ends_with(b"\n") {
-            trust.push(b'\n');
-        }
-        trust.extend(std::fs::read(d.join("ca.pem")).map_err(|e| format!("tls: {e}"))?);
-        std::fs::write(d.join("trust.pem"), trust).map_err(|e| format!("tls: {e}"))?;
+        let ca = TestCa::create(d, "sms-bench throwaway CA").map_err(|e| format!("tls: {e}"))?;
+        ca.with_system_bundle(&d.join("trust.pem"))
+            .map_err(|e| format!("tls: {e}"))?;
         Ok(TlsMaterial { dir, node })
     }
 
