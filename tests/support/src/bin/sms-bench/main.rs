@@ -73,12 +73,6 @@ use std::time::{Duration, Instant};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The base image's size, which cannot be measured here (no Docker, no registry access).
-/// Source: the GoogleContainerTools/distroless README, "The smallest distroless image,
-/// gcr.io/distroless/static-debian12, is around 2 MiB" (the compressed size a registry reports;
-/// it holds CA certificates, tzdata and /etc/passwd). 2.0 MiB is used as is.
-const DISTROLESS_STATIC: (&str, u64) = ("gcr.io/distroless/static-debian12", 2 * 1024 * 1024);
-
 /// Twilio's simulated answer time for the "slow" phases (every request waits this long).
 const TWILIO_SLOW: Duration = Duration::from_millis(50);
 
@@ -514,8 +508,9 @@ struct Results {
     binary_bytes: Option<u64>,
     stripped: Option<bool>,
     binary_gzip: Option<u64>,
-    /// (final FROM image, its size) when the Dockerfile's base is one we know.
-    base_image: Option<(String, Option<u64>)>,
+    /// The image `make image` builds from this binary: (layer tar bytes, gzip layer bytes), or
+    /// why it could not be built.
+    image: Option<Result<(u64, u64), String>>,
     postgres_version: Option<String>,
     start_healthy: Vec<Duration>,
     start_subscribed: Vec<Duration>,

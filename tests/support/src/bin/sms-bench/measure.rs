@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{Results, DISTROLESS_STATIC};
+use sms_sender_doubles::harness::TempDir;
+
+use crate::Results;
 
 // ---------------------------------------------------------------------------------------------
 // Sizes.
@@ -21,30 +23,43 @@ pub(crate) fn sizes(binary: &Path, r: &mut Results) {
         r.stripped = elf_has_section(&bytes, b".symtab").map(|has| !has);
     }
     r.binary_gzip = gzip_size(binary);
-    // The workspace root, where the Dockerfile lives, is two levels above this crate.
-    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Dockerfile.distroless");
-    r.base_image = std::fs::read_to_string(dockerfile)
-        .ok()
-        .and_then(|text| final_from(&text))
-        .map(|image| {
-            let size = (image == DISTROLESS_STATIC.0).then_some(DISTROLESS_STATIC.1);
-            (image, size)
-        });
+    r.image = Some(image_size(binary));
 }
 
-/// The image of the last `FROM` (the stage that ships), without flags like `--platform`.
-fn final_from(dockerfile: &str) -> Option<String> {
-    dockerfile
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
-        })
-        .filter_map(|l| l.split_whitespace().skip(1).find(|w| !w.starts_with("--")))
-        .next_back()
-        .map(str::to_string)
+/// Build the image from `binary` as `make image` does (scripts/image.sh, into a temporary
+/// directory) and read the sizes it prints: the layer tar and the gzip layer, in bytes.
+fn image_size(binary: &Path) -> Result<(u64, u64), String> {
+    // The workspace root, where the scripts live, is two levels above this crate.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/image.sh");
+    let out_dir = TempDir::new("sms-bench-image");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(binary)
+        .arg(&out_dir.0)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err
+            .lines()
+            .next()
+            .unwrap_or("scripts/image.sh failed")
+            .to_string());
+    }
+    // "… (N bytes of layer tar; …), … (M bytes of gzip layer) …"
+    let bytes_before = |marker: &str| -> Option<u64> {
+        let head = &text[..text.find(marker)?];
+        head.rsplit(['(', ' ']).next()?.parse().ok()
+    };
+    match (
+        bytes_before(" bytes of layer tar"),
+        bytes_before(" bytes of gzip layer"),
+    ) {
+        (Some(tar), Some(gz)) => Ok((tar, gz)),
+        _ => Err(format!("unexpected output of scripts/image.sh: {text}")),
+    }
 }
 
 /// Whether a 64-bit little-endian ELF file has a section of this name (`None`: not such a file).
