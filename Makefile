@@ -107,8 +107,10 @@ dist:
 demo: build
 	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-local -- demo $(BIN)
 
-## bench: size, start time, memory, latency, throughput, calls and CPU of the static binary
-## against the local world (about 5 minutes; a few more with a baseline); prints the table and
+## bench: size (and the image's), start time, memory, latency, throughput, calls and CPU of the
+## static binary against the local world, over plain HTTP and over TLS (a throwaway CA and local
+## TLS terminators, Node), with system calls per message (strace) and the Node original re-created
+## as the CPU peer in the same run (about 14 minutes with a baseline); prints the table and
 ## rewrites BENCHMARKS.md. The doubles are built with --release so that their own speed does not
 ## distort the figures. BENCH_BASELINE=PATH measures an earlier build in the same run on the
 ## phases that compare builds, reported side by side (`make bench-baseline` builds one).
@@ -118,7 +120,7 @@ BENCH_BASELINE_ARGS   = $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE) $(if
 bench: build
 	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- full $(BIN) --out BENCHMARKS.md $(BENCH_BASELINE_ARGS)
 
-## bench-quick: the same benchmark with small counts (under a minute; CI runs it so it keeps
+## bench-quick: the same benchmark with small counts (2–3 minutes; CI runs it so it keeps
 ## working). Fails only if something is broken, not when a target is missed.
 bench-quick: build
 	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-bench -- quick $(BIN) $(BENCH_BASELINE_ARGS)
