@@ -27,14 +27,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 # --- systemd-analyze -------------------------------------------------------------------------
 if ! command -v systemd-analyze >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "systemd-analyze missing: apt-get install -y --no-install-recommends systemd"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
-    else
-        die "systemd-analyze not found. Install it, then rerun:
-    sudo apt-get install -y --no-install-recommends systemd    (Debian/Ubuntu; systemd >= 250)"
-    fi
+    "$here/scripts/apt-install.sh" systemd-check systemd
 fi
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still not found after installing systemd"
 sd_version=$(systemd-analyze --version | awk 'NR==1 {print $2}')

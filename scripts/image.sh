@@ -39,17 +39,7 @@ command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 [ -f "$ca_bundle" ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then sudo=""
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"
-  else
-    echo "image: missing ${missing[*]}. Install them as root:" >&2
-    echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "image: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "$repo/scripts/apt-install.sh" image "${missing[@]}"
 fi
 
 # --- inputs --------------------------------------------------------------------------------

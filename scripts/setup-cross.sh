@@ -11,17 +11,7 @@ cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/setup-cross.sh RUST_TARGET [--qemu]}
 want_qemu=${2:-}
 
-apt_install() {
-  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else
-    echo "setup-cross: missing system packages. Run as root:" >&2
-    echo "  apt-get update && apt-get install -y $*" >&2
-    exit 1
-  fi
-  echo "setup-cross: installing $*" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq >&2
-  $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+apt_install() { scripts/apt-install.sh setup-cross "$@"; }
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   if ! command -v rustup >/dev/null 2>&1; then

@@ -28,16 +28,7 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v pg_co
 fi
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="none"; fi
-  if [ "$sudo" = none ]; then
-    echo "setup: missing system packages. Run as root:" >&2
-    echo "  apt-get update && apt-get install -y ${missing_pkgs[*]}" >&2
-    exit 1
-  fi
-  echo "setup: installing ${missing_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+  "$(dirname "$0")/apt-install.sh" setup "${missing_pkgs[@]}"
 fi
 
 if command -v rustup >/dev/null 2>&1; then
