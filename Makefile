@@ -13,12 +13,17 @@ CARGO        ?= cargo
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 
-.PHONY: all setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
+.PHONY: all toolchain setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
 
 all: build
 
+## toolchain: make the Rust release rust-toolchain.toml pins usable before any cargo call (when
+## rustup's stable is that release and nothing can be downloaded, the pinned name is linked to it)
+toolchain:
+	@scripts/rust-toolchain.sh
+
 ## setup: install the musl target, musl-tools and PostgreSQL if missing
-setup:
+setup: toolchain
 	@scripts/setup.sh
 
 ## build: the static release binary for TARGET (musl, vendored OpenSSL); fails if it is dynamic
@@ -51,7 +56,7 @@ test: setup
 SOAK_MESSAGES ?= 1000
 SOAK_SEED     ?= 1
 soak: setup
-	SOAK_MESSAGES=$(SOAK_MESSAGES) SOAK_SEED=$(SOAK_SEED) $(CARGO) test --locked --test exactly_once soak -- --nocapture
+	SOAK_MESSAGES=$(SOAK_MESSAGES) SOAK_SEED=$(SOAK_SEED) $(CARGO) test --locked --test multi_instance soak -- --nocapture
 
 ## smoke: the static binary run as the image runs it, against the doubles
 smoke: build
@@ -118,19 +123,19 @@ BENCH_BASELINE       ?=
 BENCH_BASELINE_LABEL ?=
 BENCH_BASELINE_ARGS   = $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE) $(if $(BENCH_BASELINE_LABEL),--baseline-label "$(BENCH_BASELINE_LABEL)"))
 bench: build
-	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- full $(BIN) --out BENCHMARKS.md $(BENCH_BASELINE_ARGS)
+	$(CARGO) run --quiet --release --locked -p sms-bench -- full $(BIN) --out BENCHMARKS.md $(BENCH_BASELINE_ARGS)
 
 ## bench-quick: the same benchmark with small counts (2–3 minutes; CI runs it so it keeps
 ## working). Fails only if something is broken, not when a target is missed.
 bench-quick: build
-	$(CARGO) run --quiet --locked -p sms-sender-doubles --bin sms-bench -- quick $(BIN) $(BENCH_BASELINE_ARGS)
+	$(CARGO) run --quiet --locked -p sms-bench -- quick $(BIN) $(BENCH_BASELINE_ARGS)
 
 ## bench-cpu: only the memory/CPU phase (4 bursts of 5,000, Twilio answering at once): CPU per
 ## message of this build (and of BENCH_BASELINE, when set), user and system apart. With
 ## SMS_BENCH_PROFILE='perf record -g -p {pid} -o perf.data' the profiler covers exactly the
 ## measured bursts; SMS_BENCH_BURST=N makes them smaller (callgrind). See `make profile`.
 bench-cpu: build
-	$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- cpu $(BIN) $(BENCH_BASELINE_ARGS)
+	$(CARGO) run --quiet --release --locked -p sms-bench -- cpu $(BIN) $(BENCH_BASELINE_ARGS)
 
 ## profile: the release build with symbols and frame pointers (target/profiling/), to run
 ## `make bench-cpu BIN=$(PROFILE_BIN)` under perf or callgrind.
@@ -151,7 +156,7 @@ bench-instructions: profile
 	@rm -f target/profiling/callgrind.out*
 	SMS_BENCH_BURST=$(CALLGRIND_BURST) \
 	SMS_BENCH_PROFILE="sh -c 'sleep 1; callgrind_control -z {pid} >/dev/null; trap \"callgrind_control -d {pid} >/dev/null; exit\" INT; while :; do sleep 0.2; done'" \
-		$(CARGO) run --quiet --release --locked -p sms-sender-doubles --bin sms-bench -- cpu target/profiling/under-callgrind
+		$(CARGO) run --quiet --release --locked -p sms-bench -- cpu target/profiling/under-callgrind
 	@total=$$(callgrind_annotate --auto=no target/profiling/callgrind.out.1 | awk '/PROGRAM TOTALS/ {gsub(",", "", $$1); print $$1}'); \
 	echo "bench-instructions: $$total instructions for $$((4 * $(CALLGRIND_BURST))) messages: $$((total / (4 * $(CALLGRIND_BURST)))) per message (target/profiling/callgrind.out.1)"
 
@@ -187,7 +192,7 @@ target/bench-baseline/%/sms-sender: | setup
 FUZZ_SECONDS   ?= 60
 FUZZ_TARGETS   ?= realtime_frame postgrest_body twilio_body config clock redact
 FUZZ_SANITIZER ?= none
-fuzz:
+fuzz: toolchain
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t && cp fuzz/seeds/$$t/* fuzz/corpus/$$t/ || exit 1; \
@@ -197,13 +202,20 @@ fuzz:
 			-timeout=10 -print_final_stats=1 || exit 1; \
 	done
 
-## lint: formatting and clippy, warnings as errors
-lint:
+## lint: formatting; clippy on every workspace member (the workspace lints of Cargo.toml),
+## warnings as errors; rustdoc with warnings as errors; cargo-deny's offline checks (licenses,
+## bans, sources: deny.toml; installed by scripts/cargo-deny.sh when missing); and
+## scripts/check-module-deps.sh when it exists.
+lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+	@scripts/cargo-deny.sh --frozen check --hide-inclusion-graph licenses bans sources
+	@if [ -x scripts/check-module-deps.sh ]; then scripts/check-module-deps.sh; \
+	elif [ -f scripts/check-module-deps.sh ]; then bash scripts/check-module-deps.sh; fi
 
-fmt:
+fmt: toolchain
 	$(CARGO) fmt --all
 
-clean:
+clean: toolchain
 	$(CARGO) clean

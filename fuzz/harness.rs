@@ -21,12 +21,12 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sms_sender::clock;
 use sms_sender::config::{Config, ConfigError, SmsSender};
 use sms_sender::message::MessageId;
 use sms_sender::redact;
 use sms_sender::supabase::realtime::frame::{self, ServerFrame};
 use sms_sender::supabase::rest::{self, Claim, RestError};
+use sms_sender::timestamp;
 use sms_sender::twilio::client::{self, SendError};
 
 /// One harness: never panics on any input unless the decoder is wrong.
@@ -79,8 +79,8 @@ pub const CONFIG: Family = Family {
 pub const CLOCK: Family = Family {
     name: "clock",
     harnesses: &[
-        ("clock::parse_rfc3339", clock_rfc3339),
-        ("clock::parse_rfc2822", clock_rfc2822),
+        ("timestamp::parse_rfc3339", clock_rfc3339),
+        ("timestamp::parse_rfc2822", clock_rfc2822),
     ],
 };
 
@@ -502,7 +502,7 @@ fn load(vars: &[(String, String)]) -> (Result<Config, ConfigError>, Vec<String>)
 
 /// The calendar year of `t`, read from our own formatting of it.
 fn year_of(t: std::time::SystemTime) -> i64 {
-    let text = clock::rfc3339_seconds(t);
+    let text = timestamp::rfc3339_seconds(t);
     text.split('-')
         .next()
         .and_then(|y| y.parse().ok())
@@ -518,12 +518,12 @@ fn check_instant(t: std::time::SystemTime, data: &[u8]) {
         .expect("after the epoch");
     let millis = std::time::UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64);
     assert_eq!(
-        clock::parse_rfc3339(&clock::rfc3339_millis(t)),
+        timestamp::parse_rfc3339(&timestamp::rfc3339_millis(t)),
         Some(millis)
     );
     let d = Duration::from_secs(u64::from(status_of(data, &[0, 1, 59, 3600, 65_535])) * 86_400);
     for d in [d, since, since + d, Duration::MAX] {
-        let earlier = clock::saturating_sub(t, d);
+        let earlier = timestamp::saturating_sub(t, d);
         assert!(earlier <= t && earlier >= std::time::UNIX_EPOCH);
     }
 }
@@ -531,7 +531,7 @@ fn check_instant(t: std::time::SystemTime, data: &[u8]) {
 fn clock_rfc3339(data: &[u8]) {
     let text = text(data);
     for candidate in std::iter::once(text.as_ref()).chain(text.lines().take(64)) {
-        let Some(t) = clock::parse_rfc3339(candidate) else {
+        let Some(t) = timestamp::parse_rfc3339(candidate) else {
             continue;
         };
         let trimmed = candidate.trim();
@@ -541,7 +541,7 @@ fn clock_rfc3339(data: &[u8]) {
         assert!(
             (year_of(t) - written).abs() <= 1,
             "{candidate:?} gave {}",
-            clock::rfc3339_seconds(t)
+            timestamp::rfc3339_seconds(t)
         );
         check_instant(t, data);
     }
@@ -553,7 +553,7 @@ fn clock_rfc2822(data: &[u8]) {
     ];
     let text = text(data);
     for candidate in std::iter::once(text.as_ref()).chain(text.lines().take(64)) {
-        let Some(t) = clock::parse_rfc2822(candidate) else {
+        let Some(t) = timestamp::parse_rfc2822(candidate) else {
             continue;
         };
         let lower = candidate.to_ascii_lowercase();

@@ -4,17 +4,26 @@
 
 use std::time::Duration;
 
-/// Delays `min · 2^attempt`, capped at `max`, optionally with ±20 % jitter.
+/// Whether delays are spread at random around their nominal value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Exactly `min · 2^attempt` (capped): for pauses whose length is itself the signal.
+    None,
+    /// ±20 %: spreads the retries of many threads or instances so they do not arrive together.
+    Spread,
+}
+
+/// Delays `min · 2^attempt`, capped at `max`, with or without jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
-    jitter: bool,
+    jitter: Jitter,
 }
 
 impl Backoff {
     /// A backoff from `min` doubling up to `max` (`max` is raised to `min` if smaller).
-    pub fn new(min: Duration, max: Duration, jitter: bool) -> Backoff {
+    pub fn new(min: Duration, max: Duration, jitter: Jitter) -> Backoff {
         let min = min.max(Duration::from_millis(1));
         Backoff {
             min,
@@ -27,7 +36,7 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
         let base = self.min.saturating_mul(factor).min(self.max);
-        if !self.jitter {
+        if self.jitter == Jitter::None {
             return base;
         }
         // ±20 %: spreads reconnect storms of many instances without hiding the trend.
@@ -52,7 +61,11 @@ mod tests {
 
     #[test]
     fn doubles_then_caps() {
-        let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30), false);
+        let b = Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Jitter::None,
+        );
         let got: Vec<u64> = (0..8).map(|a| b.delay(a).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(
@@ -64,7 +77,11 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_bounds() {
-        let b = Backoff::new(Duration::from_millis(1000), Duration::from_secs(30), true);
+        let b = Backoff::new(
+            Duration::from_millis(1000),
+            Duration::from_secs(30),
+            Jitter::Spread,
+        );
         let mut distinct = std::collections::HashSet::new();
         for _ in 0..200 {
             let d = b.delay(1);
@@ -82,12 +99,16 @@ mod tests {
 
     #[test]
     fn clamps_remote_delays_and_fixes_bad_bounds() {
-        let b = Backoff::new(Duration::from_millis(500), Duration::from_secs(60), false);
+        let b = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(60),
+            Jitter::None,
+        );
         assert_eq!(b.clamp(Duration::from_secs(3600)), Duration::from_secs(60));
         assert_eq!(b.clamp(Duration::from_secs(2)), Duration::from_secs(2));
-        let odd = Backoff::new(Duration::from_secs(5), Duration::from_secs(1), false);
+        let odd = Backoff::new(Duration::from_secs(5), Duration::from_secs(1), Jitter::None);
         assert_eq!(odd.max(), Duration::from_secs(5));
-        let zero = Backoff::new(Duration::ZERO, Duration::from_secs(1), false);
+        let zero = Backoff::new(Duration::ZERO, Duration::from_secs(1), Jitter::None);
         assert_eq!(zero.delay(0), Duration::from_millis(1));
     }
 }

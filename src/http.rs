@@ -1,8 +1,9 @@
 //! HTTP plumbing shared by the Supabase REST and Twilio clients: the `ureq` agent (timeouts,
 //! keep-alive pool, no redirects, a bounded DNS lookup that skips IP literals and reuses recent
 //! answers), the TLS connector (one for the whole service, Realtime included), what TLS trusts,
-//! reading a response body, and transport failures described without their URL (Twilio URLs
-//! carry the account SID) and scrubbed.
+//! reading a response body, transport failures described without their URL (Twilio URLs
+//! carry the account SID) and scrubbed, and the [`Observer`] a client tells what each request
+//! came to (so the clients know nothing of who watches: `/health`, `/metrics`).
 //!
 //! Where TLS finds its trusted roots:
 //! native-tls probes the usual CA bundle locations itself (`openssl-probe`) and honours
@@ -269,6 +270,32 @@ impl DnsCache {
         }
         self.entries.push((netloc.to_string(), now, addrs.to_vec()));
     }
+}
+
+/// What one request came to, as the client that made it saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// The server answered with this HTTP status (whatever became of the body after it).
+    Answered(u16),
+    /// The server answered with this status, but the body could not be read.
+    Interrupted(u16),
+    /// No answer: the connection could not be made, or broke before the status came.
+    Unanswered,
+}
+
+/// Told what each request of a client came to. Implementations only record (a flag, a
+/// counter): they are called on the request's thread, after the exchange, and must not block.
+pub trait Observer: Send + Sync {
+    /// One request came to `exchange`.
+    fn exchanged(&self, exchange: Exchange);
+}
+
+/// The observer of a client nobody watches (the `check` command's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn exchanged(&self, _: Exchange) {}
 }
 
 /// The most of a response body read (ureq's own `into_string` limit).

@@ -22,7 +22,7 @@
 //!    `/metrics` and the receipts route, and the `check` command ([`ops::preflight`]).
 //!
 //! Foundations, flat: [`config`] (environment → validated `Config`), [`service`] (wiring and
-//! shutdown order), [`http`] (the shared agent, TLS, transport errors), [`message`], [`clock`],
+//! shutdown order), [`clients`] (the REST and Twilio clients and the TLS connector they share), [`http`] (the shared agent, TLS, transport errors), [`message`], [`timestamp`],
 //! [`backoff`], [`shutdown`], [`signals`], [`logging`], [`phone`] and [`redact`] (the one scrub of
 //! text from outside: secrets removed, numbers masked, line breaks escaped, length bounded), [`sync`] (poison-tolerant locks, named threads).
 //! `main.rs` only reads the config, starts logging and signals, runs, and maps exit codes.
@@ -31,7 +31,7 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod backoff;
-pub mod clock;
+pub mod clients;
 pub mod config;
 pub mod delivery;
 pub mod http;
@@ -45,4 +45,5 @@ pub mod shutdown;
 pub mod signals;
 pub mod supabase;
 pub mod sync;
+pub mod timestamp;
 pub mod twilio;

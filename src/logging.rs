@@ -26,8 +26,8 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 
-use crate::clock;
 use crate::config::LogFormat;
+use crate::timestamp;
 
 /// The format [`init`] installed, for the lines written past the filter by [`always`].
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
@@ -155,7 +155,7 @@ fn write_line(
     target: &str,
     message: fmt::Arguments<'_>,
 ) -> io::Result<()> {
-    let time = clock::rfc3339_millis(std::time::SystemTime::now());
+    let time = timestamp::rfc3339_millis(std::time::SystemTime::now());
     match format {
         LogFormat::Text => writeln!(out, "{time} {level:<5} {target}: {message}"),
         LogFormat::Json => {

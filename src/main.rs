@@ -17,7 +17,7 @@
 
 use std::process::ExitCode;
 
-use sms_sender::config::{Config, LogFormat};
+use sms_sender::config::{vars, Config, LogFormat};
 use sms_sender::shutdown::Shutdown;
 use sms_sender::{http, logging, ops::preflight, service, signals};
 
@@ -31,55 +31,57 @@ use sms_sender::{http, logging, ops::preflight, service, signals};
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
-const USAGE: &str = "\
-sms-sender: sends the SMS of a Supabase `messages` table through Twilio.
+/// What the arguments ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Run the service.
+    Run,
+    /// Check the configuration against the real services.
+    Check,
+}
 
-Usage:
-  sms-sender            run the service (configured by environment variables)
-  sms-sender check      check the configuration, Supabase and Twilio without sending an SMS
-  sms-sender --help     this text
-  sms-sender --version  the version
-
-Required: SUPABASE_URL, SUPABASE_SERVICE_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, and
-TWILIO_PHONE_NUMBER or TWILIO_MESSAGING_SERVICE_SID.
-Optional: TWILIO_API_URL, PORT (8080), SENDER_THREADS (128), MAX_RETRIES (3),
-RETRY_BACKOFF_MS (1000), MAX_SENDS_PER_SECOND, STATUS_CALLBACK_URL, LOG_FORMAT (text|json),
-RUST_LOG (info), REALTIME_HEARTBEAT_MS (25000), HTTP_TIMEOUT_MS (15000),
-SENDING_TIMEOUT_SECS (30), RECONCILE_SETTLE_MS (10000), ORPHAN_CHECK_SECS (60),
-SWEEP_INTERVAL_SECS (60), LIVENESS_WINDOW_SECS (120).
-See README.md for what each does.
-";
-
-fn main() -> ExitCode {
-    // Invalid: text, and `Config::from_env` below reports it (it checks LOG_FORMAT first).
-    let format = LogFormat::from_env().unwrap_or(LogFormat::Text);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let checking = match args
+/// The command the arguments name; `Err` with the exit code once `--help`, `--version` or an
+/// unknown argument has been answered.
+fn command(args: &[String], format: LogFormat) -> Result<Command, ExitCode> {
+    match args
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
         .as_slice()
     {
-        [] => false,
-        ["check"] => true,
+        [] => Ok(Command::Run),
+        ["check"] => Ok(Command::Check),
         ["--help" | "-h" | "help"] => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+            print!("{}", vars::usage());
+            Err(ExitCode::SUCCESS)
         }
         ["--version" | "-V"] => {
             println!("sms-sender {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
+            Err(ExitCode::SUCCESS)
         }
         _ => {
             match format {
-                LogFormat::Text => eprintln!("sms-sender: unknown arguments {args:?}\n\n{USAGE}"),
+                LogFormat::Text => eprintln!(
+                    "sms-sender: unknown arguments {args:?}\n\n{}",
+                    vars::usage()
+                ),
                 LogFormat::Json => logging::startup_error(
                     format,
                     format_args!("unknown arguments {args:?} (sms-sender --help lists them)"),
                 ),
             }
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
+    }
+}
+
+fn main() -> ExitCode {
+    // Invalid: text, and `Config::from_env` below reports it (it checks LOG_FORMAT first).
+    let format = LogFormat::from_env().unwrap_or(LogFormat::Text);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let checking = match command(&args, format) {
+        Ok(command) => command == Command::Check,
+        Err(code) => return code,
     };
     let config = match Config::from_env() {
         Ok(c) => c,

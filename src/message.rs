@@ -2,6 +2,56 @@
 
 use std::fmt;
 
+/// The values of a row's `status` this service writes: the database contract of
+/// `sql/schema.sql` (`pending` rows are moved to `queued_for_send` by the database's trigger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting to be claimed.
+    QueuedForSend,
+    /// Claimed by an instance (under the lease stamped in `sent_at`).
+    Sending,
+    /// Twilio accepted it (or a receipt says it left Twilio).
+    Sent,
+    /// It cannot be sent, or the carrier refused it.
+    Failed,
+    /// The carrier confirmed delivery.
+    Delivered,
+    /// The carrier could not deliver it.
+    Undelivered,
+}
+
+impl Status {
+    /// The text stored in the column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::QueuedForSend => "queued_for_send",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+            Status::Delivered => "delivered",
+            Status::Undelivered => "undelivered",
+        }
+    }
+
+    /// The row status a Twilio `MessageStatus` moves a row to, for the statuses a row shows
+    /// (`queued`, `accepted`, `sending`, `scheduled`, `read`… change nothing).
+    pub fn from_receipt(message_status: &str) -> Option<Status> {
+        match message_status {
+            "sent" => Some(Status::Sent),
+            "failed" => Some(Status::Failed),
+            "delivered" => Some(Status::Delivered),
+            "undelivered" => Some(Status::Undelivered),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message row's primary key: a UUID in canonical text form.
 ///
 /// Validated on construction so it can be put into a URL filter (`id=eq.…`) without escaping and

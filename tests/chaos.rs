@@ -1,46 +1,20 @@
 //! Chaos: crashes, ambiguous Twilio failures, outages of Twilio, Supabase REST, Realtime and
-//! PostgreSQL, and rolling restarts. Every test ends with `Stack::assert_exactly_once`: each message is
+//! PostgreSQL, and rolling restarts (in multi_instance.rs). Every test ends with `Stack::assert_exactly_once`: each message is
 //! `sent` with exactly one Twilio create carrying its body and SID, or `failed` for a stated
 //! reason; nothing is left `sending` or `queued_for_send`.
 //!
 //! Timings are shortened through the service's own variables (lease 6 s, checks every second) so
 //! the tests stay bounded; the logic is the production logic.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{wait_until, Service, Stack};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::supabase::RestFault;
 use sms_sender_doubles::twilio::Fault;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
-const TO: &str = "+15551234567";
-
-/// Fast timings for every instance in these tests.
-const FAST: &[(&str, &str)] = &[
-    ("HTTP_TIMEOUT_MS", "1000"),
-    ("SENDING_TIMEOUT_SECS", "6"),
-    ("ORPHAN_CHECK_SECS", "1"),
-    ("SWEEP_INTERVAL_SECS", "1"),
-    ("RETRY_BACKOFF_MS", "50"),
-    ("REALTIME_HEARTBEAT_MS", "500"),
-    ("RECONCILE_SETTLE_MS", "2000"),
-];
-
-fn launch(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let mut all: Vec<(&str, &str)> = FAST.to_vec();
-    all.extend_from_slice(extra);
-    Service::start(Path::new(BIN), stack.service_env_with(&all))
-}
-
+/// An instance with [`FAST_RECOVERY`] timings and `extra`, once subscribed.
 fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    let mut all: Vec<(&str, &str)> = FAST.to_vec();
-    all.extend_from_slice(extra);
-    stack.start_service(Path::new(BIN), &all)
-}
-
-fn bodies(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix} #{i}")).collect()
+    stack.start_service(&sms_sender_bin!(), &with(FAST_RECOVERY, extra))
 }
 
 /// Kill -9 the service once Twilio holds at least `created` messages.
@@ -57,7 +31,7 @@ fn kill_after(svc: &mut Service, stack: &Stack, created: usize) {
 #[test]
 fn sigkill_mid_burst_before_and_after_twilio_converges_without_duplicates() {
     let stack = Stack::start();
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.twilio.set_latency(Duration::from_millis(40));
     let mut a = start(&stack, &[("SENDER_THREADS", "8")]);
     stack.insert_many(&conv, &bodies("crash", 300));
@@ -77,13 +51,10 @@ fn sigkill_mid_burst_before_and_after_twilio_converges_without_duplicates() {
     );
 
     let c = start(&stack, &[("SENDER_THREADS", "8")]);
-    assert!(
-        stack.wait_settled(Duration::from_secs(90)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        c.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(90), &[&a, &b, &c]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&a, &b, &c]), 0);
     assert!(
         c.log().contains("orphan"),
         "orphan recovery did the work:\n{}",
@@ -96,7 +67,7 @@ fn orphans_are_recovered_soon_after_their_stamped_lease_even_with_the_old_migrat
     let stack = Stack::start();
     stack.sql(include_str!("../sql/migrations/001_claimed_at.sql"));
     stack.supabase.reload_schema();
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.supabase.set_rest_latency(Duration::from_millis(200));
     let mut a = start(&stack, &[("SENDER_THREADS", "4")]);
     stack.insert_many(&conv, &bodies("stamped", 40));
@@ -128,7 +99,7 @@ fn orphans_are_recovered_soon_after_their_stamped_lease_even_with_the_old_migrat
 fn ambiguous_twilio_failures_after_create_are_reconciled_not_resent() {
     let stack = Stack::start();
     let svc = start(&stack, &[("SENDER_THREADS", "2")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     for (fault, tag) in [
         (Fault::ErrorAfterCreate { status: 500 }, "500 after create"),
         (Fault::HangupAfterCreate, "cut after create"),
@@ -173,10 +144,12 @@ fn a_5xx_that_did_not_create_is_sent_again_once() {
             retry_after: None,
         },
     );
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "not created the first time");
-    assert!(stack.wait_settled(Duration::from_secs(30)), "{}", svc.log());
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(30), &[&svc]),
+        0
+    );
     assert_eq!(stack.twilio.create_requests(), 2);
     let lists = stack
         .twilio
@@ -191,7 +164,7 @@ fn a_5xx_that_did_not_create_is_sent_again_once() {
 fn a_twilio_outage_pauses_sending_and_nothing_fails() {
     let stack = Stack::start();
     let svc = start(&stack, &[("MAX_RETRIES", "2"), ("SENDER_THREADS", "4")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.twilio.set_outage(Some(Fault::Error {
         status: 503,
         code: 20503,
@@ -220,20 +193,17 @@ fn a_twilio_outage_pauses_sending_and_nothing_fails() {
         stack.twilio.create_requests() - during
     );
     stack.twilio.set_outage(None);
-    assert!(
-        stack.wait_settled(Duration::from_secs(60)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        svc.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(60), &[&svc]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 #[test]
 fn a_supabase_rest_outage_loses_nothing_and_health_tells() {
     let stack = Stack::start();
     let svc = start(&stack, &[]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack
         .supabase
         .set_rest_outage(Some(RestFault::db_unavailable()));
@@ -256,13 +226,10 @@ fn a_supabase_rest_outage_loses_nothing_and_health_tells() {
         .set_rest_outage(Some(RestFault::NonJson { status: 502 }));
     std::thread::sleep(Duration::from_secs(1));
     stack.supabase.set_rest_outage(None);
-    assert!(
-        stack.wait_settled(Duration::from_secs(60)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        svc.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(60), &[&svc]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
     assert!(wait_until(Duration::from_secs(5), || svc
         .health()
         .is_some_and(|(_, h)| h["database"] == "ok")));
@@ -272,7 +239,7 @@ fn a_supabase_rest_outage_loses_nothing_and_health_tells() {
 fn realtime_black_holed_or_restarted_loses_nothing() {
     let stack = Stack::start();
     let svc = start(&stack, &[("SWEEP_INTERVAL_SECS", "30")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let before = stack.supabase.realtime_connections();
 
     stack.supabase.set_blackhole(true);
@@ -314,16 +281,13 @@ fn realtime_black_holed_or_restarted_loses_nothing() {
 fn events_dropped_on_a_healthy_socket_are_caught_by_the_periodic_sweep() {
     let stack = Stack::start();
     let svc = start(&stack, &[]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.supabase.set_drop_events(true);
     stack.insert_many(&conv, &bodies("dropped event", 5));
-    assert!(
-        stack.wait_settled(Duration::from_secs(20)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        svc.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(20), &[&svc]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 #[test]
@@ -331,7 +295,7 @@ fn a_postgresql_restart_loses_nothing() {
     let stack = Stack::start();
     stack.twilio.set_latency(Duration::from_millis(20));
     let svc = start(&stack, &[("SENDER_THREADS", "4")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_many(&conv, &bodies("pg restart", 60));
     assert!(wait_until(Duration::from_secs(20), || stack
         .twilio
@@ -342,53 +306,8 @@ fn a_postgresql_restart_loses_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     stack.pg.start_again();
     stack.insert_many(&conv, &bodies("after restart", 10));
-    assert!(
-        stack.wait_settled(Duration::from_secs(60)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        svc.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(60), &[&svc]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
-}
-
-#[test]
-fn rolling_restarts_of_three_instances_send_1000_messages_exactly_once() {
-    let stack = Stack::start();
-    stack.twilio.set_latency(Duration::from_millis(10));
-    let conv = stack.create_conversation(TO);
-    let mut rng = fastrand::Rng::with_seed(7);
-    let mut fleet: Vec<Service> = (0..3)
-        .map(|_| launch(&stack, &[("SENDER_THREADS", "4")]))
-        .collect();
-    let mut retired: Vec<Service> = Vec::new();
-    let all = bodies("rolling", 1000);
-    let deadline = Instant::now() + Duration::from_secs(150);
-    for chunk in all.chunks(100) {
-        stack.insert_many(&conv, chunk);
-        std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
-        // Replace one instance, the way a deploy does: mostly SIGTERM, sometimes a hard kill.
-        let victim = rng.usize(..fleet.len());
-        let mut old = fleet.swap_remove(victim);
-        if rng.u8(..4) == 0 {
-            old.kill();
-        } else {
-            old.terminate();
-            let status = old
-                .wait_exit(Duration::from_secs(10))
-                .expect("exits within 10 s");
-            assert_eq!(status.code(), Some(0), "{}", old.log());
-        }
-        retired.push(old);
-        fleet.push(launch(&stack, &[("SENDER_THREADS", "4")]));
-        assert!(Instant::now() < deadline, "rolling phase too slow");
-    }
-    assert!(
-        stack.wait_settled(Duration::from_secs(90)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        fleet[0].log()
-    );
-    let logs: Vec<&Service> = fleet.iter().chain(retired.iter()).collect();
-    assert_eq!(stack.assert_exactly_once(&logs), 0);
-    assert_eq!(stack.twilio.messages().len(), 1000);
 }

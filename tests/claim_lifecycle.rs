@@ -8,35 +8,25 @@
 //!
 //! Each test asserts on database rows, the Twilio double's stored messages, `/metrics` and log
 //! text, with holds and injected faults rather than luck. `SMS_SENDER_BIN` runs them against
-//! another build of the service (how they were shown to fail before the change).
+//! another build of the service.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{binary_under_test, wait_until, Service, Stack};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::supabase::{RestFault, RestRule};
 use sms_sender_doubles::twilio::Fault;
 
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
-
 /// Start the service with delivery receipts on, so every create's `StatusCallback` names its row.
 fn start_with_receipts(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    stack.start_service_with_receipts(&bin(), extra).0
+    stack
+        .start_service_with_receipts(&sms_sender_bin!(), extra)
+        .0
 }
 
-/// Short timings (1 s requests, a 6 s lease, a 4 s settle window, orphan checks every second)
-/// with `extra` on top, so that the lease and the settle window play out in seconds.
+/// [`SHORT_LEASE`] with `extra` on top, so that the lease and the settle window play out in
+/// seconds.
 fn short_lease<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all = vec![
-        ("HTTP_TIMEOUT_MS", "1000"),
-        ("SENDING_TIMEOUT_SECS", "6"),
-        ("RECONCILE_SETTLE_MS", "4000"),
-        ("ORPHAN_CHECK_SECS", "1"),
-    ];
-    all.extend_from_slice(extra);
-    all
+    with(SHORT_LEASE, extra)
 }
 
 /// Every service's log, for assertion messages.
@@ -78,7 +68,7 @@ fn a_crash_is_recovered_within_a_minute_with_default_settings() {
     let convs: Vec<String> = (0..10)
         .map(|i| stack.create_conversation(&format!("+1555310{i:04}")))
         .collect();
-    let mut a = stack.start_service(&bin(), &[]);
+    let mut a = stack.start_service(&sms_sender_bin!(), &[]);
     for (c, conv) in convs.iter().enumerate() {
         let bodies: Vec<String> = (0..30).map(|i| format!("crash recovery {c}-{i}")).collect();
         stack.insert_many(conv, &bodies);
@@ -110,7 +100,7 @@ fn a_crash_is_recovered_within_a_minute_with_default_settings() {
         "the kill must leave work: {counts_at_kill:?}, {stored_at_kill} stored"
     );
     let b_started = Instant::now();
-    let b = stack.start_service(&bin(), &[]);
+    let b = stack.start_service(&sms_sender_bin!(), &[]);
     let all_sent = stack.wait_status_count(
         "sent",
         300,
@@ -144,7 +134,7 @@ fn a_crash_is_recovered_within_a_minute_with_default_settings() {
 fn rows_are_claimed_only_when_their_create_can_start() {
     let stack = Stack::start();
     let conv = stack.create_conversation("+15553200001");
-    let svc = stack.start_service(&bin(), &[]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[]);
     stack.twilio.hold_creates(true);
     // Four messages occupy the four sender threads the service starts with; the next 56 wait in
     // its queue. When one create is let through, its thread takes the next id with more waiting
@@ -199,13 +189,10 @@ fn rows_are_claimed_only_when_their_create_can_start() {
         svc.log()
     );
     stack.twilio.hold_creates(false);
-    assert!(
-        stack.wait_settled(Duration::from_secs(60)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        svc.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(60), &[&svc]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0);
 }
 
 /// SIGTERM while a create is still in flight (held at Twilio past the 8 s drain): the instance
@@ -216,7 +203,7 @@ fn rows_are_claimed_only_when_their_create_can_start() {
 fn sigterm_hands_over_a_create_still_in_flight() {
     let stack = Stack::start();
     let conv = stack.create_conversation("+15553300001");
-    let mut a = stack.start_service(&bin(), &[]);
+    let mut a = stack.start_service(&sms_sender_bin!(), &[]);
     stack.twilio.hold_creates(true);
     let id = stack.insert_outbound(&conv, "handed over at shutdown");
     assert!(
@@ -255,7 +242,7 @@ fn sigterm_hands_over_a_create_still_in_flight() {
     stack.twilio.hold_creates(false);
     assert!(stack.twilio.wait_for_messages(1, Duration::from_secs(5)));
     let sid = stack.twilio.messages()[0].sid.clone();
-    let b = stack.start_service(&bin(), &[]);
+    let b = stack.start_service(&sms_sender_bin!(), &[]);
     let recorded = stack.wait_message_status(
         &id,
         "sent",
@@ -289,7 +276,7 @@ fn a_lost_claim_answer_is_resolved_not_parked() {
     let conv = stack.create_conversation("+15553400001");
     // A long lease (the old build requires ≥ 4 × the 15 s HTTP timeout): only a resolved claim,
     // not orphan recovery, can settle the row within the test's window.
-    let svc = stack.start_service(&bin(), &[("SENDING_TIMEOUT_SECS", "60")]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[("SENDING_TIMEOUT_SECS", "60")]);
     // The claim is held 500 ms, then applied, then the connection is cut; the test turns the
     // outage on while it is held, so every request after the claim fails.
     stack.supabase.add_rest_rule(
@@ -504,7 +491,7 @@ fn a_requeued_failed_row_sends_a_new_sms_once() {
 fn a_sent_write_that_cannot_apply_releases_the_sender() {
     let stack = Stack::start();
     let conv = stack.create_conversation("+15553700001");
-    let svc = stack.start_service(&bin(), &[("SENDER_THREADS", "1")]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[("SENDER_THREADS", "1")]);
     stack.twilio.hold_creates(true);
     let id1 = stack.insert_outbound(&conv, "recorded much later");
     assert!(
@@ -587,7 +574,7 @@ fn a_sent_write_that_cannot_apply_releases_the_sender() {
 fn a_retry_after_429_counts_in_retries_total() {
     let stack = Stack::start();
     let conv = stack.create_conversation("+15553800001");
-    let svc = stack.start_service(&bin(), &[]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[]);
     stack
         .twilio
         .fail_next_creates(1, Fault::TooManyRequests { retry_after: None });

@@ -1,47 +1,19 @@
 //! End to end: the real `sms-sender` binary against a real PostgreSQL and the Supabase and
-//! Twilio doubles. Each test builds its own world, so tests run in parallel and in any order.
+//! Twilio doubles, one instance at a time (several instances: multi_instance.rs). Each test builds its own world, so tests run in parallel and in any order.
 //! Every test ends by checking the service log holds no secret and no message body.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{wait_until, Service, Stack, FROM_NUMBER};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::supabase::{SubscribeMode, SupabaseConfig};
 use sms_sender_doubles::twilio::{Fault, TwilioConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
 const WAIT: Duration = Duration::from_secs(20);
-const TO: &str = "+15551234567";
-
-fn binary() -> &'static Path {
-    Path::new(BIN)
-}
 
 /// Start the service against `stack` with extra variables; wait until it is subscribed.
 fn start(stack: &Stack, extra: &[(&str, &str)]) -> Service {
-    stack.start_service(binary(), extra)
-}
-
-/// The log must not contain any secret of the stack nor any of `bodies`.
-fn assert_clean_log(svc: &Service, stack: &Stack, bodies: &[&str]) {
-    let log = svc.log();
-    let env = stack.service_env();
-    for (k, v) in &env {
-        if k == "SUPABASE_SERVICE_KEY" || k == "TWILIO_AUTH_TOKEN" || k == "TWILIO_ACCOUNT_SID" {
-            assert!(!log.contains(v.as_str()), "{k} leaked into the log:\n{log}");
-        }
-    }
-    for b in bodies {
-        assert!(
-            !log.contains(b),
-            "message body {b:?} leaked into the log:\n{log}"
-        );
-    }
-    assert!(
-        !log.contains("5551234567"),
-        "an unmasked phone number is in the log:\n{log}"
-    );
+    stack.start_service(&sms_sender_bin!(), extra)
 }
 
 fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
@@ -52,7 +24,7 @@ fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
 fn happy_path_sends_exact_fields_and_records_sid() {
     let stack = Stack::start();
     let svc = start(&stack, &[]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let body = "Your table for 4 is ready — see you at 8 🍷";
     let id = stack.insert_outbound(&conv, body);
 
@@ -63,7 +35,7 @@ fn happy_path_sends_exact_fields_and_records_sid() {
     );
     let sent = stack.twilio.messages();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].to, TO);
+    assert_eq!(sent[0].to, RECIPIENT);
     assert_eq!(sent[0].from.as_deref(), Some(FROM_NUMBER));
     assert_eq!(sent[0].body, body);
     assert_eq!(sent[0].messaging_service_sid, None);
@@ -98,7 +70,7 @@ fn happy_path_sends_exact_fields_and_records_sid() {
 #[test]
 fn messages_queued_before_start_are_caught_up() {
     let stack = Stack::start();
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let bodies: Vec<String> = (0..25).map(|i| format!("early bird {i}")).collect();
     stack.insert_many(&conv, &bodies);
     assert_eq!(stack.status_counts(), counts(&[("queued_for_send", 25)]));
@@ -138,7 +110,7 @@ fn server_error_then_success_is_retried() {
             retry_after: None,
         },
     );
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let id = stack.insert_outbound(&conv, "retry me");
     assert!(
         stack.wait_status_count("sent", 1, WAIT),
@@ -167,7 +139,7 @@ fn too_many_requests_honours_retry_after() {
             retry_after: Some(2),
         },
     );
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "slow down");
     assert!(
         stack.wait_status_count("sent", 1, WAIT),
@@ -230,7 +202,7 @@ fn exhausted_retries_fail_after_max_retries_plus_one_calls() {
         message: "Internal Server Error".into(),
         retry_after: None,
     }));
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "doomed");
     assert!(
         stack.wait_status_count("failed", 1, WAIT),
@@ -275,7 +247,7 @@ fn bad_rows_fail_without_twilio_and_the_service_keeps_going() {
     assert!(log.contains("not E.164"), "{log}");
     assert!(log.contains("conversation does not exist"), "{log}");
 
-    let good = stack.create_conversation(TO);
+    let good = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&good, "still working");
     assert!(stack.wait_status_count("sent", 1, WAIT), "log:\n{log}");
     assert_clean_log(
@@ -289,7 +261,7 @@ fn bad_rows_fail_without_twilio_and_the_service_keeps_going() {
 fn messages_written_while_the_socket_is_down_are_sent_after_reconnect() {
     let stack = Stack::start();
     let svc = start(&stack, &[]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let connections = stack.supabase.realtime_connections();
     stack
         .supabase
@@ -340,7 +312,7 @@ fn a_silent_socket_is_detected_by_heartbeat_and_replaced() {
     stack.supabase.set_heartbeat_replies(true);
     assert!(wait_until(WAIT, || stack.supabase.realtime_connections() > before));
     assert!(svc.wait_subscribed(WAIT));
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "after the silence");
     assert!(
         stack.wait_status_count("sent", 1, WAIT),
@@ -351,40 +323,11 @@ fn a_silent_socket_is_detected_by_heartbeat_and_replaced() {
 }
 
 #[test]
-fn two_instances_send_each_of_200_messages_exactly_once() {
-    let stack = Stack::start();
-    let a = start(&stack, &[("SENDER_THREADS", "4")]);
-    let b = start(&stack, &[("SENDER_THREADS", "4")]);
-    let conv = stack.create_conversation(TO);
-    let bodies: Vec<String> = (0..200).map(|i| format!("race {i}")).collect();
-    for chunk in bodies.chunks(20) {
-        stack.insert_many(&conv, chunk);
-    }
-    assert!(
-        stack.wait_status_count("sent", 200, Duration::from_secs(60)),
-        "counts {:?}\nA:\n{}\nB:\n{}",
-        stack.status_counts(),
-        a.log(),
-        b.log()
-    );
-    let sent = stack.twilio.messages();
-    assert_eq!(sent.len(), 200);
-    let distinct: HashSet<&str> = sent.iter().map(|m| m.body.as_str()).collect();
-    assert_eq!(distinct.len(), 200, "a message was sent twice");
-    assert!(
-        a.log().contains(" sent to ") && b.log().contains(" sent to "),
-        "both instances worked"
-    );
-    assert_clean_log(&a, &stack, &[]);
-    assert_clean_log(&b, &stack, &[]);
-}
-
-#[test]
 fn sigterm_mid_burst_exits_zero_and_leaves_nothing_sending() {
     let stack = Stack::start();
     stack.twilio.set_latency(Duration::from_millis(150));
     let mut svc = start(&stack, &[("SENDER_THREADS", "4")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let bodies: Vec<String> = (0..100).map(|i| format!("burst {i}")).collect();
     stack.insert_many(&conv, &bodies);
     assert!(wait_until(WAIT, || stack.twilio.messages().len() >= 8));
@@ -431,7 +374,7 @@ fn sigterm_mid_burst_exits_zero_and_leaves_nothing_sending() {
 fn bad_twilio_credentials_pause_instead_of_failing_messages() {
     let stack = Stack::start();
     let svc = start(&stack, &[("TWILIO_AUTH_TOKEN", "wrong-token")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let id = stack.insert_outbound(&conv, "keep me");
     assert!(
         wait_until(WAIT, || svc.log().contains("TWILIO_AUTH_TOKEN")),
@@ -482,7 +425,7 @@ fn messaging_service_and_secret_key() {
         join["payload"].get("access_token").is_none(),
         "sb_ keys are not join tokens"
     );
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "via service");
     assert!(
         stack.wait_status_count("sent", 1, WAIT),
@@ -501,7 +444,7 @@ fn join_and_subscription_errors_are_logged_with_the_servers_reason() {
     stack
         .supabase
         .set_join_error(Some("ChannelRateLimitReached: Too many channels".into()));
-    let svc = Service::start(binary(), stack.service_env());
+    let svc = Service::start(&sms_sender_bin!(), stack.service_env());
     assert!(
         wait_until(WAIT, || svc
             .log()
@@ -568,7 +511,7 @@ fn bad_configuration_exits_2_naming_the_variable_without_secrets() {
             env.push((var.to_string(), v.to_string()));
         }
         let t = Instant::now();
-        let out = std::process::Command::new(binary())
+        let out = std::process::Command::new(sms_sender_bin!())
             .env_clear()
             .envs(env.clone())
             .output()
@@ -596,7 +539,7 @@ fn bad_configuration_exits_2_naming_the_variable_without_secrets() {
 fn json_logs_are_one_object_per_line() {
     let stack = Stack::start();
     let svc = start(&stack, &[("LOG_FORMAT", "json")]);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "json please");
     assert!(stack.wait_status_count("sent", 1, WAIT));
     assert!(wait_until(WAIT, || svc.log().contains(" sent to ")));
@@ -631,7 +574,7 @@ fn no_secret_reaches_the_log_at_any_level() {
     stack
         .supabase
         .rest_fail_next(1, sms_sender_doubles::supabase::RestFault::db_unavailable());
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     stack.insert_outbound(&conv, "trace me");
     assert!(
         stack.wait_status_count("sent", 1, WAIT),

@@ -3,16 +3,13 @@
 //! receipt route never takes an unsigned request and logs forgeries rate-limited, and Twilio's
 //! error texts reach the log with their phone numbers masked.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{free_port, wait_until, Stack, TempDir};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::twilio::post_form;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
 const WAIT: Duration = Duration::from_secs(20);
-const TO: &str = "+15551234567";
 
 /// Standard base64 with padding (RFC 4648 §4), as the `Authorization: Basic` header carries it.
 fn base64(data: &[u8]) -> String {
@@ -60,12 +57,12 @@ fn no_rust_log_directive_prints_a_secret() {
         ("the Twilio account SID", sid.as_str()),
         ("the Basic credential", basic.as_str()),
     ];
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let mut leaks = Vec::new();
     for (i, form) in RUST_LOG_FORMS.iter().enumerate() {
         let format = if i % 2 == 0 { "text" } else { "json" };
         let mut svc = stack.start_service(
-            Path::new(BIN),
+            &sms_sender_bin!(),
             &[("RUST_LOG", form), ("LOG_FORMAT", format)],
         );
         // A send (Twilio create with Basic auth, claim and record with the apikey header), after
@@ -104,7 +101,7 @@ fn no_rust_log_directive_prints_a_secret() {
 fn run_with(stack: &Stack, extra: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = TempDir::new("sms-hardening");
     let stderr_path = dir.0.join("stderr");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(sms_sender_bin!())
         .env_clear()
         .envs(stack.service_env_with(extra))
         .env("PORT", free_port().to_string())
@@ -159,7 +156,7 @@ fn cleartext_http_to_a_host_that_is_not_loopback_is_refused_at_start() {
             "https://sms.example.com/twilio/status",
         ),
     ] {
-        let mut svc = stack.start_service(Path::new(BIN), &[(var, url)]);
+        let mut svc = stack.start_service(&sms_sender_bin!(), &[(var, url)]);
         svc.terminate();
         assert!(
             svc.wait_exit(WAIT).is_some_and(|s| s.success()),
@@ -174,7 +171,7 @@ fn callbacks_without_a_signature_are_refused_and_forgeries_are_logged_rate_limit
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/twilio/status");
     let svc = stack.start_service(
-        Path::new(BIN),
+        &sms_sender_bin!(),
         &[("PORT", &port.to_string()), ("STATUS_CALLBACK_URL", &url)],
     );
     let params = vec![
@@ -212,7 +209,7 @@ fn callbacks_without_a_signature_are_refused_and_forgeries_are_logged_rate_limit
 #[test]
 fn twilio_error_texts_reach_the_log_with_numbers_masked() {
     let stack = Stack::start();
-    let svc = stack.start_service(Path::new(BIN), &[]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[]);
     let conv = stack.create_conversation("+15005550001");
     stack.insert_outbound(&conv, "masked number");
     assert!(stack.wait_status_count("failed", 1, WAIT), "{}", svc.log());

@@ -3,14 +3,9 @@
 //!
 //! `SMS_SENDER_BIN` runs these tests against another build of the service.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{binary_under_test, Stack};
-
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
+use sms_sender_doubles::prelude::*;
 
 /// Six messages paced at 0.5/s with `MAX_RETRIES=0`; SIGTERM after 1.5 s. The ones still
 /// waiting for a slot go back to (or stay in) `queued_for_send`; none is `failed`, and a second
@@ -24,7 +19,7 @@ fn sigterm_while_waiting_for_a_send_slot_fails_nothing() {
         ("MAX_RETRIES", "0"),
         ("SENDER_THREADS", "6"),
     ];
-    let mut a = stack.start_service(&bin(), &paced);
+    let mut a = stack.start_service(&sms_sender_bin!(), &paced);
     let bodies: Vec<String> = (0..6).map(|i| format!("paced shutdown #{i}")).collect();
     stack.insert_many(&conv, &bodies);
     std::thread::sleep(Duration::from_millis(1500));
@@ -34,12 +29,9 @@ fn sigterm_while_waiting_for_a_send_slot_fails_nothing() {
     let counts = stack.status_counts();
     assert!(!counts.contains_key("failed"), "{counts:?}\n{}", a.log());
     assert!(!counts.contains_key("sending"), "{counts:?}\n{}", a.log());
-    let b = stack.start_service(&bin(), &[("SWEEP_INTERVAL_SECS", "1")]);
-    assert!(
-        stack.wait_settled(Duration::from_secs(30)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        b.log()
+    let b = stack.start_service(&sms_sender_bin!(), &[("SWEEP_INTERVAL_SECS", "1")]);
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(30), &[&a, &b]),
+        0
     );
-    assert_eq!(stack.assert_exactly_once(&[&a, &b]), 0);
 }

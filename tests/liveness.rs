@@ -6,22 +6,14 @@
 //! `SMS_SENDER_DEBUG_HOLD_REALTIME` exists, the Realtime task blocks its executor thread.
 //! `SMS_SENDER_BIN` runs these tests against another build of the service.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{binary_under_test, wait_until, Service, Stack, TempDir};
+use sms_sender_doubles::prelude::*;
 
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
+/// [`SHORT_LIVENESS`], and a sweep every 2 s (it sends while Realtime is refused).
+fn short() -> Vec<(&'static str, &'static str)> {
+    with(SHORT_LIVENESS, &[("SWEEP_INTERVAL_SECS", "2")])
 }
-
-/// Short heartbeats and requests, so that the shortest window allowed (7 s) applies.
-const SHORT: &[(&str, &str)] = &[
-    ("REALTIME_HEARTBEAT_MS", "500"),
-    ("HTTP_TIMEOUT_MS", "1000"),
-    ("LIVENESS_WINDOW_SECS", "8"),
-    ("SWEEP_INTERVAL_SECS", "2"),
-];
 
 /// `/livez`: its status and body.
 fn livez(svc: &Service) -> (u16, serde_json::Value) {
@@ -38,7 +30,7 @@ fn livez(svc: &Service) -> (u16, serde_json::Value) {
 fn a_realtime_outage_never_fails_liveness() {
     let stack = Stack::start();
     let conv = stack.create_conversation("+15553800001");
-    let svc = stack.start_service(&bin(), SHORT);
+    let svc = stack.start_service(&sms_sender_bin!(), &short());
     assert_eq!(livez(&svc).0, 200, "{}", svc.log());
     stack
         .supabase
@@ -75,9 +67,9 @@ fn a_wedged_realtime_task_fails_liveness() {
     let dir = TempDir::new("livez-hold");
     let hold = dir.0.join("hold-realtime");
     let hold_text = hold.to_string_lossy().to_string();
-    let mut extra = SHORT.to_vec();
+    let mut extra = short();
     extra.push(("SMS_SENDER_DEBUG_HOLD_REALTIME", hold_text.as_str()));
-    let svc = stack.start_service(&bin(), &extra);
+    let svc = stack.start_service(&sms_sender_bin!(), &extra);
     assert_eq!(livez(&svc).0, 200, "{}", svc.log());
     std::fs::write(&hold, b"").unwrap();
     let held = Instant::now();

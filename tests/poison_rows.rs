@@ -5,14 +5,9 @@
 //!
 //! `SMS_SENDER_BIN` runs these tests against another build of the service.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{binary_under_test, wait_until, Stack};
-
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
+use sms_sender_doubles::prelude::*;
 
 /// The service's peak resident memory so far (`VmHWM`), in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -61,7 +56,7 @@ fn poison_rows_fail_alone_and_cost_no_memory() {
          WHERE id IN ('{orphan}', '{big_orphan}')"
     ));
     let svc = stack.start_service(
-        &bin(),
+        &sms_sender_bin!(),
         &[("SWEEP_INTERVAL_SECS", "2"), ("ORPHAN_CHECK_SECS", "2")],
     );
     let huge = insert_sql_content(&stack, &conv, "repeat('x', 9 * 1024 * 1024)", 16);

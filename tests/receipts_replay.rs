@@ -12,15 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{binary_under_test, wait_until, Service, Stack, FROM_NUMBER};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::twilio::{post_form, twilio_signature};
 
 const WAIT: Duration = Duration::from_secs(20);
-const TO: &str = "+15551234567";
 
 /// The service with delivery receipts on: the service and its `STATUS_CALLBACK_URL`.
 fn start(stack: &Stack) -> (Service, String) {
-    let binary = binary_under_test(env!("CARGO_BIN_EXE_sms-sender"));
+    let binary = sms_sender_bin!();
     let (svc, _, url) = stack.start_service_with_receipts(Path::new(&binary), &[]);
     (svc, url)
 }
@@ -45,7 +44,7 @@ impl Captured {
             ("MessageStatus", status),
             ("SmsStatus", status),
             ("AccountSid", config.account_sid.as_str()),
-            ("To", TO),
+            ("To", RECIPIENT),
             ("From", FROM_NUMBER),
             ("ApiVersion", "2010-04-01"),
         ]
@@ -126,7 +125,7 @@ fn rest_calls_naming(stack: &Stack, needle: &str) -> usize {
 fn a_replayed_callback_for_an_unknown_sid_is_looked_up_once() {
     let stack = Stack::start();
     let (svc, url) = start(&stack);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let a = stack.insert_outbound(&conv, "delivered during a replay flood");
     assert!(stack.wait_status_count("sent", 1, WAIT), "{}", svc.log());
     let sid_a = stack.message(&a).twilio_message_sid.unwrap();
@@ -198,7 +197,7 @@ fn a_replayed_callback_for_an_unknown_sid_is_looked_up_once() {
 fn a_replayed_receipt_naming_its_row_is_applied_once() {
     let stack = Stack::start();
     let (svc, url) = start(&stack);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let a = stack.insert_outbound(&conv, "delivered, then replayed");
     assert!(stack.wait_status_count("sent", 1, WAIT), "{}", svc.log());
     let sid = stack.message(&a).twilio_message_sid.unwrap();
@@ -240,7 +239,7 @@ fn a_replayed_receipt_naming_its_row_is_applied_once() {
 fn a_full_inbox_never_costs_a_receipt_naming_its_row() {
     let stack = Stack::start();
     let (svc, url) = start(&stack);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let a = stack.insert_outbound(&conv, "delivered behind a full inbox");
     assert!(stack.wait_status_count("sent", 1, WAIT), "{}", svc.log());
     let sid_a = stack.message(&a).twilio_message_sid.unwrap();

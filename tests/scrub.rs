@@ -7,28 +7,21 @@
 //! `SMS_SENDER_BIN=path` runs these tests against another build (to see them fail on one that
 //! logs outside text as it comes).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{
-    binary_under_test, wait_until, Refusal, RefusingServer, Service, Stack, FROM_NUMBER,
-};
+use sms_sender_doubles::harness::{Refusal, RefusingServer};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::supabase::{test_service_jwt, RestFault, RestRule, SubscribeMode};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SID: &str = "AC5ca1ab1e0ddba11c0ffee5eedc0de123";
 const TOKEN: &str = "7e57a07b70ce2ba5ed0b5ecbe71234ab";
 /// A phone number the outside texts quote; only its last four digits may be logged.
-const PHONE: &str = "+15551234567";
 /// A line a newline in an outside text would forge, if it were logged as it came.
 const FORGED: &str = "2026-01-01T00:00:00Z ERROR forged";
 /// The longest log line accepted: a scrubbed text is at most 300 characters, and a line holds
 /// at most a few of them.
 const MAX_LINE: usize = 2048;
-
-fn binary() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
 
 /// Standard base64 with padding (RFC 4648 §4), as the `Authorization: Basic` header carries it.
 fn base64(data: &[u8]) -> String {
@@ -49,7 +42,7 @@ fn sb_secret_key() -> String {
 /// number, then 8 KiB of words.
 fn hostile_text(lead: &str) -> String {
     format!(
-        "{lead} line one\n{FORGED} for {PHONE} at\r\n{FORGED} again\n{}",
+        "{lead} line one\n{FORGED} for {RECIPIENT} at\r\n{FORGED} again\n{}",
         "lorem ipsum dolor sit amet ".repeat(8 * 1024 / 27 + 1)
     )
 }
@@ -64,8 +57,8 @@ fn log_problems(case: &str, log: &str, format: &str, secrets: &[(&str, &str)]) -
             problems.push(format!("{case}: {what} ({secret}) in {}", excerpt(line)));
         }
     }
-    if let Some(line) = log.lines().find(|l| l.contains(&PHONE[1..])) {
-        problems.push(format!("{case}: {PHONE} unmasked in {}", excerpt(line)));
+    if let Some(line) = log.lines().find(|l| l.contains(&RECIPIENT[1..])) {
+        problems.push(format!("{case}: {RECIPIENT} unmasked in {}", excerpt(line)));
     }
     if let Some(line) = log.lines().find(|l| l.chars().count() > MAX_LINE) {
         problems.push(format!(
@@ -162,7 +155,7 @@ fn a_refusal_echoing_the_realtime_url_never_logs_the_key() {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let mut svc = Service::start(&binary(), env);
+        let mut svc = Service::start(&sms_sender_bin!(), env);
         let upgrades = || {
             proxy
                 .targets()
@@ -223,7 +216,7 @@ fn a_postgrest_error_text_cannot_forge_lines_nor_show_a_number() {
             }),
             times: 2,
         });
-        let mut svc = stack.start_service(&binary(), &[("LOG_FORMAT", format)]);
+        let mut svc = stack.start_service(&sms_sender_bin!(), &[("LOG_FORMAT", format)]);
         let failed_twice = wait_until(WAIT, || {
             svc.log().matches("catch-up read failed").count() >= 2
         });
@@ -268,7 +261,10 @@ fn realtime_refusal_reasons_are_scrubbed() {
             "realtime subscription failed"
         };
         let case = format!("{said:?}, {format} log");
-        let mut svc = Service::start(&binary(), stack.service_env_with(&[("LOG_FORMAT", format)]));
+        let mut svc = Service::start(
+            &sms_sender_bin!(),
+            stack.service_env_with(&[("LOG_FORMAT", format)]),
+        );
         let twice = wait_until(WAIT, || svc.log().matches(said).count() >= 2);
         let log = stop(&mut svc);
         assert!(twice, "{case}: not logged twice");

@@ -7,17 +7,13 @@
 //! `SMS_SENDER_BIN=/path/to/other/build cargo test --test startup_output` runs these against
 //! another build.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{binary_under_test, wait_until, Stack, TempDir};
+use sms_sender_doubles::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
 
 /// A configuration that validates and needs no network to validate: loopback URLs nobody serves.
 fn valid_env() -> Vec<(String, String)> {
@@ -50,7 +46,7 @@ fn env_with(changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
 /// running after `timeout` is killed and the test fails).
 fn run(env: &[(String, String)], args: &[&str], timeout: Duration) -> Output {
     let dir = TempDir::new("sms-startup-output");
-    let mut child = Command::new(bin())
+    let mut child = Command::new(sms_sender_bin!())
         .args(args)
         .env_clear()
         .envs(env.iter().cloned())
@@ -267,7 +263,7 @@ fn with_log_format_json_every_line_from_start_to_shutdown_is_json() {
     let stack = Stack::start();
     // An unreadable RUST_LOG directive: the filter parser's own warning must be JSON too.
     let mut svc = stack.start_service(
-        Path::new(&bin()),
+        Path::new(&sms_sender_bin!()),
         &[("LOG_FORMAT", "json"), ("RUST_LOG", "info,ureq=loud")],
     );
     let conv = stack.create_conversation("+15551234567");

@@ -10,22 +10,10 @@
 //! `SMS_SENDER_BIN` runs these tests against another build of the service.
 
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{binary_under_test, Service, Stack, TempDir};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::supabase::SubscribeMode;
-
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
-
-/// Short heartbeats and requests, so that the shortest liveness window (8 s) applies.
-const SHORT: &[(&str, &str)] = &[
-    ("REALTIME_HEARTBEAT_MS", "500"),
-    ("HTTP_TIMEOUT_MS", "1000"),
-    ("LIVENESS_WINDOW_SECS", "8"),
-];
 
 /// systemd's end: a datagram socket and what arrived on it, with when.
 struct Systemd {
@@ -91,10 +79,10 @@ impl Systemd {
 }
 
 fn start(stack: &Stack, systemd: &Systemd, extra: &[(&str, &str)]) -> Service {
-    let mut vars: Vec<(&str, &str)> = SHORT.to_vec();
+    let mut vars: Vec<(&str, &str)> = SHORT_LIVENESS.to_vec();
     vars.push(("NOTIFY_SOCKET", systemd.path.as_str()));
     vars.extend_from_slice(extra);
-    Service::start(&bin(), stack.service_env_with(&vars))
+    Service::start(&sms_sender_bin!(), stack.service_env_with(&vars))
 }
 
 /// No `READY=1` while Realtime withholds the subscription; `READY=1` once subscribed, exactly
@@ -240,7 +228,7 @@ fn watchdog_for_another_pid_and_abstract_socket() {
         .unwrap();
     let at = format!("@{name}");
     let svc = Service::start(
-        &bin(),
+        &sms_sender_bin!(),
         stack.service_env_with(&[
             ("NOTIFY_SOCKET", at.as_str()),
             ("WATCHDOG_USEC", "200000"),

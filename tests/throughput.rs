@@ -4,14 +4,9 @@
 //!
 //! `SMS_SENDER_BIN` runs these tests against another build of the service.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use sms_sender_doubles::harness::{binary_under_test, Service, Stack};
-
-fn bin() -> PathBuf {
-    binary_under_test(env!("CARGO_BIN_EXE_sms-sender"))
-}
+use sms_sender_doubles::prelude::*;
 
 fn metric(svc: &Service, name: &str) -> Option<f64> {
     let (_, text) = svc.get("/metrics")?;
@@ -32,18 +27,16 @@ fn a_429_storm_lowers_concurrency_and_loses_nothing() {
     let convs: Vec<String> = (0..10)
         .map(|i| stack.create_conversation(&format!("+155530000{i:02}")))
         .collect();
-    let svc = stack.start_service(&bin(), &[("MAX_RETRIES", "0")]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[("MAX_RETRIES", "0")]);
     for (i, conv) in convs.iter().enumerate() {
         let bodies: Vec<String> = (0..30).map(|k| format!("storm {i}/{k}")).collect();
         stack.insert_many(conv, &bodies);
     }
-    assert!(
-        stack.wait_settled(Duration::from_secs(120)),
-        "{:?}\n{}",
-        stack.status_counts(),
-        svc.log()
+    assert_eq!(
+        stack.settle_then_assert_exactly_once(Duration::from_secs(120), &[&svc]),
+        0,
+        "nothing failed"
     );
-    assert_eq!(stack.assert_exactly_once(&[&svc]), 0, "nothing failed");
     let refused = stack.twilio.too_many_requests();
     assert!(refused > 0, "the storm happened");
     assert_eq!(

@@ -15,12 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sms_sender_doubles::harness::{binary_under_test, wait_until, Service, Stack, TempDir};
+use sms_sender_doubles::prelude::*;
 use sms_sender_doubles::tls::{TestCa, SYSTEM_BUNDLE};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sms-sender");
 const WAIT: Duration = Duration::from_secs(20);
-const TO: &str = "+15551234567";
 
 /// A directory holding only `ca`, in OpenSSL's hashed layout (`openssl rehash`).
 fn hashed_dir(dir: &Path, ca: &Path) -> PathBuf {
@@ -180,7 +178,7 @@ fn every_connection_verifies_against_the_trust_store() {
     let dir = TempDir::new("sms-tls-trust");
     let m = TestCa::create(&dir.0, "sms-sender tls_and_dns CA").unwrap();
     let hashed = hashed_dir(&dir.0, &m.ca);
-    let bin = binary_under_test(BIN);
+    let bin = sms_sender_bin!();
 
     let untrusted = Service::start(
         &bin,
@@ -199,7 +197,7 @@ fn every_connection_verifies_against_the_trust_store() {
         untrusted.log()
     );
     assert!(!untrusted.wait_subscribed(Duration::from_secs(1)));
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let id = stack.insert_outbound(&conv, "never over an unverified connection");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(stack.twilio.messages().len(), 0);
@@ -243,12 +241,12 @@ fn every_connection_verifies_against_the_trust_store() {
 #[test]
 fn sender_threads_a_burst_started_end_when_idle() {
     let stack = Stack::start();
-    let svc = stack.start_service(&binary_under_test(BIN), &[("SENDER_THREADS", "32")]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[("SENDER_THREADS", "32")]);
     let pid = svc.pid();
     std::thread::sleep(Duration::from_millis(500));
     let before = status_field(pid, "Threads:");
     let sockets_before = sockets(pid);
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let bodies: Vec<String> = (0..300).map(|i| format!("burst {i}")).collect();
     stack.insert_many(&conv, &bodies);
     let mut peak = 0;
@@ -294,7 +292,7 @@ fn no_resolver_thread_for_an_ip_address() {
         return;
     }
     let stack = Stack::start();
-    let svc = stack.start_service(&binary_under_test(BIN), &[("SENDER_THREADS", "8")]);
+    let svc = stack.start_service(&sms_sender_bin!(), &[("SENDER_THREADS", "8")]);
     let dir = TempDir::new("sms-clone-count");
     let out = dir.0.join("clones.txt");
     let mut strace = Command::new("strace")
@@ -305,7 +303,7 @@ fn no_resolver_thread_for_an_ip_address() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let bodies: Vec<String> = (0..100).map(|i| format!("literal {i}")).collect();
     stack.insert_many(&conv, &bodies);
     assert!(wait_until(Duration::from_secs(60), || stack
@@ -375,7 +373,7 @@ fn measure_tls_burst() {
     if let Ok(n) = std::env::var("SENDER_THREADS") {
         env.push(("SENDER_THREADS".into(), n));
     }
-    let svc = Service::start(&binary_under_test(BIN), env);
+    let svc = Service::start(&sms_sender_bin!(), env);
     assert!(svc.wait_subscribed(WAIT), "{}", svc.log());
     let pid = svc.pid();
     std::thread::sleep(Duration::from_secs(10));
@@ -391,7 +389,7 @@ fn measure_tls_burst() {
         .spawn()
         .expect("strace");
     std::thread::sleep(Duration::from_millis(500));
-    let conv = stack.create_conversation(TO);
+    let conv = stack.create_conversation(RECIPIENT);
     let bodies: Vec<String> = (0..BURST).map(|i| format!("measured burst {i}")).collect();
     let t0 = Instant::now();
     stack.insert_many(&conv, &bodies);

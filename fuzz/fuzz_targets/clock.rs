@@ -1,5 +1,5 @@
-//! Fuzz target: timestamps, through `clock::parse_rfc3339` (PostgreSQL `timestamptz`, RFC 3339)
-//! and `clock::parse_rfc2822` (Twilio's dates), each input whole and line by line (with the
+//! Fuzz target: timestamps, through `timestamp::parse_rfc3339` (PostgreSQL `timestamptz`, RFC 3339)
+//! and `timestamp::parse_rfc2822` (Twilio's dates), each input whole and line by line (with the
 //! checks that an accepted instant round-trips and that `saturating_sub` never panics).
 //!
 //! The harnesses and their invariants live in `fuzz/harness.rs`, shared with `tests/decoders/`;

@@ -48,17 +48,123 @@ struct State {
 }
 
 /// What a thread got from [`Circuit::enter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pass {
+pub enum Pass<'a> {
     /// Go ahead.
     Closed,
     /// Go ahead as the single probe: report the outcome.
-    Probe,
+    Probe(ProbePass<'a>),
     /// Shutdown began while waiting.
     Shutdown,
     /// The deadline passed while the gate stayed open.
     Expired,
 }
+
+/// The half-open circuit's single probe. Its outcome is reported to the circuit
+/// ([`Circuit::record_ok`], [`Circuit::trip`], [`Circuit::record_outage`]) and then
+/// [`ProbePass::reported`]; dropped unreported (shutdown, no slot in time, an early return), it
+/// gives the probe back so another thread can probe. So a half-open circuit never waits for a
+/// probe that will not come, whichever way its holder leaves.
+pub struct ProbePass<'a> {
+    circuit: &'a Circuit,
+    armed: bool,
+}
+
+impl ProbePass<'_> {
+    /// The probe's outcome was reported to the circuit: nothing to give back.
+    pub fn reported(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbePass<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.circuit.abandon_probe();
+        }
+    }
+}
+
+/// What the state allows a thread arriving at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Closed: go.
+    Go,
+    /// Half-open and nobody probes: this thread is the probe.
+    Probe,
+    /// Open (or a probe is out): wait at most this long, then ask again.
+    Wait(Duration),
+    /// Still open at the caller's deadline.
+    Expired,
+}
+
+impl State {
+    /// Who may pass at `now`; a thread told [`Admit::Probe`] is the probe from then on.
+    fn admit(&mut self, now: Instant, deadline: Option<Instant>) -> Admit {
+        let Some(until) = self.open_until else {
+            return Admit::Go;
+        };
+        if deadline.is_some_and(|d| now >= d) {
+            return Admit::Expired;
+        }
+        if now < until {
+            return Admit::Wait(until - now);
+        }
+        if self.probing {
+            // Until the probe's outcome (or its giving back) wakes the waiters.
+            return Admit::Wait(RECHECK);
+        }
+        self.probing = true;
+        Admit::Probe
+    }
+
+    /// Twilio answered in a way that shows it works. Returns whether the gate was open.
+    fn record_ok(&mut self) -> bool {
+        self.outage_failures = 0;
+        self.first_failed = None;
+        self.several_messages = false;
+        let was_open = self.open_until.is_some() || self.probing;
+        if was_open {
+            self.open_until = None;
+            self.probing = false;
+            self.trips = 0;
+        }
+        was_open
+    }
+
+    /// Open (or re-open) the gate at `now` for the next pause of `backoff`; returns it.
+    fn open(&mut self, now: Instant, backoff: &Backoff) -> Duration {
+        let pause = backoff.delay(self.trips);
+        self.trips = self.trips.saturating_add(1);
+        self.open_until = Some(now + pause);
+        self.probing = false;
+        pause
+    }
+
+    /// Count an outage failure of `message` at `now`; the pause when the gate is (now) open.
+    fn record_outage(
+        &mut self,
+        message: &MessageId,
+        now: Instant,
+        backoff: &Backoff,
+    ) -> Option<Duration> {
+        if self.probing || self.open_until.is_some() {
+            // A failed probe (or a straggler while open): stay open, for longer.
+            return Some(self.open(now, backoff));
+        }
+        self.outage_failures = self.outage_failures.saturating_add(1);
+        match &self.first_failed {
+            None => self.first_failed = Some(message.clone()),
+            Some(first) if first != message => self.several_messages = true,
+            Some(_) => {}
+        }
+        (self.outage_failures >= OUTAGE_THRESHOLD && self.several_messages)
+            .then(|| self.open(now, backoff))
+    }
+}
+
+/// How long a waiting thread sleeps at most before it looks at shutdown again (state changes
+/// wake it at once).
+const RECHECK: Duration = Duration::from_millis(200);
 
 impl Circuit {
     /// A closed gate; pauses follow `account` or `outage` depending on the cause.
@@ -71,35 +177,31 @@ impl Circuit {
     }
 
     /// Wait until sending is allowed (or shutdown).
-    pub fn enter(&self, shutdown: &Shutdown) -> Pass {
+    pub fn enter(&self, shutdown: &Shutdown) -> Pass<'_> {
         self.enter_until(shutdown, None)
     }
 
     /// Wait until sending is allowed, shutdown, or `deadline`.
-    pub fn enter_until(&self, shutdown: &Shutdown, deadline: Option<Instant>) -> Pass {
+    pub fn enter_until(&self, shutdown: &Shutdown, deadline: Option<Instant>) -> Pass<'_> {
         let (lock, cv) = &*self.inner;
         let mut s = lock.locked();
         loop {
             if shutdown.is_triggered() {
                 return Pass::Shutdown;
             }
-            let now = Instant::now();
-            if s.open_until.is_some() && deadline.is_some_and(|d| now >= d) {
-                return Pass::Expired;
-            }
-            match s.open_until {
-                None => return Pass::Closed,
-                Some(until) if now >= until && !s.probing => {
-                    s.probing = true;
-                    return Pass::Probe;
+            match s.admit(Instant::now(), deadline) {
+                Admit::Go => return Pass::Closed,
+                Admit::Probe => {
+                    return Pass::Probe(ProbePass {
+                        circuit: self,
+                        armed: true,
+                    })
                 }
-                Some(until) => {
-                    // Re-check shutdown at least every 200 ms; wake early on state changes.
-                    let wait = until
-                        .saturating_duration_since(now)
-                        .max(Duration::from_millis(1));
+                Admit::Expired => return Pass::Expired,
+                Admit::Wait(wait) => {
+                    let wait = wait.clamp(Duration::from_millis(1), RECHECK);
                     s = cv
-                        .wait_timeout(s, wait.min(Duration::from_millis(200)))
+                        .wait_timeout(s, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
@@ -110,14 +212,7 @@ impl Circuit {
     /// Twilio answered in a way that shows it works: close the gate.
     pub fn record_ok(&self) {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.locked();
-        s.outage_failures = 0;
-        s.first_failed = None;
-        s.several_messages = false;
-        if s.open_until.is_some() || s.probing {
-            s.open_until = None;
-            s.probing = false;
-            s.trips = 0;
+        if lock.locked().record_ok() {
             cv.notify_all();
         }
     }
@@ -125,17 +220,8 @@ impl Circuit {
     /// Our account or configuration is refused: open (or re-open) the gate. Returns the pause.
     pub fn trip(&self) -> Duration {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.locked();
-        let pause = Self::open(&mut s, &self.account);
+        let pause = lock.locked().open(Instant::now(), &self.account);
         cv.notify_all();
-        pause
-    }
-
-    fn open(s: &mut State, backoff: &Backoff) -> Duration {
-        let pause = backoff.delay(s.trips);
-        s.trips = s.trips.saturating_add(1);
-        s.open_until = Some(Instant::now() + pause);
-        s.probing = false;
         pause
     }
 
@@ -143,32 +229,19 @@ impl Circuit {
     /// `None` while it stays closed.
     pub fn record_outage(&self, message: &MessageId) -> Option<Duration> {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.locked();
-        if s.probing || s.open_until.is_some() {
-            // A failed probe (or a straggler while open): stay open, for longer.
-            let pause = Self::open(&mut s, &self.outage);
+        let pause = lock
+            .locked()
+            .record_outage(message, Instant::now(), &self.outage);
+        if pause.is_some() {
             cv.notify_all();
-            return Some(pause);
         }
-        s.outage_failures = s.outage_failures.saturating_add(1);
-        match &s.first_failed {
-            None => s.first_failed = Some(message.clone()),
-            Some(first) if first != message => s.several_messages = true,
-            Some(_) => {}
-        }
-        if s.outage_failures >= OUTAGE_THRESHOLD && s.several_messages {
-            let pause = Self::open(&mut s, &self.outage);
-            cv.notify_all();
-            return Some(pause);
-        }
-        None
+        pause
     }
 
-    /// The probe ended without telling anything either way (e.g. shutdown): let another probe.
-    pub fn abandon_probe(&self) {
+    /// The probe ended without telling anything either way: let another probe.
+    fn abandon_probe(&self) {
         let (lock, cv) = &*self.inner;
-        let mut s = lock.locked();
-        s.probing = false;
+        lock.locked().probing = false;
         cv.notify_all();
     }
 
@@ -181,51 +254,55 @@ impl Circuit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::Jitter;
 
-    fn circuit(ms: u64) -> Circuit {
-        let b = Backoff::new(Duration::from_millis(ms), Duration::from_secs(5), false);
-        Circuit::new(b, b)
+    fn backoff(ms: u64) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(ms),
+            Duration::from_secs(5),
+            Jitter::None,
+        )
     }
 
     fn id(n: u32) -> MessageId {
         MessageId::parse(&format!("00000000-0000-4000-8000-{n:012}")).unwrap()
     }
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn one_message_failing_alone_never_opens_it() {
-        let c = circuit(50);
+        let (mut s, t0, b) = (State::default(), Instant::now(), backoff(50));
         for _ in 0..20 {
-            assert_eq!(c.record_outage(&id(1)), None);
+            assert_eq!(s.record_outage(&id(1), t0, &b), None);
         }
-        assert!(!c.is_open());
+        assert_eq!(s.admit(t0, None), Admit::Go);
     }
 
     #[test]
     fn an_outage_over_several_messages_opens_it_and_a_success_closes_it() {
-        let c = circuit(50);
+        let (mut s, t0, b) = (State::default(), Instant::now(), backoff(50));
         for n in 1..OUTAGE_THRESHOLD {
-            assert_eq!(c.record_outage(&id(n)), None, "failure {n}");
+            assert_eq!(s.record_outage(&id(n), t0, &b), None, "failure {n}");
         }
-        assert_eq!(c.record_outage(&id(9)), Some(Duration::from_millis(50)));
-        assert!(c.is_open());
-        let s = Shutdown::new();
-        assert_eq!(c.enter(&s), Pass::Probe);
+        assert_eq!(s.record_outage(&id(9), t0, &b), Some(ms(50)));
+        assert_eq!(s.admit(t0 + ms(10), None), Admit::Wait(ms(40)));
+        assert_eq!(s.admit(t0 + ms(10), Some(t0 + ms(10))), Admit::Expired);
+        assert_eq!(s.admit(t0 + ms(50), None), Admit::Probe);
         assert_eq!(
-            c.record_outage(&id(9)),
-            Some(Duration::from_millis(100)),
+            s.record_outage(&id(9), t0 + ms(60), &b),
+            Some(ms(100)),
             "failed probe: longer"
         );
-        assert_eq!(
-            c.enter_until(&s, Some(Instant::now() + Duration::from_millis(20))),
-            Pass::Expired
-        );
-        assert_eq!(c.enter(&s), Pass::Probe);
-        c.record_ok();
-        assert!(!c.is_open());
-        assert_eq!(c.enter(&s), Pass::Closed);
+        assert_eq!(s.admit(t0 + ms(159), None), Admit::Wait(ms(1)));
+        assert_eq!(s.admit(t0 + ms(160), None), Admit::Probe);
+        assert!(s.record_ok(), "the probe's success closes the gate");
+        assert_eq!(s.admit(t0 + ms(161), None), Admit::Go);
         for n in 1..OUTAGE_THRESHOLD {
             assert_eq!(
-                c.record_outage(&id(n)),
+                s.record_outage(&id(n), t0 + ms(170), &b),
                 None,
                 "the count restarted after the success"
             );
@@ -233,47 +310,56 @@ mod tests {
     }
 
     #[test]
-    fn closed_lets_everyone_through() {
-        let c = circuit(50);
-        assert_eq!(c.enter(&Shutdown::new()), Pass::Closed);
-        assert!(!c.is_open());
-    }
-
-    #[test]
-    fn open_blocks_then_admits_exactly_one_probe() {
-        let c = circuit(150);
-        let s = Shutdown::new();
-        assert_eq!(c.trip(), Duration::from_millis(150));
-        let t = Instant::now();
-        assert_eq!(c.enter(&s), Pass::Probe);
-        assert!(
-            t.elapsed() >= Duration::from_millis(140),
-            "waited for the pause"
-        );
-        let other = {
-            let (c, s) = (c.clone(), s.clone());
-            std::thread::spawn(move || c.enter(&s))
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            !other.is_finished(),
+    fn open_admits_exactly_one_probe_at_a_time() {
+        let (mut s, t0, b) = (State::default(), Instant::now(), backoff(150));
+        assert_eq!(s.open(t0, &b), ms(150));
+        assert_eq!(s.admit(t0 + ms(149), None), Admit::Wait(ms(1)));
+        assert_eq!(s.admit(t0 + ms(150), None), Admit::Probe);
+        assert_eq!(
+            s.admit(t0 + ms(151), None),
+            Admit::Wait(RECHECK),
             "a second thread waits while the probe runs"
         );
-        c.record_ok();
-        assert_eq!(other.join().unwrap(), Pass::Closed);
+        s.probing = false; // the probe was given back
+        assert_eq!(s.admit(t0 + ms(152), None), Admit::Probe);
     }
 
     #[test]
-    fn failed_probes_double_the_pause_and_shutdown_releases_waiters() {
-        let c = circuit(100);
-        assert_eq!(c.trip(), Duration::from_millis(100));
-        assert_eq!(c.trip(), Duration::from_millis(200));
+    fn each_trip_in_a_row_doubles_the_pause() {
+        let (mut s, t0, b) = (State::default(), Instant::now(), backoff(100));
+        assert_eq!(s.open(t0, &b), ms(100));
+        assert_eq!(s.open(t0, &b), ms(200));
+        assert!(s.record_ok());
+        assert_eq!(s.open(t0, &b), ms(100), "a success resets the run");
+    }
+
+    #[test]
+    fn a_probe_pass_dropped_unreported_lets_another_thread_probe() {
+        let c = Circuit::new(backoff(1), backoff(1));
+        let shutdown = Shutdown::new();
+        c.trip();
+        let Pass::Probe(probe) = c.enter(&shutdown) else {
+            panic!("expected the probe")
+        };
+        drop(probe);
+        let Pass::Probe(probe) = c.enter(&shutdown) else {
+            panic!("the probe was given back")
+        };
+        c.record_ok();
+        probe.reported();
+        assert!(matches!(c.enter(&shutdown), Pass::Closed));
+    }
+
+    #[test]
+    fn shutdown_releases_waiters() {
+        let c = Circuit::new(backoff(60_000), backoff(60_000));
+        c.trip();
         let s = Shutdown::new();
         let waiter = {
             let (c, s) = (c.clone(), s.clone());
-            std::thread::spawn(move || c.enter(&s))
+            std::thread::spawn(move || matches!(c.enter(&s), Pass::Shutdown))
         };
         s.trigger();
-        assert_eq!(waiter.join().unwrap(), Pass::Shutdown);
+        assert!(waiter.join().unwrap());
     }
 }

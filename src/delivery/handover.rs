@@ -3,13 +3,13 @@
 //! cannot tell yet) is ended early, so that a successor settles it after the settle window rather
 //! than after the rest of its lease.
 //!
-//! Ending a claim is a fenced write of a stamp that ends *now* ([`Lease::ending_now`]): the row
+//! Ending a claim is a fenced write of a stamp that ends *now* ([`Lease::ending_at`]): the row
 //! stays `sending` and keeps its message; any instance's orphan recovery takes it once that stamp
 //! is past by the settle window, reconciles it with Twilio's list (which by then shows any create
 //! that ended when this process did) and records it or gives it back. A write the fence refuses
 //! means the claim was settled meanwhile. What is handed over is logged by id.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
@@ -21,7 +21,11 @@ use crate::supabase::rest::{Rest, RestError};
 
 /// End claim `lease` of row `id` now. `Ok(false)`: the claim no longer held the row.
 pub fn end_now(rest: &Rest, id: &MessageId, lease: &Lease) -> Result<bool, RestError> {
-    rest.restamp(id, lease.stamp(), lease.ending_now().stamp())
+    rest.restamp(
+        id,
+        lease.stamp(),
+        lease.ending_at(Instant::now(), SystemTime::now()).stamp(),
+    )
 }
 
 /// End every claim still held here (the sender threads did not finish by the deadline), trying
@@ -34,14 +38,15 @@ pub fn hand_over_all(
 ) -> Vec<MessageId> {
     let mut handed = Vec::new();
     for (id, stamp) in in_flight.claims() {
-        if Instant::now() >= until {
+        let now = Instant::now();
+        if now >= until {
             warn!("shutdown: no time left to hand over message {id}; its lease ends at {stamp}");
             continue;
         }
         // A renewal may land between reading the stamp and this write: follow it once.
         let mut stamp = stamp;
         for _ in 0..2 {
-            let ended = Lease::start(std::time::Duration::ZERO);
+            let ended = Lease::start(Duration::ZERO, now, SystemTime::now());
             match rest.restamp(&id, &stamp, ended.stamp()) {
                 Ok(true) => {
                     metrics.handed_over();

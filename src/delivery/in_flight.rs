@@ -182,22 +182,25 @@ mod tests {
             "normalised"
         );
         assert!(f.try_lock_conversation("+15551234568", "hi").is_some());
-        let t = Instant::now();
+        // A deadline already past: the pair is held, so there is no wait.
         assert!(f
-            .lock_conversation("+15551234567", "hi", t + Duration::from_millis(150), &s)
+            .lock_conversation("+15551234567", "hi", Instant::now(), &s)
             .is_none());
         let f2 = f.clone();
         let h = std::thread::spawn(move || {
             f2.lock_conversation(
                 "+15551234567",
                 "hi",
-                Instant::now() + Duration::from_secs(5),
+                Instant::now() + Duration::from_secs(60),
                 &Shutdown::new(),
             )
             .is_some()
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // Until the other thread waits for the pair, not a fixed time.
+        while f.lock().waiting == 0 {
+            std::thread::yield_now();
+        }
         drop(a);
-        assert!(h.join().unwrap());
+        assert!(h.join().unwrap(), "a released pair wakes its waiter");
     }
 }

@@ -31,12 +31,16 @@
 //!
 //! # Hand-over
 //! At shutdown, a claim whose create is still in flight at the deadline is ended early: its stamp
-//! is moved to *now* ([`Lease::ending_now`]), so a successor reconciles it once the settle window
+//! is moved to *now* ([`Lease::ending_at`]), so a successor reconciles it once the settle window
 //! has passed instead of after the rest of the lease.
+//!
+//! # Time
+//! Time is an input: every method that depends on it takes the instant (and, to write a stamp,
+//! the wall-clock time) it is asked at. The caller reads the clocks; tests pass made-up ones.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::clock;
+use crate::timestamp;
 
 /// How far apart two instances' clocks may be (NTP-synchronised hosts are within milliseconds;
 /// this is the documented assumption the stamps rely on).
@@ -58,10 +62,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease of `length` starting now (taken just before the claim request is sent, so the
-    /// deadline is never later than the row's stamp says).
-    pub fn start(length: Duration) -> Lease {
-        let (now, wall) = (Instant::now(), SystemTime::now());
+    /// A lease of `length` starting at `now` on the monotonic clock, which is `wall` on the wall
+    /// clock (both read just before the claim request is sent, so the deadline is never later
+    /// than the row's stamp says).
+    pub fn start(length: Duration, now: Instant, wall: SystemTime) -> Lease {
         let expires = wall + length;
         // Random sub-millisecond digits: two claims of one row never share a stamp, even from
         // two hosts whose clocks agree to the millisecond.
@@ -77,20 +81,20 @@ impl Lease {
         }
     }
 
-    /// The next lease of this claim: the same length from now, a new stamp, the same claim time.
-    /// It applies once the fenced write moving the row's stamp to it succeeded.
-    pub fn renewal(&self) -> Lease {
+    /// The next lease of this claim: the same length from `now` (`wall`), a new stamp, the same
+    /// claim time. It applies once the fenced write moving the row's stamp to it succeeded.
+    pub fn renewal(&self, now: Instant, wall: SystemTime) -> Lease {
         Lease {
             claimed: self.claimed,
-            ..Lease::start(self.length)
+            ..Lease::start(self.length, now, wall)
         }
     }
 
-    /// A lease of this claim that ends now: what a hand-over writes.
-    pub fn ending_now(&self) -> Lease {
+    /// A lease of this claim that ends at `now` (`wall`): what a hand-over writes.
+    pub fn ending_at(&self, now: Instant, wall: SystemTime) -> Lease {
         Lease {
             claimed: self.claimed,
-            ..Lease::start(Duration::ZERO)
+            ..Lease::start(Duration::ZERO, now, wall)
         }
     }
 
@@ -119,9 +123,10 @@ impl Lease {
         self.deadline
     }
 
-    /// Whether a request that may take up to `budget` can start now and still end inside the lease.
-    pub fn can_start(&self, budget: Duration) -> bool {
-        Instant::now() + budget <= self.deadline
+    /// Whether a request that may take up to `budget` can start at `now` and still end inside
+    /// the lease.
+    pub fn can_start(&self, budget: Duration, now: Instant) -> bool {
+        now + budget <= self.deadline
     }
 
     /// The last moment a request taking up to `budget` may start.
@@ -129,9 +134,9 @@ impl Lease {
         self.deadline.checked_sub(budget).unwrap_or(self.deadline)
     }
 
-    /// Time left.
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+    /// Time left at `now`.
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.deadline.saturating_duration_since(now)
     }
 }
 
@@ -151,7 +156,7 @@ fn expires_sub_ms_nanos(t: SystemTime) -> u32 {
 /// `2026-12-02T05:44:53.123456Z`: the form written and filtered on. PostgreSQL keeps microseconds,
 /// so the value read back compares equal.
 pub fn stamp_text(t: SystemTime) -> String {
-    clock::rfc3339_micros(t)
+    timestamp::rfc3339_micros(t)
 }
 
 /// When a claim whose stamp says it expires at `expires` becomes over for everyone (see
@@ -174,56 +179,93 @@ pub fn is_expired(expires: SystemTime, now: SystemTime, settle: Duration) -> boo
 mod tests {
     use super::*;
 
+    /// 2023-08-24T05:01:45Z, a wall-clock time to start leases at.
+    fn wall0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_692_853_305)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
     #[test]
     fn stamps_are_microsecond_rfc3339_and_distinct() {
         let t = UNIX_EPOCH + Duration::from_micros(1_692_853_305_042_017);
         assert_eq!(stamp_text(t), "2023-08-24T05:01:45.042017Z");
-        let a = Lease::start(Duration::from_secs(60));
-        let b = Lease::start(Duration::from_secs(60));
+        let (t0, w0) = (Instant::now(), wall0());
+        let a = Lease::start(secs(60), t0, w0);
         assert_eq!(a.stamp().len(), 27);
+        assert!(
+            a.stamp().starts_with("2023-08-24T05:02:45.000"),
+            "the end of the lease, to the millisecond: {}",
+            a.stamp()
+        );
         assert!(a.stamp().ends_with('Z'));
-        // Random sub-millisecond digits: equal only by a 1-in-1000 chance per pair; 5 pairs.
-        let distinct = (0..5)
-            .map(|_| Lease::start(Duration::from_secs(60)).stamp().to_string())
+        // Random sub-millisecond digits: two leases started at the same instant collide only by
+        // a 1-in-1000 chance per pair; of six, at least five differ.
+        let distinct = (0..6)
+            .map(|_| Lease::start(secs(60), t0, w0).stamp().to_string())
             .collect::<std::collections::HashSet<_>>();
-        assert!(distinct.len() >= 4 || a.stamp() != b.stamp());
-        let parsed = clock::parse_rfc3339(a.stamp()).unwrap();
+        assert!(distinct.len() >= 5, "{distinct:?}");
+        let parsed = timestamp::parse_rfc3339(a.stamp()).unwrap();
         assert_eq!(stamp_text(parsed), a.stamp(), "round-trips exactly");
+        assert_eq!(parsed, a.expires());
     }
 
     #[test]
     fn deadline_never_later_than_the_stamp() {
-        let lease = Lease::start(Duration::from_secs(10));
-        let wall_left = lease.expires().duration_since(SystemTime::now()).unwrap();
-        assert!(lease.remaining() <= wall_left + Duration::from_millis(5));
-        assert!(lease.can_start(Duration::from_secs(9)));
-        assert!(!lease.can_start(Duration::from_secs(11)));
+        let t0 = Instant::now();
+        // A wall time with sub-millisecond digits: the stamp's random ones may end it earlier
+        // or later than `length` after the start.
+        let w0 = wall0() + Duration::from_micros(700);
+        for _ in 0..50 {
+            let lease = Lease::start(secs(10), t0, w0);
+            let wall_left = lease.expires().duration_since(w0).unwrap();
+            assert!(lease.remaining(t0) <= wall_left);
+            assert!(lease.remaining(t0) <= secs(10));
+            assert!(lease.remaining(t0) > secs(10) - Duration::from_millis(1));
+        }
+        let lease = Lease::start(secs(10), t0, w0);
+        assert_eq!(lease.remaining(t0 + secs(11)), Duration::ZERO);
+        assert!(lease.deadline() <= t0 + secs(10));
+        assert!(lease.can_start(secs(9), t0));
+        assert!(!lease.can_start(secs(11), t0));
+        assert!(!lease.can_start(secs(1), t0 + secs(9) + Duration::from_millis(1)));
+        assert_eq!(lease.last_start(secs(4)), lease.deadline() - secs(4));
     }
 
     #[test]
     fn renewals_keep_the_claim_time_and_change_the_stamp() {
-        let lease = Lease::start(Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(3));
-        let next = lease.renewal();
+        let (t0, w0) = (Instant::now(), wall0());
+        let lease = Lease::start(secs(30), t0, w0);
+        let later = Duration::from_millis(3);
+        let next = lease.renewal(t0 + later, w0 + later);
         assert_eq!(next.claimed_at(), lease.claimed_at());
+        assert_eq!(next.claimed_at(), w0);
         assert_eq!(next.length(), lease.length());
         assert_ne!(next.stamp(), lease.stamp());
         assert!(next.expires() > lease.expires());
-        let ended = lease.ending_now();
+        assert!(next.deadline() > lease.deadline());
+        let ended = lease.ending_at(t0 + later, w0 + later);
         assert_eq!(ended.claimed_at(), lease.claimed_at());
-        assert!(ended.expires() <= SystemTime::now() + Duration::from_millis(1));
-        assert!(!ended.can_start(Duration::from_millis(1)));
+        // Only the random sub-millisecond digits separate its end from the hand-over's time.
+        let off_by = match ended.expires().duration_since(w0 + later) {
+            Ok(after) => after,
+            Err(before) => before.duration(),
+        };
+        assert!(off_by < Duration::from_millis(1), "{off_by:?}");
+        assert!(!ended.can_start(Duration::from_millis(1), t0 + later));
     }
 
     #[test]
     fn renewal_threshold_sits_between_the_budget_and_the_shortest_lease() {
         // The defaults: 15 s requests, 5 s to connect. A lease shorter than the threshold would
         // be renewed continuously; config refuses one below 1.5 × the budget.
-        let budget = Duration::from_secs(20);
-        let shortest = crate::config::shortest_lease_secs(Duration::from_secs(15));
-        assert_eq!(renew_below(budget), Duration::from_secs(25));
+        let budget = secs(20);
+        let shortest = crate::config::shortest_lease_secs(secs(15));
+        assert_eq!(renew_below(budget), secs(25));
         assert!(budget < renew_below(budget));
-        assert!(renew_below(budget) < Duration::from_secs(shortest));
+        assert!(renew_below(budget) < secs(shortest));
     }
 
     #[test]

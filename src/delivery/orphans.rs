@@ -16,6 +16,10 @@
 //! never taken for this claim's): found → `sent` with that SID; not found → back to
 //! `queued_for_send` for a normal send; cannot tell → left for the next round. Every write is
 //! fenced on the stamp that was read, so a row claimed again meanwhile is never touched.
+//!
+//! In scaled mode only the one sweeper ([`Ownership::is_sweeper`]) checks; the others look again
+//! every `ROLE_POLL` whether they have become it (the default mode and an instance without a
+//! membership always are).
 
 use std::collections::{HashMap, HashSet};
 use std::thread::JoinHandle;
@@ -23,15 +27,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
-use crate::clock;
 use crate::delivery::in_flight::InFlight;
 use crate::delivery::lease::{self, CLOCK_SKEW};
-use crate::delivery::reconcile::{self, Look, Question, CLOCK_SLACK};
+use crate::delivery::partitions::Ownership;
+use crate::delivery::reconcile::{self, Look, Question, Window, CLOCK_SLACK};
 use crate::delivery::sender::destination;
 use crate::delivery::unrecorded::Unrecorded;
 use crate::message::MessageId;
 use crate::shutdown::Shutdown;
 use crate::supabase::rest::{Claim, Fence, Rest, SendingRow};
+use crate::timestamp;
 use crate::twilio::client::Twilio;
 
 /// Rows per page when listing `sending` rows.
@@ -59,10 +64,14 @@ pub struct OrphanCheck {
     pub metrics: std::sync::Arc<crate::ops::metrics::Metrics>,
     /// Sends of this instance whose `sent` write waits (their SIDs are their rows').
     pub unrecorded: Unrecorded,
+    /// Whether this instance is the one that checks (scaled mode).
+    pub ownership: Ownership,
 }
 
 /// The soonest a scheduled check runs after the previous one.
 const MIN_GAP: Duration = Duration::from_secs(1);
+/// How often an instance that is not the sweeper looks whether it has become it.
+const ROLE_POLL: Duration = Duration::from_secs(1);
 
 /// Start the orphan checker thread.
 pub fn spawn(check: OrphanCheck) -> std::io::Result<JoinHandle<()>> {
@@ -76,11 +85,15 @@ impl OrphanCheck {
     fn run(&self) {
         let mut first_seen: HashMap<Seen, Instant> = HashMap::new();
         loop {
-            let due = self.check_once(&mut first_seen);
-            if !self
-                .shutdown
-                .sleep(next_check(self.interval, due, SystemTime::now()))
-            {
+            let wait = if self.ownership.is_sweeper() {
+                let due = self.check_once(&mut first_seen);
+                next_check(self.interval, due, SystemTime::now())
+            } else {
+                // What was observed is stale by the time this instance checks again.
+                first_seen.clear();
+                ROLE_POLL
+            };
+            if !self.shutdown.sleep(wait) {
                 return;
             }
         }
@@ -111,34 +124,28 @@ impl OrphanCheck {
                 if self.in_flight.contains(&row.id) {
                     continue;
                 }
-                let expires = row.stamp.as_deref().and_then(clock::parse_rfc3339);
                 let key: Seen = (row.id.clone(), row.stamp.clone());
                 seen.insert(key.clone());
-                let over = match expires {
-                    Some(end) => lease::is_expired(end, wall, self.settle),
-                    None if first_seen.len() < MAX_TRACKED || first_seen.contains_key(&key) => {
-                        let age = now - *first_seen.entry(key).or_insert(now);
-                        age >= self.sending_timeout + CLOCK_SKEW.max(self.settle)
-                    }
-                    None => false,
+                let observed = if first_seen.len() < MAX_TRACKED || first_seen.contains_key(&key) {
+                    Some(now - *first_seen.entry(key).or_insert(now))
+                } else {
+                    None
                 };
-                if !over {
-                    if let Some(end) = expires {
-                        let at = lease::due_at(end, self.settle);
+                let fence = match judge_row(row.stamp.as_deref(), observed, wall, &self.rules()) {
+                    RowVerdict::Live { due: None } => continue,
+                    RowVerdict::Live { due: Some(at) } => {
                         due = Some(due.map_or(at, |d| d.min(at)));
+                        continue;
                     }
-                    continue;
-                }
-                orphans += 1;
-                let stamp = expires.map(lease::stamp_text);
-                let fence = match &stamp {
-                    Some(s) => Fence::Stamp(s),
-                    None if row.stamp.is_none() => Fence::Unstamped,
-                    None => {
+                    RowVerdict::UnreadableStamp => {
+                        orphans += 1;
                         warn!("orphan {}: unreadable claim stamp; left as it is", row.id);
                         continue;
                     }
+                    RowVerdict::Orphan { stamp } => stamp,
                 };
+                orphans += 1;
+                let fence = fence.as_deref().map_or(Fence::Unstamped, Fence::Stamp);
                 if self.recover(&row, fence) {
                     recovered += 1;
                     self.metrics.orphan_recovered();
@@ -158,6 +165,13 @@ impl OrphanCheck {
             );
         }
         due
+    }
+
+    fn rules(&self) -> Rules {
+        Rules {
+            settle: self.settle,
+            sending_timeout: self.sending_timeout,
+        }
     }
 
     /// Settle one orphan; `true` when its row was updated.
@@ -191,24 +205,30 @@ impl OrphanCheck {
         let since = row
             .created_at
             .as_deref()
-            .and_then(clock::parse_rfc3339)
+            .and_then(timestamp::parse_rfc3339)
             .map_or(std::time::UNIX_EPOCH, |t| {
-                clock::saturating_sub(t, CLOCK_SLACK)
+                timestamp::saturating_sub(t, CLOCK_SLACK)
             });
         let question = Question {
             id,
             to,
             body: &message.body,
             since,
-            settled: true,
+            window: Window::Passed,
             previous_sid: message.previous_sid.as_deref(),
             unrecorded: &self.unrecorded,
         };
-        match reconcile::look(&self.twilio, &self.rest, &question, &|| {
+        let look = reconcile::look(&self.twilio, &self.rest, &question, &|| {
             !self.shutdown.is_triggered()
-        }) {
+        });
+        self.apply(id, fence, look)
+    }
+
+    /// Act on what Twilio's list said about an orphan; `true` when its row was updated.
+    fn apply(&self, id: &MessageId, fence: Fence<'_>, look: Look) -> bool {
+        match look {
             Look::Found(found) => {
-                let at = clock::rfc3339_millis(found.created);
+                let at = timestamp::rfc3339_millis(found.created);
                 match self.rest.mark_sent(id, fence, &found.sid, &at) {
                     Ok(updated) => {
                         if updated {
@@ -267,6 +287,61 @@ impl OrphanCheck {
     }
 }
 
+/// What decides when a claim is over.
+struct Rules {
+    /// The settle window of reconciliation.
+    settle: Duration,
+    /// This instance's lease, for rows without a readable stamp.
+    sending_timeout: Duration,
+}
+
+/// What one `sending` row (not held here) is to orphan recovery at one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RowVerdict {
+    /// Its claim is not over; `due` is when it will be, when its stamp tells.
+    Live {
+        /// When the claim is over for everyone (wall clock).
+        due: Option<SystemTime>,
+    },
+    /// Its claim is over for everyone: settle it, fenced on `stamp` (`None`: the row has none).
+    Orphan {
+        /// The stamp to fence on, written as the claim writes it.
+        stamp: Option<String>,
+    },
+    /// Over by observation, but its stamp cannot be read, so no write can be fenced on it.
+    UnreadableStamp,
+}
+
+/// The verdict on a row from its stamp as read, how long this instance has seen it with that
+/// stamp (`None`: not tracked, the table is full), and the wall clock. A readable stamp is the
+/// lease end: over once past by the clock allowance and the settle window. A row without one is
+/// aged by observation, never longer than the truth, against this instance's lease.
+fn judge_row(
+    stamp: Option<&str>,
+    observed: Option<Duration>,
+    wall: SystemTime,
+    rules: &Rules,
+) -> RowVerdict {
+    if let Some(end) = stamp.and_then(timestamp::parse_rfc3339) {
+        return if lease::is_expired(end, wall, rules.settle) {
+            RowVerdict::Orphan {
+                stamp: Some(lease::stamp_text(end)),
+            }
+        } else {
+            RowVerdict::Live {
+                due: Some(lease::due_at(end, rules.settle)),
+            }
+        };
+    }
+    let over =
+        observed.is_some_and(|age| age >= rules.sending_timeout + CLOCK_SKEW.max(rules.settle));
+    match (over, stamp) {
+        (false, _) => RowVerdict::Live { due: None },
+        (true, None) => RowVerdict::Orphan { stamp: None },
+        (true, Some(_)) => RowVerdict::UnreadableStamp,
+    }
+}
+
 /// How long to wait before the next check: the interval, or less when a claim seen in the last
 /// one becomes due sooner (a moment after it is due, and never sooner than [`MIN_GAP`]).
 fn next_check(interval: Duration, due: Option<SystemTime>, now: SystemTime) -> Duration {
@@ -297,5 +372,88 @@ mod tests {
             MIN_GAP,
             "overdue: soon, but not in a busy loop"
         );
+    }
+    #[test]
+    fn every_row_verdict() {
+        let rules = Rules {
+            settle: Duration::from_secs(30),
+            sending_timeout: Duration::from_secs(60),
+        };
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |offset: i64| {
+            let t = if offset >= 0 {
+                wall + Duration::from_secs(offset as u64)
+            } else {
+                wall - Duration::from_secs((-offset) as u64)
+            };
+            lease::stamp_text(t)
+        };
+        let (ended_long_ago, ended_just_now, running) = (at(-36), at(-10), at(20));
+        let unstamped_over = rules.sending_timeout + rules.settle;
+        let cases: Vec<(&str, Option<&str>, Option<Duration>, RowVerdict)> = vec![
+            (
+                "stamp past by the clock allowance and the settle window: orphan, fenced on it",
+                Some(&ended_long_ago),
+                None,
+                RowVerdict::Orphan {
+                    stamp: Some(ended_long_ago.clone()),
+                },
+            ),
+            (
+                "a lease that ended inside the settle window: due later",
+                Some(&ended_just_now),
+                Some(Duration::from_secs(3600)),
+                RowVerdict::Live {
+                    due: Some(lease::due_at(
+                        timestamp::parse_rfc3339(&ended_just_now).unwrap(),
+                        rules.settle,
+                    )),
+                },
+            ),
+            (
+                "a running lease: due when it ends plus the allowances",
+                Some(&running),
+                None,
+                RowVerdict::Live {
+                    due: Some(lease::due_at(
+                        timestamp::parse_rfc3339(&running).unwrap(),
+                        rules.settle,
+                    )),
+                },
+            ),
+            (
+                "no stamp, seen for a lease and the settle window: orphan, fenced on no stamp",
+                None,
+                Some(unstamped_over),
+                RowVerdict::Orphan { stamp: None },
+            ),
+            (
+                "no stamp, seen for less: not yet",
+                None,
+                Some(unstamped_over - Duration::from_secs(1)),
+                RowVerdict::Live { due: None },
+            ),
+            (
+                "no stamp and not tracked (the table is full): waits a round",
+                None,
+                None,
+                RowVerdict::Live { due: None },
+            ),
+            (
+                "an unreadable stamp aged by observation: over, but no write can be fenced",
+                Some("yesterday"),
+                Some(unstamped_over),
+                RowVerdict::UnreadableStamp,
+            ),
+            (
+                "an unreadable stamp seen briefly: not yet",
+                Some("yesterday"),
+                Some(Duration::from_secs(1)),
+                RowVerdict::Live { due: None },
+            ),
+        ];
+        for (what, stamp, observed, expected) in cases {
+            assert_eq!(judge_row(stamp, observed, wall, &rules), expected, "{what}");
+        }
     }
 }

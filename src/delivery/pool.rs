@@ -14,6 +14,12 @@
 //! and no claim then, and the queue is untouched — so no message waits for, or is lost with, a
 //! thread that ends; releasing connections never cuts a request short (see
 //! [`crate::http::Agent`]).
+//!
+//! In scaled mode the queue also holds rows a batch claim took for other threads
+//! ([`ClaimedWork`]). A thread takes them before ids, at shutdown too, and releases each with a
+//! fenced write once shutdown began; every thread that stops at shutdown first releases the
+//! claimed rows still waiting, so the last one to stop leaves none behind (only a sender thread
+//! hands claimed rows on, and it stops after doing so).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,14 +27,14 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use crate::delivery::queue::{Popped, WorkQueue};
-use crate::delivery::sender::Pipeline;
+use crate::delivery::queue::{ClaimedWork, Popped, WorkQueue};
+use crate::delivery::sender::{Pipeline, Siblings};
 use crate::ops::liveness::{Liveness, Loop};
 use crate::sync::Locked;
 
 /// Threads started with the service (and kept while it is quiet).
 const INITIAL_THREADS: usize = 4;
-/// A thread beyond [`INITIAL_THREADS`] that waited this long for work ends.
+/// A thread beyond `INITIAL_THREADS` that waited this long for work ends.
 pub const IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// The running sender threads.
@@ -129,10 +135,7 @@ impl SenderPool {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
             let next = if permanent {
-                match self.queue.pop_blocking() {
-                    Some((id, at)) => Popped::Id(id, at),
-                    None => Popped::Closed,
-                }
+                self.queue.pop_blocking()
             } else {
                 self.queue.pop_timeout(IDLE_EXIT)
             };
@@ -141,6 +144,11 @@ impl SenderPool {
                 Popped::Id(id, at) => {
                     self.liveness.beat(Loop::Senders);
                     (id, at)
+                }
+                Popped::Claimed(work) => {
+                    self.liveness.beat(Loop::Senders);
+                    self.claimed(work);
+                    continue;
                 }
                 Popped::Closed => break,
                 Popped::Idle => {
@@ -153,17 +161,39 @@ impl SenderPool {
             if self.pipeline.shutdown.is_triggered() {
                 break; // the row is still queued_for_send: nothing to undo
             }
-            if !self.queue.is_empty()
-                && self.idle.load(Ordering::SeqCst) == 0
-                && self.started.load(Ordering::SeqCst) < self.max
-            {
-                if let Err(e) = self.spawn_one(false) {
-                    warn!("cannot start another sender thread: {e}");
-                }
-            }
-            self.pipeline.process(id, queued_at);
+            self.grow();
+            self.pipeline.process(id, queued_at, &*self);
         }
+        self.release_claimed();
         self.ended();
+    }
+
+    /// Work on a row another thread's batch claimed (released instead once shutdown began),
+    /// starting another thread first if more work waits and nobody is idle.
+    fn claimed(self: &Arc<Self>, work: ClaimedWork) {
+        if !self.pipeline.shutdown.is_triggered() {
+            self.grow();
+        }
+        self.pipeline.process_claimed(work);
+    }
+
+    /// Start another thread when work waits, no thread is idle and the bound allows.
+    fn grow(self: &Arc<Self>) {
+        if !self.queue.is_empty()
+            && self.idle.load(Ordering::SeqCst) == 0
+            && self.started.load(Ordering::SeqCst) < self.max
+        {
+            if let Err(e) = self.spawn_one(false) {
+                warn!("cannot start another sender thread: {e}");
+            }
+        }
+    }
+
+    /// At shutdown, before a thread stops: give back the claimed rows still waiting.
+    fn release_claimed(&self) {
+        while let Some(work) = self.queue.take_claimed() {
+            self.pipeline.release_claimed(work);
+        }
     }
 
     /// Whether this idle thread may end: only while more than [`INITIAL_THREADS`] are live.
@@ -195,5 +225,11 @@ impl SenderPool {
     fn release_connections(&self) {
         self.pipeline.rest.release_idle_connections();
         self.pipeline.twilio.release_idle_connections();
+    }
+}
+
+impl Siblings for SenderPool {
+    fn idle_threads(&self) -> usize {
+        self.idle.load(Ordering::SeqCst)
     }
 }

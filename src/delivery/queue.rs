@@ -7,16 +7,25 @@
 //! claim request. Closing the queue wakes every producer and consumer.
 //!
 //! An id is marked "waiting" from the moment a producer starts pushing it until a sender pops it.
-//! The mark is held by a [`Reservation`] that removes it again if the push does not complete: a
+//! The mark is held by a `Reservation` that removes it again if the push does not complete: a
 //! push future dropped while it waits for room (the Realtime reader's socket died meanwhile), or
 //! a closed queue. So every id handed towards the queue either reaches a sender or can be handed
 //! again; a mark never outlives the attempt that made it.
+//!
+//! In scaled mode a batch claim hands the rows it claimed beyond its own to other sender threads
+//! through a second kind of item, [`ClaimedWork`]: a row already `sending` under a lease, held in
+//! [`crate::delivery::in_flight`]. Claimed work is taken before any id (its lease is running), is
+//! never refused or dropped by a full or closed queue, and outlives [`WorkQueue::close`]: pops go
+//! on returning it until none is left, so the senders release each row with a fenced write
+//! (nothing is waiting there in the default mode).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::message::MessageId;
+use crate::delivery::in_flight::IdGuard;
+use crate::delivery::lease::Lease;
+use crate::message::{ClaimedMessage, MessageId};
 use crate::sync::Locked;
 
 /// Why an id was not queued.
@@ -24,6 +33,28 @@ use crate::sync::Locked;
 pub enum PushError {
     /// The queue was closed (shutdown): stop producing.
     Closed,
+}
+
+/// A row a batch claim took for another sender thread: already `sending` under `lease`, and
+/// held here (`held`) from the claim on, so a hand-over at shutdown finds it even while it waits.
+pub struct ClaimedWork {
+    /// The claimed row.
+    pub message: ClaimedMessage,
+    /// The claim's lease (its stamp fences every write).
+    pub lease: Lease,
+    /// This instance's hold on the id.
+    pub held: IdGuard,
+    /// When this instance learned the message was ready.
+    pub queued_at: Instant,
+}
+
+impl std::fmt::Debug for ClaimedWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedWork")
+            .field("id", &self.message.id)
+            .field("stamp", &self.lease.stamp())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cloneable handle on the queue.
@@ -34,6 +65,19 @@ pub struct WorkQueue {
     rx: smol::channel::Receiver<(MessageId, Instant)>,
     /// Ids currently waiting in the channel (not those being processed).
     waiting: Arc<Mutex<HashSet<MessageId>>>,
+    /// Claimed rows waiting for a sender: unbounded (a batch takes no more rows than there are
+    /// idle senders) and never closed, so a claimed row is never refused.
+    claimed_tx: smol::channel::Sender<ClaimedWork>,
+    claimed_rx: smol::channel::Receiver<ClaimedWork>,
+}
+
+/// Why an id was not queued without waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryPushError {
+    /// No room now.
+    Full,
+    /// The queue was closed (shutdown).
+    Closed,
 }
 
 /// What a push did.
@@ -49,10 +93,13 @@ impl WorkQueue {
     /// A queue holding at most `capacity` ids.
     pub fn new(capacity: usize) -> WorkQueue {
         let (tx, rx) = smol::channel::bounded(capacity.max(1));
+        let (claimed_tx, claimed_rx) = smol::channel::unbounded();
         WorkQueue {
             tx,
             rx,
             waiting: Arc::default(),
+            claimed_tx,
+            claimed_rx,
         }
     }
 
@@ -101,58 +148,140 @@ impl WorkQueue {
         }
     }
 
-    /// Take the next id and when it was queued, blocking; `None` once the queue is closed
-    /// (waiting ids are abandoned: their rows are still `queued_for_send` and the next sweep,
-    /// here or elsewhere, finds them).
-    pub fn pop_blocking(&self) -> Option<(MessageId, Instant)> {
-        if self.rx.is_closed() {
-            return None;
+    /// Queue `id` if there is room now, never waiting (for a sender thread, which must not block
+    /// on the queue it feeds from).
+    pub fn try_push(&self, id: MessageId) -> Result<Pushed, TryPushError> {
+        let Some(reservation) = self.reserve(&id) else {
+            return Ok(Pushed::AlreadyWaiting);
+        };
+        match self.tx.try_send((id, Instant::now())) {
+            Ok(()) => {
+                reservation.keep();
+                Ok(Pushed::Queued)
+            }
+            Err(smol::channel::TrySendError::Full(_)) => Err(TryPushError::Full),
+            Err(smol::channel::TrySendError::Closed(_)) => Err(TryPushError::Closed),
         }
-        let (id, at) = self.rx.recv_blocking().ok()?;
+    }
+
+    /// Hand a claimed row to the next free sender thread, ahead of every id. Never waits and
+    /// never refuses, even after [`WorkQueue::close`].
+    pub fn push_claimed(&self, work: ClaimedWork) {
+        // The claimed channel is unbounded and never closed while `self` holds its receiver.
+        if let Err(refused) = self.claimed_tx.try_send(work) {
+            unreachable!("the claimed channel refused {:?}", refused.into_inner());
+        }
+    }
+
+    /// Take a claimed row if one waits, never waiting (for a sender thread's last pass at
+    /// shutdown).
+    pub fn take_claimed(&self) -> Option<ClaimedWork> {
+        self.claimed_rx.try_recv().ok()
+    }
+
+    /// Take up to `max` waiting ids without waiting (wake-ups a batch claim answered already).
+    pub fn take_waiting(&self, max: usize) -> Vec<MessageId> {
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let Ok((id, _)) = self.rx.try_recv() else {
+                break;
+            };
+            self.unreserve(&id);
+            taken.push(id);
+        }
+        taken
+    }
+
+    /// The next piece of work without waiting: a claimed row first, then an id.
+    fn try_pop(&self) -> Option<Popped> {
+        if let Ok(work) = self.claimed_rx.try_recv() {
+            return Some(Popped::Claimed(work));
+        }
+        let (id, at) = self.rx.try_recv().ok()?;
         self.unreserve(&id);
-        Some((id, at))
+        Some(Popped::Id(id, at))
+    }
+
+    /// Wait for the next piece of work (a claimed row first), at most `wait` (`None`: as long as
+    /// it takes).
+    fn wait_pop(&self, wait: Option<Duration>) -> Popped {
+        use futures_lite::future::or;
+        let next = smol::block_on(or(
+            // Polled first: a claimed row wins over an id that arrives at the same time.
+            async { self.claimed_rx.recv().await.ok().map(Popped::Claimed) },
+            or(
+                async {
+                    Some(match self.rx.recv().await {
+                        Ok((id, at)) => {
+                            self.unreserve(&id);
+                            Popped::Id(id, at)
+                        }
+                        Err(_) => Popped::Closed,
+                    })
+                },
+                async {
+                    match wait {
+                        Some(wait) => smol::Timer::after(wait).await,
+                        None => smol::Timer::never().await,
+                    };
+                    None
+                },
+            ),
+        ));
+        next.unwrap_or(Popped::Idle)
+    }
+
+    /// Take the next piece of work, blocking: a claimed row, else an id and when it was queued;
+    /// [`Popped::Closed`] once the queue is closed and no claimed row waits (waiting ids are
+    /// abandoned: their rows are still `queued_for_send` and the next sweep, here or elsewhere,
+    /// finds them). Never [`Popped::Idle`].
+    pub fn pop_blocking(&self) -> Popped {
+        if let Ok(work) = self.claimed_rx.try_recv() {
+            return Popped::Claimed(work);
+        }
+        if self.rx.is_closed() {
+            return Popped::Closed;
+        }
+        if let Some(popped) = self.try_pop() {
+            return popped;
+        }
+        self.wait_pop(None)
     }
 
     /// Like [`WorkQueue::pop_blocking`], but gives up after `wait` with [`Popped::Idle`].
     pub fn pop_timeout(&self, wait: Duration) -> Popped {
+        if let Ok(work) = self.claimed_rx.try_recv() {
+            return Popped::Claimed(work);
+        }
         if self.rx.is_closed() && self.rx.is_empty() {
             return Popped::Closed;
         }
         // Busy: take what is there without arming a timer.
-        if let Ok((id, at)) = self.rx.try_recv() {
-            self.unreserve(&id);
-            return Popped::Id(id, at);
+        if let Some(popped) = self.try_pop() {
+            return popped;
         }
-        let next = smol::block_on(futures_lite::future::or(
-            async { Some(self.rx.recv().await) },
-            async {
-                smol::Timer::after(wait).await;
-                None
-            },
-        ));
-        match next {
-            Some(Ok((id, at))) => {
-                self.unreserve(&id);
-                Popped::Id(id, at)
-            }
-            Some(Err(_)) => Popped::Closed,
-            None => Popped::Idle,
-        }
+        self.wait_pop(Some(wait))
     }
 
-    /// Stop the queue: pushes fail, pops return `None`.
+    /// Stop the queue: pushes fail, pops return [`Popped::Closed`] once no claimed row waits.
+    /// Claimed rows stay until a sender takes them.
     pub fn close(&self) {
         self.tx.close();
     }
 
-    /// How many ids are waiting.
+    /// How many ids and claimed rows are waiting.
     pub fn len(&self) -> usize {
+        self.tx.len() + self.claimed_tx.len()
+    }
+
+    /// How many ids are waiting (claimed rows aside).
+    pub fn waiting_ids(&self) -> usize {
         self.tx.len()
     }
 
-    /// Whether no id is waiting.
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.tx.is_empty()
+        self.tx.is_empty() && self.claimed_tx.is_empty()
     }
 
     /// Whether there is no room for another id (producers wait).
@@ -161,9 +290,11 @@ impl WorkQueue {
     }
 }
 
-/// What [`WorkQueue::pop_timeout`] got.
+/// What a pop got.
 #[derive(Debug)]
 pub enum Popped {
+    /// A row a batch claim took for this thread.
+    Claimed(ClaimedWork),
     /// An id, and when it was queued.
     Id(MessageId, Instant),
     /// Nothing came within the wait.
@@ -200,10 +331,111 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::delivery::in_flight::InFlight;
+    use futures_lite::future;
+    use std::time::SystemTime;
 
     fn id(n: u32) -> MessageId {
         MessageId::parse(&format!("00000000-0000-4000-8000-{n:012}")).unwrap()
+    }
+
+    /// The id popped, `None` for anything else.
+    fn popped_id(popped: Popped) -> Option<MessageId> {
+        match popped {
+            Popped::Id(id, _) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// A claimed row `n`, held in `in_flight`.
+    fn claimed(in_flight: &InFlight, n: u32) -> ClaimedWork {
+        let lease = Lease::start(Duration::from_secs(30), Instant::now(), SystemTime::now());
+        ClaimedWork {
+            message: ClaimedMessage {
+                id: id(n),
+                body: "hello".into(),
+                phone_number: Some("+15551234567".into()),
+                previous_sid: None,
+            },
+            held: in_flight.hold(&id(n), lease.stamp()).unwrap(),
+            lease,
+            queued_at: Instant::now(),
+        }
+    }
+
+    fn popped_claim(popped: Popped) -> Option<MessageId> {
+        match popped {
+            Popped::Claimed(work) => Some(work.message.id),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn claimed_rows_are_taken_before_ids() {
+        let (q, f) = (WorkQueue::new(4), InFlight::default());
+        q.push_blocking(id(1)).unwrap();
+        q.push_claimed(claimed(&f, 10));
+        q.push_claimed(claimed(&f, 11));
+        assert_eq!((q.len(), q.waiting_ids()), (3, 1));
+        let Popped::Claimed(first) = q.pop_blocking() else {
+            panic!("a claimed row first");
+        };
+        assert_eq!(first.message.id, id(10));
+        assert_eq!(popped_claim(q.pop_timeout(Duration::ZERO)), Some(id(11)));
+        assert!(f.contains(&id(10)), "the hold travels with the row");
+        assert!(!f.contains(&id(11)), "and goes with it");
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(1)));
+        assert!(matches!(q.pop_timeout(Duration::ZERO), Popped::Idle));
+        drop(first);
+        assert!(!f.contains(&id(10)));
+        // A sender waiting for work wakes for a claimed row.
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || popped_claim(q.pop_blocking()))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        q.push_claimed(claimed(&f, 12));
+        assert_eq!(waiter.join().unwrap(), Some(id(12)));
+    }
+
+    #[test]
+    fn closing_keeps_claimed_rows_for_their_release() {
+        let (q, f) = (WorkQueue::new(1), InFlight::default());
+        q.push_blocking(id(1)).unwrap();
+        q.push_claimed(claimed(&f, 10));
+        q.close();
+        // A full or closed queue never refuses a claimed row.
+        q.push_claimed(claimed(&f, 11));
+        q.push_claimed(claimed(&f, 12));
+        assert_eq!(q.len(), 4);
+        assert_eq!(popped_claim(q.pop_blocking()), Some(id(10)));
+        assert_eq!(popped_claim(q.pop_timeout(Duration::ZERO)), Some(id(11)));
+        assert_eq!(q.take_claimed().map(|w| w.message.id), Some(id(12)));
+        assert!(q.take_claimed().is_none());
+        assert!(
+            matches!(q.pop_blocking(), Popped::Closed),
+            "ids are abandoned"
+        );
+    }
+
+    #[test]
+    fn waiting_ids_can_be_taken_and_given_back_without_waiting() {
+        let q = WorkQueue::new(2);
+        q.push_blocking(id(1)).unwrap();
+        q.push_blocking(id(2)).unwrap();
+        assert_eq!(q.try_push(id(3)), Err(TryPushError::Full));
+        assert_eq!(q.try_push(id(1)), Ok(Pushed::AlreadyWaiting));
+        assert_eq!(q.take_waiting(1), vec![id(1)]);
+        assert_eq!(
+            q.try_push(id(1)),
+            Ok(Pushed::Queued),
+            "its mark went with it"
+        );
+        assert_eq!(q.take_waiting(5), vec![id(2), id(1)]);
+        assert!(q.take_waiting(5).is_empty());
+        q.close();
+        assert_eq!(q.try_push(id(3)), Err(TryPushError::Closed));
+        assert_eq!(q.try_push(id(3)), Err(TryPushError::Closed), "un-reserved");
     }
 
     #[test]
@@ -212,7 +444,7 @@ mod tests {
         assert_eq!(q.push_blocking(id(1)), Ok(Pushed::Queued));
         assert_eq!(q.push_blocking(id(1)), Ok(Pushed::AlreadyWaiting));
         assert_eq!(q.len(), 1);
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(1)));
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(1)));
         assert_eq!(
             q.push_blocking(id(1)),
             Ok(Pushed::Queued),
@@ -225,21 +457,27 @@ mod tests {
         let q = WorkQueue::new(2);
         q.push_blocking(id(1)).unwrap();
         q.push_blocking(id(2)).unwrap();
+        assert!(q.is_full());
+        let mut push = std::pin::pin!(q.push(id(3)));
+        assert!(
+            future::block_on(future::poll_once(push.as_mut())).is_none(),
+            "the third push must wait for room"
+        );
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(1)));
+        assert_eq!(future::block_on(push), Ok(Pushed::Queued));
+        // The blocking producer the same way: it waits until a sender takes an id.
         let producer = {
             let q = q.clone();
-            std::thread::spawn(move || q.push_blocking(id(3)))
+            std::thread::spawn(move || q.push_blocking(id(4)))
         };
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(!producer.is_finished(), "the third push must wait for room");
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(1)));
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(2)));
         assert_eq!(producer.join().unwrap(), Ok(Pushed::Queued));
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(2)));
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(3)));
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(3)));
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(4)));
     }
 
     #[test]
     fn an_abandoned_push_gives_the_id_back() {
-        use futures_lite::future;
         let q = WorkQueue::new(1);
         q.push_blocking(id(1)).unwrap();
         // The queue is full: this push waits; dropping it (a dead socket's reader) abandons it.
@@ -247,32 +485,37 @@ mod tests {
             let mut push = std::pin::pin!(q.push(id(2)));
             assert!(future::block_on(future::poll_once(push.as_mut())).is_none());
         }
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(1)));
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(1)));
         assert_eq!(
             q.push_blocking(id(2)),
             Ok(Pushed::Queued),
             "a later sweep or event can hand id 2 again"
         );
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), Some(id(2)));
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(2)));
     }
 
     #[test]
     fn close_wakes_everyone() {
         let q = WorkQueue::new(1);
         q.push_blocking(id(1)).unwrap();
+        let mut waiting = std::pin::pin!(q.push(id(5)));
+        assert!(future::block_on(future::poll_once(waiting.as_mut())).is_none());
         let producer = {
             let q = q.clone();
             std::thread::spawn(move || q.push_blocking(id(2)))
         };
-        std::thread::sleep(Duration::from_millis(50));
         q.close();
+        assert_eq!(future::block_on(waiting), Err(PushError::Closed));
+        // Whether the blocking producer was waiting already or pushes after the close.
         assert_eq!(producer.join().unwrap(), Err(PushError::Closed));
-        assert_eq!(q.pop_blocking().map(|(id, _)| id), None);
+        assert_eq!(popped_id(q.pop_blocking()), None);
         assert_eq!(smol::block_on(q.push(id(3))), Err(PushError::Closed));
-        assert_eq!(
-            q.push_blocking(id(2)),
-            Err(PushError::Closed),
-            "id 2 was un-reserved"
-        );
+        for n in [2, 5] {
+            assert_eq!(
+                q.push_blocking(id(n)),
+                Err(PushError::Closed),
+                "id {n} was un-reserved"
+            );
+        }
     }
 }

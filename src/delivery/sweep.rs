@@ -13,6 +13,15 @@
 //! more sweep afterwards. Pages are small and fetched only when the queue has taken the previous
 //! one, so a backlog of any size costs constant memory. Overlap with live events is harmless:
 //! the queue drops ids already waiting and the claim settles the rest.
+//!
+//! Whether a sweep is due is decided by `due` from what the loop saw (a request, REST failing,
+//! the time since the last sweep ended, this instance's role); only the loop reads the clock.
+//!
+//! In scaled mode (`docs/scaled-mode.md`) the periodic sweep runs only on the one sweeper
+//! ([`Ownership::is_sweeper`]), which hands every queued id to its senders (those of other
+//! partitions are claimed by id). A sweep asked for by a (re)subscription, or made while REST is
+//! failing, runs on every instance but hands on only the ids of partitions this instance owns.
+//! In the default mode every instance is the sweeper and hands on everything.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,6 +31,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::delivery::partitions::Ownership;
 use crate::delivery::queue::{PushError, Pushed, WorkQueue};
 use crate::message::MessageId;
 use crate::ops::liveness::{Liveness, Loop};
@@ -81,6 +91,83 @@ pub struct Sweeper {
     pub metrics: Arc<Metrics>,
     /// Beaten as the sweeper turns (`/livez`).
     pub liveness: Liveness,
+    /// Whether this instance runs the periodic sweep, and which ids it hands on (scaled mode).
+    pub ownership: Ownership,
+}
+
+/// Whether this instance runs the periodic sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// It does (the default mode; scaled mode as the first member or without a membership).
+    Sweeper,
+    /// Another instance does (scaled mode).
+    Member,
+}
+
+/// Which of the ids a sweep finds it hands to the senders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every one.
+    All,
+    /// Those of partitions this instance owns.
+    Owned,
+}
+
+impl Role {
+    fn of(ownership: &Ownership) -> Role {
+        if ownership.is_sweeper() {
+            Role::Sweeper
+        } else {
+            Role::Member
+        }
+    }
+
+    /// What a sweep by this role hands on.
+    fn scope(self) -> Scope {
+        match self {
+            Role::Sweeper => Scope::All,
+            Role::Member => Scope::Owned,
+        }
+    }
+}
+
+/// What the sweeper loop saw after one wait for a request.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// A sweep was requested.
+    requested: bool,
+    /// Supabase REST is failing.
+    rest_failing: bool,
+    /// Time since the last sweep ended.
+    since_last: Duration,
+    /// Whether this instance runs the periodic sweep.
+    role: Role,
+}
+
+/// Why a sweep runs now, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Not yet.
+    No,
+    /// Someone asked (a (re)subscription, startup).
+    Requested,
+    /// Supabase REST is failing and [`RECOVERY_PROBE`] has passed since the last sweep.
+    Recovering,
+    /// `SWEEP_INTERVAL_SECS` has passed since the last sweep (the sweeper only).
+    Interval,
+}
+
+/// Whether a sweep is due after seeing `seen`, the sweeper sweeping at least every `interval`.
+fn due(seen: Seen, interval: Duration) -> Due {
+    if seen.requested {
+        Due::Requested
+    } else if seen.rest_failing && seen.since_last >= RECOVERY_PROBE {
+        Due::Recovering
+    } else if seen.since_last >= interval && seen.role == Role::Sweeper {
+        Due::Interval
+    } else {
+        Due::No
+    }
 }
 
 /// Start the sweeper thread.
@@ -89,25 +176,31 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
         let mut last = Instant::now();
         while !sweeper.shutdown.is_triggered() {
             sweeper.liveness.beat(Loop::Sweeper);
-            let requested = sweeper.trigger.take(Duration::from_millis(250));
-            let recovering =
-                sweeper.rest_failing.load(Ordering::Relaxed) && last.elapsed() >= RECOVERY_PROBE;
-            if recovering && !requested {
-                debug!("Supabase REST failed since the last sweep; sweeping to re-offer what it dropped");
+            let seen = Seen {
+                requested: sweeper.trigger.take(Duration::from_millis(250)),
+                rest_failing: sweeper.rest_failing.load(Ordering::Relaxed),
+                since_last: Instant::now().saturating_duration_since(last),
+                role: Role::of(&sweeper.ownership),
+            };
+            match due(seen, sweeper.interval) {
+                Due::No => continue,
+                Due::Recovering => debug!(
+                    "Supabase REST failed since the last sweep; sweeping to re-offer what it dropped"
+                ),
+                Due::Requested | Due::Interval => {}
             }
-            if requested || recovering || last.elapsed() >= sweeper.interval {
-                sweeper.sweep();
-                // Measured from the end: a sweep that waited out an outage counts as recent.
-                last = Instant::now();
-            }
+            sweeper.sweep(seen.role.scope());
+            // Measured from the end: a sweep that waited out an outage counts as recent.
+            last = Instant::now();
         }
     })
 }
 
 impl Sweeper {
     /// Fail the queued rows that cannot be SMS (their bodies are never read), then page through
-    /// every queued outbound row once; retries a failing page until shutdown.
-    fn sweep(&self) {
+    /// every queued outbound row once, handing on those in `scope`; retries a failing page until
+    /// shutdown.
+    fn sweep(&self, scope: Scope) {
         match self.rest.fail_unsendable() {
             Ok(ids) => {
                 for id in &ids {
@@ -146,6 +239,9 @@ impl Sweeper {
             found += page.len();
             for id in page {
                 after = Some(id.clone());
+                if scope == Scope::Owned && !self.ownership.owns(&id) {
+                    continue;
+                }
                 match self.queue.push_blocking(id) {
                     Ok(Pushed::Queued) => queued += 1,
                     Ok(Pushed::AlreadyWaiting) => {}
@@ -171,20 +267,68 @@ mod tests {
     #[test]
     fn requests_coalesce_and_are_consumed() {
         let t = SweepTrigger::default();
-        assert!(!t.take(Duration::from_millis(10)));
+        assert!(!t.take(Duration::ZERO));
         t.request();
         t.request();
-        assert!(t.take(Duration::from_millis(10)));
+        assert!(t.take(Duration::ZERO));
         assert!(
-            !t.take(Duration::from_millis(10)),
+            !t.take(Duration::ZERO),
             "two requests before a take are one sweep"
         );
         let waiter = {
             let t = t.clone();
-            std::thread::spawn(move || t.take(Duration::from_secs(10)))
+            std::thread::spawn(move || t.take(Duration::from_secs(60)))
         };
-        std::thread::sleep(Duration::from_millis(30));
         t.request();
-        assert!(waiter.join().unwrap());
+        assert!(
+            waiter.join().unwrap(),
+            "taken whether it came before or during the wait"
+        );
+    }
+
+    fn seen(requested: bool, rest_failing: bool, since_last_ms: u64) -> Seen {
+        Seen {
+            requested,
+            rest_failing,
+            since_last: Duration::from_millis(since_last_ms),
+            role: Role::Sweeper,
+        }
+    }
+
+    #[test]
+    fn only_the_sweeper_sweeps_on_the_interval() {
+        let interval = Duration::from_secs(60);
+        let member = |requested, rest_failing, ms| Seen {
+            role: Role::Member,
+            ..seen(requested, rest_failing, ms)
+        };
+        assert_eq!(due(member(false, false, 600_000), interval), Due::No);
+        assert_eq!(
+            due(member(true, false, 0), interval),
+            Due::Requested,
+            "a (re)subscription's sweep runs everywhere"
+        );
+        assert_eq!(due(member(false, true, 1_000), interval), Due::Recovering);
+        assert_eq!(Role::Member.scope(), Scope::Owned);
+        assert_eq!(Role::Sweeper.scope(), Scope::All);
+        let scaled = Ownership::scaled(4);
+        assert_eq!(Role::of(&scaled), Role::Sweeper, "without a membership");
+        scaled.set_members(vec![1], false);
+        assert_eq!(Role::of(&scaled), Role::Member);
+        assert_eq!(Role::of(&Ownership::default_mode()), Role::Sweeper);
+    }
+
+    #[test]
+    fn a_sweep_is_due_on_request_on_recovery_and_on_the_interval() {
+        let interval = Duration::from_secs(60);
+        assert_eq!(due(seen(false, false, 0), interval), Due::No);
+        assert_eq!(due(seen(true, false, 0), interval), Due::Requested);
+        assert_eq!(due(seen(true, true, 5_000), interval), Due::Requested);
+        assert_eq!(due(seen(false, false, 59_999), interval), Due::No);
+        assert_eq!(due(seen(false, false, 60_000), interval), Due::Interval);
+        // While REST fails: at most every RECOVERY_PROBE, whatever the interval.
+        assert_eq!(due(seen(false, true, 999), interval), Due::No);
+        assert_eq!(due(seen(false, true, 1_000), interval), Due::Recovering);
+        assert_eq!(due(seen(false, true, 60_000), interval), Due::Recovering);
     }
 }

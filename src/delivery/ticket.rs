@@ -6,18 +6,17 @@
 //! [`Ticket::reported`] gives the probe back, so a half-open circuit never waits for a probe
 //! that will not come.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::delivery::circuit::{Circuit, Pass};
+use crate::delivery::circuit::{Circuit, Pass, ProbePass};
 use crate::delivery::concurrency::{Limiter, Permit};
 use crate::delivery::pacer::{Pacer, Slot};
 use crate::shutdown::Shutdown;
 
 /// What a create needs in hand before it starts.
 pub struct Ticket<'a> {
-    circuit: &'a Circuit,
-    /// This create is the circuit's single probe: its outcome must be reported.
-    probe: bool,
+    /// When this create is the circuit's single probe: its outcome must be reported.
+    probe: Option<ProbePass<'a>>,
     /// The place among the creates in flight; freed when the ticket drops.
     _permit: Permit<'a>,
 }
@@ -43,38 +42,28 @@ pub struct Gates<'a> {
     pub shutdown: &'a Shutdown,
 }
 
-/// Far enough to mean "no deadline" for the limiter, which takes an instant.
-const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
-
 impl<'a> Gates<'a> {
     /// Wait for a ticket, at most until `latest` (`None`: as long as it takes).
     pub fn ticket(&self, latest: Option<Instant>) -> Result<Ticket<'a>, NoTicket> {
+        // A probe pass not handed on in a ticket gives itself back when dropped.
         let probe = match self.circuit.enter_until(self.shutdown, latest) {
             Pass::Shutdown => return Err(NoTicket::Shutdown),
             Pass::Expired => return Err(NoTicket::Late),
-            Pass::Probe => true,
-            Pass::Closed => false,
-        };
-        let give_back = |why| {
-            if probe {
-                self.circuit.abandon_probe();
-            }
-            Err(why)
+            Pass::Probe(pass) => Some(pass),
+            Pass::Closed => None,
         };
         match self.pacer.wait_until(self.shutdown, latest) {
             Slot::Go => {}
-            Slot::Shutdown => return give_back(NoTicket::Shutdown),
-            Slot::TooLate => return give_back(NoTicket::Late),
+            Slot::Shutdown => return Err(NoTicket::Shutdown),
+            Slot::TooLate => return Err(NoTicket::Late),
         }
-        let until = latest.unwrap_or_else(|| Instant::now() + NO_DEADLINE);
-        match self.limiter.acquire(self.shutdown, until) {
+        match self.limiter.acquire(self.shutdown, latest) {
             Some(permit) => Ok(Ticket {
-                circuit: self.circuit,
                 probe,
                 _permit: permit,
             }),
-            None if self.shutdown.is_triggered() => give_back(NoTicket::Shutdown),
-            None => give_back(NoTicket::Late),
+            None if self.shutdown.is_triggered() => Err(NoTicket::Shutdown),
+            None => Err(NoTicket::Late),
         }
     }
 }
@@ -82,15 +71,9 @@ impl<'a> Gates<'a> {
 impl Ticket<'_> {
     /// The create's outcome was reported to the circuit (`record_ok`, `trip`, `record_outage`):
     /// nothing to give back. Frees the concurrency place.
-    pub fn reported(mut self) {
-        self.probe = false;
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if self.probe {
-            self.circuit.abandon_probe();
+    pub fn reported(self) {
+        if let Some(probe) = self.probe {
+            probe.reported();
         }
     }
 }
@@ -98,14 +81,16 @@ impl Drop for Ticket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backoff::Backoff;
+    use crate::backoff::{Backoff, Jitter};
+    use std::time::Duration;
 
-    /// The gates' parts: a circuit whose pauses last 50 ms, no rate limit, `max` creates.
+    /// The gates' parts: a circuit whose pauses last 1 ms (the shortest), no rate limit, `max`
+    /// creates.
     struct Parts(Circuit, Pacer, Limiter, Shutdown);
 
     impl Parts {
         fn new(max: usize) -> Parts {
-            let b = Backoff::new(Duration::from_millis(50), Duration::from_millis(50), false);
+            let b = Backoff::new(Duration::ZERO, Duration::ZERO, Jitter::None);
             Parts(
                 Circuit::new(b, b),
                 Pacer::new(None),
@@ -129,12 +114,15 @@ mod tests {
         let parts = Parts::new(4);
         let (gates, c) = (parts.gates(), &parts.0);
         c.trip();
-        std::thread::sleep(Duration::from_millis(60));
+        // The circuit's own wait: its pause is 1 ms.
         let first = gates.ticket(None).expect("the probe");
-        assert!(first.probe);
+        assert!(first.probe.is_some());
         drop(first);
-        let second = gates.ticket(Some(Instant::now() + Duration::from_millis(100)));
-        assert!(matches!(second, Ok(ref t) if t.probe), "probe given back");
+        let second = gates.ticket(None);
+        assert!(
+            matches!(second, Ok(ref t) if t.probe.is_some()),
+            "probe given back"
+        );
         second.unwrap().reported();
     }
 
@@ -145,7 +133,8 @@ mod tests {
         let held: Vec<Ticket<'_>> = (0..l.limit())
             .map(|_| gates.ticket(None).unwrap())
             .collect();
-        let late = gates.ticket(Some(Instant::now() + Duration::from_millis(50)));
+        // A deadline already past: no wait for the limiter.
+        let late = gates.ticket(Some(Instant::now()));
         assert_eq!(late.err(), Some(NoTicket::Late));
         drop(held);
         assert!(gates.ticket(Some(Instant::now())).is_ok());

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use log::{error, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Jitter};
 use crate::message::MessageId;
 use crate::ops::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -166,7 +166,11 @@ pub fn spawn(
     rest: Rest,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
-    let backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60), true);
+    let backoff = Backoff::new(
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+        Jitter::Spread,
+    );
     crate::sync::spawn_named("unrecorded", 128 * 1024, move || {
         let mut round = 0u32;
         loop {

@@ -1,16 +1,16 @@
 //! The health endpoint Cloud Run probes, and the connection state it reports.
 //!
-//! [`Health`] is shared state written by the Realtime task and read by the HTTP thread
-//! ([`crate::ops::server`]): `healthy` while subscribed or within [`GRACE`] of losing (or first
-//! seeking) the subscription, `unhealthy` after that so the platform restarts us, and
+//! [`Health`] is shared state written from what the Realtime task reports and read by the HTTP
+//! thread ([`crate::ops::server`]): `healthy` while subscribed or within [`GRACE`] of losing (or
+//! first seeking) the subscription, `unhealthy` after that so the platform restarts us, and
 //! `shutting_down` once shutdown began. It also carries whether Supabase REST is answering.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::clock;
 use crate::sync::Locked;
+use crate::timestamp;
 
 /// How long the service may be without a subscription before it reports itself unhealthy.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -47,10 +47,8 @@ struct State {
     /// When the subscription was lost (or the service started); `None` while subscribed.
     unsubscribed_since: Mutex<Option<Instant>>,
     shutting_down: AtomicBool,
-    /// Shared with the REST client: set while Supabase REST is failing.
+    /// Kept by the REST client's observer: set while Supabase REST is failing.
     database_failing: Arc<AtomicBool>,
-    /// Why the last Realtime connection ended (for `sms-sender check`).
-    realtime_error: Mutex<Option<String>>,
 }
 
 /// What `GET /health` answers.
@@ -82,7 +80,6 @@ impl Health {
                 unsubscribed_since: Mutex::new(Some(Instant::now())),
                 shutting_down: AtomicBool::new(false),
                 database_failing: Arc::default(),
-                realtime_error: Mutex::new(None),
             }),
         }
     }
@@ -108,17 +105,8 @@ impl Health {
         }
     }
 
-    /// Remember why the Realtime link was lost.
-    pub fn set_realtime_error(&self, reason: &str) {
-        *self.inner.realtime_error.locked() = Some(reason.to_string());
-    }
-
-    /// Why the Realtime link was last lost, if it was.
-    pub fn realtime_error(&self) -> Option<String> {
-        self.inner.realtime_error.locked().clone()
-    }
-
-    /// The flag the REST client keeps up to date (reported as `database`).
+    /// The flag the REST client's observer keeps up to date (reported as `database`;
+    /// [`crate::ops::observers::DatabaseStatus`]).
     pub fn database_status(&self) -> Arc<AtomicBool> {
         self.inner.database_failing.clone()
     }
@@ -134,7 +122,7 @@ impl Health {
         let since = *self.inner.unsubscribed_since.locked();
         let (http_status, status) = if self.inner.shutting_down.load(Ordering::SeqCst) {
             (503, "shutting_down")
-        } else if since.map_or(true, |t| now.saturating_duration_since(t) <= GRACE) {
+        } else if since.is_none_or(|t| now.saturating_duration_since(t) <= GRACE) {
             (200, "healthy")
         } else {
             (503, "unhealthy")
@@ -153,7 +141,7 @@ impl Health {
         serde_json::json!({
             "status": report.status,
             "service": "sms-sender",
-            "timestamp": clock::rfc3339_seconds(time),
+            "timestamp": timestamp::rfc3339_seconds(time),
             "websocket": report.link.as_str(),
             "database": if report.database_ok { "ok" } else { "failing" },
         })

@@ -5,6 +5,10 @@
 //! mutex; statuses are few). Values live for the life of the process, so they survive
 //! reconnects. Gauges that mirror other state (connection, queue depth, circuit) are read when
 //! the page is rendered.
+//!
+//! The page is one table, `FAMILIES`: each family's name, type, help and where its samples come
+//! from, rendered in that order; the README's metrics table is checked against the rendered page
+//! (`tests/readme_tables.rs`).
 
 use crate::sync::Locked;
 use std::collections::BTreeMap;
@@ -157,216 +161,228 @@ impl Metrics {
         .load(Ordering::Relaxed)
     }
 
-    /// The exposition text.
+    /// The exposition text: every family of `FAMILIES`, in its order.
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for family in FAMILIES {
+            let (name, kind) = (family.name, family.kind.as_str());
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", family.help);
+            self.render_samples(&mut out, name, family.samples, &gauges);
         }
-        family(
-            &mut out,
-            "sms_sender_build_info",
-            "gauge",
-            "Build information; always 1.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        family(
-            &mut out,
-            "sms_sender_messages_total",
-            "counter",
-            "Messages processed, by outcome (skipped: claimed by another instance or no longer queued).",
-        );
-        for (outcome, value) in [
-            ("sent", load(&self.sent)),
-            ("failed", load(&self.failed)),
-            ("skipped", load(&self.skipped)),
-        ] {
-            let _ = writeln!(
-                out,
-                "sms_sender_messages_total{{outcome=\"{outcome}\"}} {value}"
-            );
-        }
-        family(
-            &mut out,
-            "sms_sender_twilio_requests_total",
-            "counter",
-            "HTTP requests to Twilio (creates and lookups), by status; \"error\" when there was no answer.",
-        );
-        for (status, value) in self.twilio_requests.locked().iter() {
-            let _ = writeln!(
-                out,
-                "sms_sender_twilio_requests_total{{status=\"{status}\"}} {value}"
-            );
-        }
-        family(
-            &mut out,
-            "sms_sender_retries_total",
-            "counter",
-            "Send attempts retried after a transient failure.",
-        );
-        let _ = writeln!(out, "sms_sender_retries_total {}", load(&self.retries));
-        family(
-            &mut out,
-            "sms_sender_twilio_throttled_total",
-            "counter",
-            "Creates Twilio refused for the account's concurrency limit (429 / 20429), retried without counting against MAX_RETRIES.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_twilio_throttled_total {}",
-            load(&self.throttled)
-        );
-        family(
-            &mut out,
-            "sms_sender_twilio_concurrency_limit",
-            "gauge",
-            "Creates allowed in flight at once now (grows while Twilio keeps up, shrinks on 429).",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_twilio_concurrency_limit {}",
-            load(&self.concurrency_limit)
-        );
-        family(
-            &mut out,
-            "sms_sender_unrecorded_sends",
-            "gauge",
-            "Messages Twilio accepted whose 'sent' write could not apply yet; kept in memory and retried (each was logged at ERROR with its id and SID).",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_unrecorded_sends {}",
-            load(&self.unrecorded)
-        );
-        family(
-            &mut out,
-            "sms_sender_lease_renewals_total",
-            "counter",
-            "Claims whose lease was renewed while their sender still held them.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_lease_renewals_total {}",
-            load(&self.lease_renewals)
-        );
-        family(
-            &mut out,
-            "sms_sender_claims_handed_over_total",
-            "counter",
-            "Claims ended early at shutdown so that a successor settles them after the settle window.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_claims_handed_over_total {}",
-            load(&self.handed_over)
-        );
-        family(
-            &mut out,
-            "sms_sender_realtime_connected",
-            "gauge",
-            "1 while subscribed to Realtime, else 0.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_realtime_connected {}",
-            u8::from(gauges.realtime_connected)
-        );
-        family(
-            &mut out,
-            "sms_sender_realtime_reconnects_total",
-            "counter",
-            "Realtime connections lost and retried.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_realtime_reconnects_total {}",
-            load(&self.reconnects)
-        );
-        family(
-            &mut out,
-            "sms_sender_queue_depth",
-            "gauge",
-            "Message ids waiting for a sender thread.",
-        );
-        let _ = writeln!(out, "sms_sender_queue_depth {}", gauges.queue_depth);
-        family(
-            &mut out,
-            "sms_sender_circuit_open",
-            "gauge",
-            "1 while sending is paused (Twilio outage or refused credentials).",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_circuit_open {}",
-            u8::from(gauges.circuit_open)
-        );
-        family(
-            &mut out,
-            "sms_sender_database_up",
-            "gauge",
-            "1 if Supabase REST answered the last request.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_database_up {}",
-            u8::from(gauges.database_ok)
-        );
-        family(
-            &mut out,
-            "sms_sender_orphans_recovered_total",
-            "counter",
-            "Orphaned 'sending' rows settled.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_orphans_recovered_total {}",
-            load(&self.orphans_recovered)
-        );
-        family(
-            &mut out,
-            "sms_sender_status_callbacks_total",
-            "counter",
-            "Twilio status callbacks, by signature check result.",
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_status_callbacks_total{{result=\"accepted\"}} {}",
-            load(&self.callbacks)
-        );
-        let _ = writeln!(
-            out,
-            "sms_sender_status_callbacks_total{{result=\"rejected\"}} {}",
-            load(&self.callbacks_rejected)
-        );
-        family(
-            &mut out,
-            "sms_sender_send_latency_seconds",
-            "histogram",
-            "Time from a message being queued here to Twilio accepting it.",
-        );
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "sms_sender_send_latency_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
-            );
-        }
-        let count = load(&self.latency_count);
-        let _ = writeln!(
-            out,
-            "sms_sender_send_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = load(&self.latency_sum_micros) as f64 / 1e6;
-        let _ = writeln!(out, "sms_sender_send_latency_seconds_sum {sum}");
-        let _ = writeln!(out, "sms_sender_send_latency_seconds_count {count}");
         out
     }
+
+    fn render_samples(&self, out: &mut String, name: &str, samples: Samples, gauges: &Gauges) {
+        match samples {
+            Samples::Kept(counter) => {
+                let _ = writeln!(out, "{name} {}", load(counter(self)));
+            }
+            Samples::Read(gauge) => {
+                let _ = writeln!(out, "{name} {}", gauge(gauges));
+            }
+            Samples::ByLabel(label, values) => {
+                for (value, counter) in values {
+                    let n = load(counter(self));
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+                }
+            }
+            Samples::Version => {
+                let version = env!("CARGO_PKG_VERSION");
+                let _ = writeln!(out, "{name}{{version=\"{version}\"}} 1");
+            }
+            Samples::TwilioStatuses => {
+                for (status, n) in self.twilio_requests.locked().iter() {
+                    let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+                }
+            }
+            Samples::Latency => self.render_latency(out, name),
+        }
+    }
+
+    fn render_latency(&self, out: &mut String, name: &str) {
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", load(bucket));
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = load(&self.latency_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// A Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (for the life of the process).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Cumulative buckets, a sum and a count.
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A counter or gauge kept in [`Metrics`].
+type Kept = fn(&Metrics) -> &AtomicU64;
+
+/// Where a family's samples come from.
+#[derive(Clone, Copy)]
+enum Samples {
+    /// One sample, no labels, kept here.
+    Kept(Kept),
+    /// One sample, no labels, from the caller's point-in-time [`Gauges`].
+    Read(fn(&Gauges) -> u64),
+    /// One sample per value of `label`, each kept here.
+    ByLabel(&'static str, &'static [(&'static str, Kept)]),
+    /// The build's version as a label, always 1.
+    Version,
+    /// Twilio requests, one sample per HTTP status seen.
+    TwilioStatuses,
+    /// The send-latency histogram.
+    Latency,
+}
+
+/// One metric family of the page.
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    samples: Samples,
+}
+
+/// The page, in order.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "sms_sender_build_info",
+        kind: Kind::Gauge,
+        help: "Build information; always 1.",
+        samples: Samples::Version,
+    },
+    Family {
+        name: "sms_sender_messages_total",
+        kind: Kind::Counter,
+        help: "Messages processed, by outcome (skipped: claimed by another instance or no longer queued).",
+        samples: Samples::ByLabel(
+            "outcome",
+            &[
+                ("sent", |m| &m.sent),
+                ("failed", |m| &m.failed),
+                ("skipped", |m| &m.skipped),
+            ],
+        ),
+    },
+    Family {
+        name: "sms_sender_twilio_requests_total",
+        kind: Kind::Counter,
+        help: "HTTP requests to Twilio (creates and lookups), by status; \"error\" when there was no answer.",
+        samples: Samples::TwilioStatuses,
+    },
+    Family {
+        name: "sms_sender_retries_total",
+        kind: Kind::Counter,
+        help: "Send attempts retried after a transient failure.",
+        samples: Samples::Kept(|m| &m.retries),
+    },
+    Family {
+        name: "sms_sender_twilio_throttled_total",
+        kind: Kind::Counter,
+        help: "Creates Twilio refused for the account's concurrency limit (429 / 20429), retried without counting against MAX_RETRIES.",
+        samples: Samples::Kept(|m| &m.throttled),
+    },
+    Family {
+        name: "sms_sender_twilio_concurrency_limit",
+        kind: Kind::Gauge,
+        help: "Creates allowed in flight at once now (grows while Twilio keeps up, shrinks on 429).",
+        samples: Samples::Kept(|m| &m.concurrency_limit),
+    },
+    Family {
+        name: "sms_sender_unrecorded_sends",
+        kind: Kind::Gauge,
+        help: "Messages Twilio accepted whose 'sent' write could not apply yet; kept in memory and retried (each was logged at ERROR with its id and SID).",
+        samples: Samples::Kept(|m| &m.unrecorded),
+    },
+    Family {
+        name: "sms_sender_lease_renewals_total",
+        kind: Kind::Counter,
+        help: "Claims whose lease was renewed while their sender still held them.",
+        samples: Samples::Kept(|m| &m.lease_renewals),
+    },
+    Family {
+        name: "sms_sender_claims_handed_over_total",
+        kind: Kind::Counter,
+        help: "Claims ended early at shutdown so that a successor settles them after the settle window.",
+        samples: Samples::Kept(|m| &m.handed_over),
+    },
+    Family {
+        name: "sms_sender_realtime_connected",
+        kind: Kind::Gauge,
+        help: "1 while subscribed to Realtime, else 0.",
+        samples: Samples::Read(|g| u64::from(g.realtime_connected)),
+    },
+    Family {
+        name: "sms_sender_realtime_reconnects_total",
+        kind: Kind::Counter,
+        help: "Realtime connections lost and retried.",
+        samples: Samples::Kept(|m| &m.reconnects),
+    },
+    Family {
+        name: "sms_sender_queue_depth",
+        kind: Kind::Gauge,
+        help: "Message ids waiting for a sender thread.",
+        samples: Samples::Read(|g| g.queue_depth as u64),
+    },
+    Family {
+        name: "sms_sender_circuit_open",
+        kind: Kind::Gauge,
+        help: "1 while sending is paused (Twilio outage or refused credentials).",
+        samples: Samples::Read(|g| u64::from(g.circuit_open)),
+    },
+    Family {
+        name: "sms_sender_database_up",
+        kind: Kind::Gauge,
+        help: "1 if Supabase REST answered the last request.",
+        samples: Samples::Read(|g| u64::from(g.database_ok)),
+    },
+    Family {
+        name: "sms_sender_orphans_recovered_total",
+        kind: Kind::Counter,
+        help: "Orphaned 'sending' rows settled.",
+        samples: Samples::Kept(|m| &m.orphans_recovered),
+    },
+    Family {
+        name: "sms_sender_status_callbacks_total",
+        kind: Kind::Counter,
+        help: "Twilio status callbacks, by signature check result.",
+        samples: Samples::ByLabel(
+            "result",
+            &[
+                ("accepted", |m| &m.callbacks),
+                ("rejected", |m| &m.callbacks_rejected),
+            ],
+        ),
+    },
+    Family {
+        name: "sms_sender_send_latency_seconds",
+        kind: Kind::Histogram,
+        help: "Time from a message being queued here to Twilio accepting it.",
+        samples: Samples::Latency,
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clients::{self, Observers};
 use crate::config::{Config, SmsSender};
-use crate::ops::health::Health;
-use crate::ops::metrics::Metrics;
-use crate::service;
-use crate::supabase::realtime;
+use crate::http::Unobserved;
+use crate::supabase::realtime::{self, ProbeError, Subscription};
 use crate::supabase::rest::RestError;
+use crate::supabase::rpc::ScaledMode;
 use crate::twilio::client::{SendError, Twilio};
 
 /// How long the Realtime check waits for the subscription.
@@ -26,6 +26,74 @@ const REALTIME_LIMIT: Duration = Duration::from_secs(20);
 /// The columns the service reads or writes, checked in one request.
 const COLUMNS: &str =
     "id,conversation_id,content,direction,status,twilio_message_sid,sent_at,delivered_at,created_at,conversation:conversations(phone_number)";
+
+/// Why a check failed, in the words its line prints.
+#[derive(Debug)]
+enum Failed {
+    /// Supabase refused the key (401/403), with its message.
+    KeyRefused(String),
+    /// The `messages` table does not exist.
+    TableMissing(String),
+    /// A column or the conversation relation is missing.
+    SchemaMismatch(String),
+    /// Any other REST failure.
+    Rest(RestError),
+    /// The Realtime probe did not subscribe.
+    Realtime(ProbeError),
+    /// A Twilio request failed.
+    Twilio(SendError),
+    /// The Twilio account exists but is not active.
+    AccountInactive {
+        /// Its friendly name.
+        name: String,
+        /// Its status.
+        status: String,
+    },
+    /// The message list (read by reconciliation) cannot be read.
+    ListUnreadable(SendError),
+    /// `TWILIO_PHONE_NUMBER` is not a number of the account.
+    NotOurNumber(String),
+    /// `TWILIO_PHONE_NUMBER` belongs to the account but has no SMS capability.
+    CannotSendSms(String),
+    /// The messaging service does not exist in the account.
+    NoMessagingService(String),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::KeyRefused(message) => write!(
+                f,
+                "the key was refused ({message}); use the service_role or sb_secret_ key"
+            ),
+            Failed::TableMissing(message) => {
+                write!(f, "table missing: {message}; run sql/schema.sql")
+            }
+            Failed::SchemaMismatch(message) => {
+                write!(f, "schema mismatch: {message}; compare with sql/schema.sql")
+            }
+            Failed::Rest(e) => write!(f, "{e}"),
+            Failed::Realtime(e) => write!(f, "{e}"),
+            Failed::Twilio(e) => f.write_str(&describe(e)),
+            Failed::AccountInactive { name, status } => {
+                write!(f, "the account {name:?} is {status}, not active")
+            }
+            Failed::ListUnreadable(e) => write!(
+                f,
+                "{}: reconciliation cannot work, so a message whose create gets no clear answer \
+                 (timeout, 5xx) stays 'sending' instead of being re-sent or recorded",
+                describe(e)
+            ),
+            Failed::NotOurNumber(number) => write!(f, "{number} is not a number of this account"),
+            Failed::CannotSendSms(number) => {
+                write!(f, "{number} belongs to the account but cannot send SMS")
+            }
+            Failed::NoMessagingService(sid) => {
+                write!(f, "messaging service {sid} does not exist in this account")
+            }
+        }
+    }
+}
 
 /// One check's result line.
 fn line(ok: bool, what: &str, detail: &str) -> bool {
@@ -36,29 +104,41 @@ fn line(ok: bool, what: &str, detail: &str) -> bool {
 /// Run every check and print the results; `true` when all passed.
 pub fn run(config: &Config) -> bool {
     line(true, "configuration", "all variables valid");
-    let health = Health::new();
-    let metrics = Arc::new(Metrics::default());
-    let clients = match service::clients(config, &health, metrics) {
+    let observers = Observers {
+        rest: Arc::new(Unobserved),
+        twilio: Arc::new(Unobserved),
+    };
+    let clients = match clients::build(config, observers) {
         Ok(c) => c,
         Err(e) => return line(false, "clients", &e.to_string()),
     };
     let mut ok = true;
     ok &= line_result("Supabase REST", rest_check(&clients.rest));
-    ok &= line_result("Realtime", realtime_check(config));
+    let mode = clients.rest.scaled_mode();
+    ok &= line_result("Scaled mode", mode_check(&mode));
+    let subscription = match mode {
+        Ok(Some(mode)) => Subscription::Partitions {
+            partitions: mode.partitions,
+            me: String::new(),
+            observe_only: true,
+        },
+        _ => Subscription::Changes,
+    };
+    ok &= line_result("Realtime", realtime_check(config, subscription));
     ok &= line_result("Twilio credentials", account_check(&clients.twilio));
     ok &= line_result("Twilio sender", sender_check(config, &clients.twilio));
     ok &= line_result("Twilio message list", list_check(&clients.twilio));
     ok
 }
 
-fn line_result(what: &str, result: Result<String, String>) -> bool {
+fn line_result(what: &str, result: Result<String, Failed>) -> bool {
     match result {
         Ok(detail) => line(true, what, &detail),
-        Err(detail) => line(false, what, &detail),
+        Err(failed) => line(false, what, &failed.to_string()),
     }
 }
 
-fn rest_check(rest: &crate::supabase::rest::Rest) -> Result<String, String> {
+fn rest_check(rest: &crate::supabase::rest::Rest) -> Result<String, Failed> {
     match rest.probe_columns(COLUMNS) {
         Ok(rows) => Ok(format!(
             "messages table readable with every column used ({rows} row(s) sampled)"
@@ -67,35 +147,54 @@ fn rest_check(rest: &crate::supabase::rest::Rest) -> Result<String, String> {
             status: 401 | 403,
             message,
             ..
-        }) => Err(format!(
-            "the key was refused ({message}); use the service_role or sb_secret_ key"
-        )),
+        }) => Err(Failed::KeyRefused(message)),
         Err(RestError::Status {
             code: Some(code),
             message,
             ..
-        }) if code == "PGRST205" || code == "42P01" => {
-            Err(format!("table missing: {message}; run sql/schema.sql"))
-        }
+        }) if code == "PGRST205" || code == "42P01" => Err(Failed::TableMissing(message)),
         Err(RestError::Status {
             code: Some(code),
             message,
             ..
-        }) if code == "42703" || code == "PGRST200" => Err(format!(
-            "schema mismatch: {message}; compare with sql/schema.sql"
-        )),
-        Err(e) => Err(e.to_string()),
+        }) if code == "42703" || code == "PGRST200" => Err(Failed::SchemaMismatch(message)),
+        Err(e) => Err(Failed::Rest(e)),
     }
 }
 
-fn realtime_check(config: &Config) -> Result<String, String> {
+/// Whether the scaled mode's migration is installed; either answer is fine.
+fn mode_check(mode: &Result<Option<ScaledMode>, RestError>) -> Result<String, Failed> {
+    match mode {
+        Ok(Some(mode)) => Ok(format!(
+            "installed: {} partitions, wake-ups by Broadcast, one sweeper",
+            mode.partitions
+        )),
+        Ok(None) => {
+            Ok("not installed: the default mode (Postgres Changes to every instance)".into())
+        }
+        Err(e) => Err(Failed::Rest(e.clone())),
+    }
+}
+
+fn realtime_check(config: &Config, subscription: Subscription) -> Result<String, Failed> {
     let started = Instant::now();
-    match realtime::probe(&config.supabase, config.heartbeat, REALTIME_LIMIT) {
+    let what = match &subscription {
+        Subscription::Changes => "INSERT and UPDATE on public.messages".to_string(),
+        Subscription::Partitions { partitions, .. } => {
+            format!("the {partitions} partition channels (private Broadcast)")
+        }
+    };
+    match realtime::probe(
+        subscription,
+        &config.supabase,
+        config.heartbeat,
+        REALTIME_LIMIT,
+    ) {
         Ok(()) => Ok(format!(
-            "subscribed to INSERT and UPDATE on public.messages in {} ms",
+            "subscribed to {what} in {} ms",
             started.elapsed().as_millis()
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(Failed::Realtime(e)),
     }
 }
 
@@ -109,10 +208,10 @@ fn describe(e: &SendError) -> String {
     }
 }
 
-fn account_check(twilio: &Twilio) -> Result<String, String> {
+fn account_check(twilio: &Twilio) -> Result<String, Failed> {
     let account = twilio
         .get_account_resource(".json")
-        .map_err(|e| describe(&e))?;
+        .map_err(Failed::Twilio)?;
     let status = account
         .get("status")
         .and_then(|s| s.as_str())
@@ -122,23 +221,22 @@ fn account_check(twilio: &Twilio) -> Result<String, String> {
         .and_then(|s| s.as_str())
         .unwrap_or("");
     if status != "active" {
-        return Err(format!("the account {name:?} is {status}, not active"));
+        return Err(Failed::AccountInactive {
+            name: name.to_string(),
+            status: status.to_string(),
+        });
     }
     Ok(format!("account {name:?} is active"))
 }
 
-fn list_check(twilio: &Twilio) -> Result<String, String> {
+fn list_check(twilio: &Twilio) -> Result<String, Failed> {
     match twilio.get_account_resource("/Messages.json?PageSize=1") {
         Ok(_) => Ok("readable: an ambiguous create can be reconciled".into()),
-        Err(e) => Err(format!(
-            "{}: reconciliation cannot work, so a message whose create gets no clear answer \
-             (timeout, 5xx) stays 'sending' instead of being re-sent or recorded",
-            describe(&e)
-        )),
+        Err(e) => Err(Failed::ListUnreadable(e)),
     }
 }
 
-fn sender_check(config: &Config, twilio: &Twilio) -> Result<String, String> {
+fn sender_check(config: &Config, twilio: &Twilio) -> Result<String, Failed> {
     match &config.twilio.sender {
         SmsSender::Number(number) => {
             let query = format!(
@@ -147,7 +245,7 @@ fn sender_check(config: &Config, twilio: &Twilio) -> Result<String, String> {
             );
             let list = twilio
                 .get_account_resource(&query)
-                .map_err(|e| describe(&e))?;
+                .map_err(Failed::Twilio)?;
             let numbers = list
                 .get("incoming_phone_numbers")
                 .and_then(|n| n.as_array())
@@ -157,13 +255,11 @@ fn sender_check(config: &Config, twilio: &Twilio) -> Result<String, String> {
                 .iter()
                 .find(|n| n.get("phone_number").and_then(|p| p.as_str()) == Some(number));
             match found {
-                None => Err(format!("{number} is not a number of this account")),
+                None => Err(Failed::NotOurNumber(number.clone())),
                 Some(n)
                     if n.pointer("/capabilities/sms").and_then(|c| c.as_bool()) == Some(false) =>
                 {
-                    Err(format!(
-                        "{number} belongs to the account but cannot send SMS"
-                    ))
+                    Err(Failed::CannotSendSms(number.clone()))
                 }
                 Some(_) => Ok(format!("{number} is an SMS-capable number of this account")),
             }
@@ -177,9 +273,9 @@ fn sender_check(config: &Config, twilio: &Twilio) -> Result<String, String> {
                 .get_json(&format!("{base}/v1/Services/{sid}"))
                 .map_err(|e| match e {
                     SendError::Rejected { status: 404, .. } => {
-                        format!("messaging service {sid} does not exist in this account")
+                        Failed::NoMessagingService(sid.clone())
                     }
-                    other => describe(&other),
+                    other => Failed::Twilio(other),
                 })?;
             let name = service
                 .get("friendly_name")

@@ -3,19 +3,19 @@
 //! everything else is 404.
 //!
 //! A deliberately small HTTP/1.1 server on std sockets, because this port faces the network and
-//! must stay up whatever arrives. (The design card named `tiny_http`; version 0.12 aborts the whole
-//! process on a single request declaring a huge `Content-Length` — it allocates the declared size
-//! to drain the body — and bounds neither header size, header count nor time. See README.)
+//! must stay up whatever arrives (`tiny_http` 0.12 aborts the whole process on a single request
+//! declaring a huge `Content-Length` — it allocates the declared size to drain the body — and
+//! bounds neither header size, header count nor time; see README).
 //! Invariants: at most [`MAX_CONNECTIONS`] connections at once; one request per connection; the
 //! head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] lines; the whole request (head and
 //! body) must arrive within [`REQUEST_DEADLINE`] of the accept, whatever pace the bytes come at
 //! (every read may wait only for the time left); only the callback route reads a body, at most
 //! [`MAX_BODY`] bytes; handlers never wait on the network (receipts go to a worker), so a probe is
 //! never stuck behind a database call. When every slot is taken, a new connection takes the slot
-//! of the oldest one still sending its request (see [`Slots`]), so a flood of slow clients cannot
+//! of the oldest one still sending its request (see `Slots`), so a flood of slow clients cannot
 //! keep a `/health` probe out. It serves until the process exits, so probes see `shutting_down`.
 //!
-//! RFC 9112, whatever the route (see [`check_head`]): a request whose framing is unsound (two
+//! RFC 9112, whatever the route (see `check_head`): a request whose framing is unsound (two
 //! `Content-Length` fields, even equal, or one that is not a run of digits) or whose `Host` is
 //! wrong (none on HTTP/1.1, more than one on any version, or not a host) gets 400, before routing.
 
@@ -26,13 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Secret;
-use crate::delivery::circuit::Circuit;
-use crate::delivery::queue::WorkQueue;
 use crate::ops::health::{Health, Link};
 use crate::ops::liveness::{Liveness, QueueState};
 use crate::ops::metrics::{Gauges, Metrics};
 use crate::sync::Locked;
-use crate::twilio::receipts::{self, Inbox, Offer, Rejections};
+use crate::twilio::receipts::{self, InboxCounts, Offer, ReceiptInbox, Rejections};
 
 /// Largest callback body read (Twilio's are well under 2 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -58,8 +56,17 @@ pub struct Receipts {
     pub url: String,
     /// The signing key.
     pub auth_token: Secret,
-    /// Where verified receipts go.
-    pub inbox: Inbox,
+    /// Where verified receipts go (the worker that applies them).
+    pub inbox: Arc<dyn ReceiptInbox>,
+}
+
+/// What the endpoints read of the work in progress, read-only: the queue for `/livez` and the
+/// queue-depth gauge, the circuit for its gauge.
+pub trait WorkGauges: Send + Sync {
+    /// The ready ids waiting for a sender thread.
+    fn queue(&self) -> QueueState;
+    /// Whether sending is paused (an outage or an account problem).
+    fn circuit_open(&self) -> bool;
 }
 
 /// What the endpoints read.
@@ -70,10 +77,8 @@ pub struct Admin {
     pub liveness: Liveness,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// For the queue-depth gauge.
-    pub queue: WorkQueue,
-    /// For the circuit gauge.
-    pub circuit: Circuit,
+    /// The queue and the circuit, for `/livez` and their gauges.
+    pub work: Box<dyn WorkGauges>,
     /// Present when `STATUS_CALLBACK_URL` is set.
     pub receipts: Option<Receipts>,
 }
@@ -499,21 +504,22 @@ fn route(
             json(report.http_status, Health::body(&report, SystemTime::now()))
         }
         ("GET" | "HEAD", "/livez") => {
-            let verdict = admin.liveness.verdict(QueueState {
-                waiting: admin.queue.len(),
-                full: admin.queue.is_full(),
-            });
+            let verdict = admin.liveness.verdict(admin.work.queue());
             json(verdict.http_status, verdict.body)
         }
         ("GET" | "HEAD", "/metrics") => {
             let report = admin.health.report_at(Instant::now());
             let mut text = admin.metrics.render(Gauges {
                 realtime_connected: report.link == Link::Connected,
-                queue_depth: admin.queue.len(),
-                circuit_open: admin.circuit.is_open(),
+                queue_depth: admin.work.queue().waiting,
+                circuit_open: admin.work.circuit_open(),
                 database_ok: report.database_ok,
             });
-            Inbox::render_metrics(admin.receipts.as_ref().map(|r| &r.inbox), &mut text);
+            let counts = admin
+                .receipts
+                .as_ref()
+                .map_or_else(InboxCounts::default, |r| r.inbox.counts());
+            receipts::render_metrics(counts, &mut text);
             Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -595,8 +601,7 @@ fn status_callback(
 
 /// Decode `application/x-www-form-urlencoded` (`+` is a space; bad escapes kept literally;
 /// invalid UTF-8 replaced), with `form_urlencoded`. Empty pairs are skipped, a pair without `=`
-/// has an empty value. (The hand-written decoder this replaces read `%+9` as the byte 9, taking
-/// the `+` for a sign; it is now a bad escape like any other: `% 9`.)
+/// has an empty value; `%+9` is a bad escape like any other (`+` is never a sign): `% 9`.
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))

@@ -3,7 +3,8 @@
 //! - [`Rest::claim`]: the atomic compare-and-set `queued_for_send → sending` that makes sending
 //!   exclusive across instances, returning the body and the conversation's phone number in the
 //!   same request (resource embedding), so the happy path costs one REST call before Twilio.
-//!   The claim stamps `sent_at` with its lease (see [`crate::delivery::lease`]).
+//!   The claim stamps `sent_at` with the caller's lease stamp (the delivery lease makes and
+//!   renews it).
 //! - [`Rest::mark_sent`], [`Rest::mark_failed`], [`Rest::release`]: the state changes after it,
 //!   each **fenced** on the claim (`status=eq.sending&sent_at=eq.<stamp>`), so a retried, late or
 //!   duplicated write never touches a row that has since been claimed again.
@@ -13,17 +14,19 @@
 //!
 //! Keys are sent as docs/supabase.md §1.2 describes: a legacy JWT as `apikey` and Bearer, an
 //! `sb_secret_` key as `apikey` only (it is not a JWT and a Bearer would be refused). The response
-//! shapes are parsed into domain types here; nothing outside this file sees PostgREST JSON.
+//! shapes are parsed into domain types here and in [`super::rpc`] (scaled mode's database
+//! functions, whose claimed rows are read by the same `claimed_row`); nothing outside these two
+//! files sees PostgREST JSON.
+//! What each request came to is told to an [`Observer`] (the wiring shows it on `/health`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::{KeyKind, Secret, SupabaseConfig};
-use crate::http::{describe_transport, read_body, Agent};
-use crate::message::{ClaimedMessage, MessageId};
+use crate::http::{describe_transport, read_body, Agent, Exchange, Observer};
+use crate::message::{ClaimedMessage, MessageId, Status};
 use crate::redact;
 
 /// A REST call that did not succeed.
@@ -131,8 +134,8 @@ pub struct Rest {
     key: Secret,
     /// `Authorization` for legacy JWT keys; none for `sb_secret_` keys.
     bearer: Option<Arc<str>>,
-    /// Set while Supabase is unreachable or answering 5xx; cleared by any answer.
-    failing: Arc<AtomicBool>,
+    /// Told what every request came to.
+    observer: Arc<dyn Observer>,
 }
 
 /// The most characters a message body may have: Twilio refuses longer bodies (error 21617).
@@ -196,15 +199,15 @@ struct SendingRowJson {
 }
 
 impl Rest {
-    /// A client for `config`, pooling up to `connections` keep-alive connections, reporting
-    /// whether Supabase answers into `status` (shown by `/health`).
+    /// A client for `config`, pooling up to `connections` keep-alive connections, telling
+    /// `observer` what every request came to.
     pub fn new(
         config: &SupabaseConfig,
         connections: usize,
         connect_timeout: Duration,
         timeout: Duration,
         tls: Option<Arc<native_tls::TlsConnector>>,
-        status: Arc<AtomicBool>,
+        observer: Arc<dyn Observer>,
     ) -> Rest {
         let agent = Agent::new(connect_timeout, timeout, connections, tls);
         Rest {
@@ -213,7 +216,7 @@ impl Rest {
             key: config.key.clone(),
             bearer: (config.key_kind == KeyKind::LegacyJwt)
                 .then(|| format!("Bearer {}", config.key.expose()).into()),
-            failing: status,
+            observer,
         }
     }
 
@@ -222,17 +225,37 @@ impl Rest {
         self.agent.release_idle();
     }
 
+    /// A request on `messages` with `query` (filters, `select`, order).
     fn request(&self, method: &str, query: &str) -> ureq::Request {
+        self.request_at(method, &format!("messages?{query}"))
+    }
+
+    /// A request on `path` under `/rest/v1`, with the key headers (docs/supabase.md §1.2).
+    fn request_at(&self, method: &str, path: &str) -> ureq::Request {
         let req = self
             .agent
             .current()
-            .request(method, &format!("{}/messages?{query}", self.base))
+            .request(method, &format!("{}/{path}", self.base))
             .set("apikey", self.key.expose())
             .set("Accept", "application/json");
         match &self.bearer {
             Some(bearer) => req.set("Authorization", bearer),
             None => req,
         }
+    }
+
+    /// Call the database function `function` (`POST /rest/v1/rpc/<function>`) with the named
+    /// arguments in `args`; returns the response body. `function` is one of this crate's own
+    /// names, never text from outside.
+    pub(super) fn call_rpc(
+        &self,
+        function: &str,
+        args: &serde_json::Value,
+    ) -> Result<String, RestError> {
+        self.call(
+            self.request_at("POST", &format!("rpc/{function}")),
+            Some(args),
+        )
     }
 
     fn call(
@@ -246,20 +269,24 @@ impl Rest {
                 .send_string(&b.to_string()),
             None => req.call(),
         };
-        let outcome = match result {
-            Ok(resp) => read_body(resp).map_err(|e| RestError::Transport(e.to_string())),
+        let (exchange, outcome) = match result {
+            Ok(resp) => {
+                let status = resp.status();
+                match read_body(resp) {
+                    Ok(text) => (Exchange::Answered(status), Ok(text)),
+                    Err(e) => (
+                        Exchange::Interrupted(status),
+                        Err(RestError::Transport(e.to_string())),
+                    ),
+                }
+            }
             Err(ureq::Error::Status(status, resp)) => {
                 let text = read_body(resp).unwrap_or_default();
-                Err(parse_error(status, &text))
+                (Exchange::Answered(status), Err(parse_error(status, &text)))
             }
-            Err(ureq::Error::Transport(t)) => Err(transport_error(&t)),
+            Err(ureq::Error::Transport(t)) => (Exchange::Unanswered, Err(transport_error(&t))),
         };
-        let down = match &outcome {
-            Ok(_) => false,
-            Err(RestError::Status { status, .. }) => *status >= 500,
-            Err(_) => true,
-        };
-        self.failing.store(down, Ordering::Relaxed);
+        self.observer.exchanged(exchange);
         outcome
     }
 
@@ -278,7 +305,7 @@ impl Rest {
             .set("Prefer", "return=representation");
         let text = self.call(
             req,
-            Some(&serde_json::json!({"status": "sending", "sent_at": stamp})),
+            Some(&serde_json::json!({"status": Status::Sending.as_str(), "sent_at": stamp})),
         )?;
         parse_claim(id, &text)
     }
@@ -327,8 +354,7 @@ impl Rest {
         sid: &str,
         sent_at: &str,
     ) -> Result<bool, RestError> {
-        let body =
-            serde_json::json!({"status": "sent", "twilio_message_sid": sid, "sent_at": sent_at});
+        let body = serde_json::json!({"status": Status::Sent.as_str(), "twilio_message_sid": sid, "sent_at": sent_at});
         if self.patch_rows(&fenced(id, fence), &body)? {
             return Ok(true);
         }
@@ -337,13 +363,13 @@ impl Rest {
 
     /// Record a message that will not be sent. `Ok(false)` if the claim no longer holds the row.
     pub fn mark_failed(&self, id: &MessageId, fence: Fence<'_>) -> Result<bool, RestError> {
-        self.end_claim(id, fence, "failed")
+        self.end_claim(id, fence, Status::Failed)
     }
 
     /// Give a claimed, unsent message back (`sending → queued_for_send`) for any instance to
     /// take. `Ok(false)` if the claim no longer holds the row.
     pub fn release(&self, id: &MessageId, fence: Fence<'_>) -> Result<bool, RestError> {
-        self.end_claim(id, fence, "queued_for_send")
+        self.end_claim(id, fence, Status::QueuedForSend)
     }
 
     /// Fail every queued outbound row whose `content` cannot be an SMS — absent, or over
@@ -352,7 +378,7 @@ impl Rest {
     /// on meanwhile is untouched.
     pub fn fail_unsendable(&self) -> Result<Vec<MessageId>, RestError> {
         let queued = "status=eq.queued_for_send&direction=eq.outbound";
-        let failed = serde_json::json!({"status": "failed", "sent_at": null});
+        let failed = serde_json::json!({"status": Status::Failed.as_str(), "sent_at": null});
         let mut ids = Vec::new();
         for content in [
             format!("content=like.{}", over_limit_pattern()),
@@ -369,10 +395,15 @@ impl Rest {
     }
 
     /// End the claim `fence` on row `id` without a send: `status`, and the stamp cleared.
-    fn end_claim(&self, id: &MessageId, fence: Fence<'_>, status: &str) -> Result<bool, RestError> {
+    fn end_claim(
+        &self,
+        id: &MessageId,
+        fence: Fence<'_>,
+        status: Status,
+    ) -> Result<bool, RestError> {
         self.patch_rows(
             &fenced(id, fence),
-            &serde_json::json!({"status": status, "sent_at": null}),
+            &serde_json::json!({"status": status.as_str(), "sent_at": null}),
         )
     }
 
@@ -474,7 +505,7 @@ impl Rest {
     pub fn apply_receipt(
         &self,
         sid: &str,
-        status: &str,
+        status: Status,
         delivered_at: Option<&str>,
     ) -> Result<bool, RestError> {
         let Some(body) = receipt_body(sid, status, delivered_at) else {
@@ -494,14 +525,14 @@ impl Rest {
         &self,
         id: &MessageId,
         sid: &str,
-        status: &str,
+        status: Status,
         delivered_at: Option<&str>,
         now: &str,
     ) -> Result<bool, RestError> {
         let Some(mut body) = receipt_body(sid, status, delivered_at) else {
             return Ok(false);
         };
-        if status != "sent"
+        if status != Status::Sent
             && self.patch_rows(
                 &format!("id=eq.{id}&twilio_message_sid=eq.{sid}&status=eq.sent"),
                 &body,
@@ -559,11 +590,15 @@ fn keyset_page(select: &str, status: &str, after: Option<&MessageId>, limit: usi
 
 /// The `PATCH` body of a receipt, or `None` when `sid` could not be a Twilio SID (it goes into
 /// a filter, so nothing but letters and digits).
-fn receipt_body(sid: &str, status: &str, delivered_at: Option<&str>) -> Option<serde_json::Value> {
+fn receipt_body(
+    sid: &str,
+    status: Status,
+    delivered_at: Option<&str>,
+) -> Option<serde_json::Value> {
     if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    let mut body = serde_json::json!({ "status": status });
+    let mut body = serde_json::json!({ "status": status.as_str() });
     if let Some(at) = delivered_at {
         body["delivered_at"] = serde_json::Value::String(at.to_string());
     }
@@ -582,53 +617,54 @@ pub fn parse_claim(id: &MessageId, text: &str) -> Result<Claim, RestError> {
     let Some(first) = rows.first() else {
         return Ok(Claim::Lost);
     };
-    let row: ClaimRow = match serde_json::from_str(first.get()) {
+    Ok(claimed_row(id, first.get()))
+}
+
+/// Read one row a claim returned for row `id` (the `select` of [`CLAIM_SELECT`], or the same
+/// columns from the batch claim): `Won` when it is row `id` with a text body, else `Malformed`
+/// (never `Lost`: the claim took the row, so it must be sent or failed).
+pub(super) fn claimed_row(id: &MessageId, raw: &str) -> Claim {
+    let malformed = |reason: String| Claim::Malformed {
+        id: id.clone(),
+        reason,
+    };
+    let row: ClaimRow = match serde_json::from_str(raw) {
         Ok(r) => r,
-        Err(e) => {
-            return Ok(Claim::Malformed {
-                id: id.clone(),
-                reason: redact::scrub(&format!("unreadable row: {e}")),
-            })
-        }
+        Err(e) => return malformed(redact::scrub(&format!("unreadable row: {e}"))),
     };
     if row.id.as_str().and_then(MessageId::parse).as_ref() != Some(id) {
-        return Ok(Claim::Malformed {
-            id: id.clone(),
-            reason: "the claim returned a different row".into(),
-        });
+        return malformed("the claim returned a different row".into());
     }
     let body = match row.content {
         serde_json::Value::String(s) => s,
         other => {
-            return Ok(Claim::Malformed {
-                id: id.clone(),
-                reason: format!("content is {} instead of text", json_kind(&other)),
-            })
+            return malformed(format!("content is {} instead of text", json_kind(&other)));
         }
     };
     let phone_number = match row.conversation.map(|c| c.phone_number) {
         None => None,
         Some(serde_json::Value::String(s)) => Some(s),
         Some(other) => {
-            return Ok(Claim::Malformed {
-                id: id.clone(),
-                reason: format!("conversation phone_number is {}", json_kind(&other)),
-            })
+            return malformed(format!(
+                "conversation phone_number is {}",
+                json_kind(&other)
+            ));
         }
     };
     let previous_sid = match row.twilio_message_sid {
         Some(serde_json::Value::String(s)) => Some(s),
         _ => None,
     };
-    Ok(Claim::Won(ClaimedMessage {
+    Claim::Won(ClaimedMessage {
         id: id.clone(),
         body,
         phone_number,
         previous_sid,
-    }))
+    })
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
+/// What kind of JSON value `v` is, for a reason in the log.
+pub(super) fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

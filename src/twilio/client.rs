@@ -3,24 +3,24 @@
 //! `POST {TWILIO_API_URL}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded (`+` sent as
 //! `%2B`), HTTP Basic auth, `.json` so errors come back as `{code, message, more_info, status}`.
 //! It never retries by itself: create is not idempotent, so whether to try again is decided by
-//! [`crate::delivery::retry`] with the facts this module reports (was the request written? what did Twilio
-//! answer?).
+//! the caller (the delivery retry rules) from the facts this module reports (was the request
+//! written? what did Twilio answer?).
 //!
 //! Twilio has no idempotency key, so after an ambiguous failure the only way to learn whether a
 //! message was created is the list endpoint: [`Twilio::list_outbound`] reads it; deciding what the
-//! list means is [`crate::delivery::reconcile`]'s job.
+//! list means is the caller's (delivery's reconciliation). What each request came to is told to
+//! an [`Observer`] (the wiring counts it on `/metrics`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::clock;
 use crate::config::{SmsSender, TwilioConfig};
-use crate::http::{describe_transport, read_body, Agent};
+use crate::http::{describe_transport, read_body, Agent, Exchange, Observer};
 use crate::message::MessageId;
-use crate::ops::metrics::Metrics;
 use crate::redact;
+use crate::timestamp;
 use crate::twilio::receipts;
 
 /// Twilio accepted the message (HTTP 201).
@@ -119,8 +119,8 @@ pub struct Twilio {
     sender: SmsSender,
     /// Sent as `StatusCallback` when delivery receipts are on.
     status_callback: Option<Arc<str>>,
-    /// Every request's status is counted here.
-    metrics: Arc<Metrics>,
+    /// Told what every request came to.
+    observer: Arc<dyn Observer>,
 }
 
 /// A message in Twilio's list that may be ours (recipient, sender and time already checked).
@@ -224,12 +224,13 @@ struct ErrorBody {
 
 impl Twilio {
     /// A client for `config` using `agent` (timeouts and pool are the agent's), asking for
-    /// delivery receipts at `status_callback` when given, counting requests in `metrics`.
+    /// delivery receipts at `status_callback` when given, telling `observer` what every request
+    /// came to.
     pub fn new(
         config: &TwilioConfig,
         agent: Agent,
         status_callback: Option<&str>,
-        metrics: Arc<Metrics>,
+        observer: Arc<dyn Observer>,
     ) -> Twilio {
         let account = config.account_sid.expose();
         Twilio {
@@ -248,7 +249,7 @@ impl Twilio {
             .into(),
             sender: config.sender.clone(),
             status_callback: status_callback.map(Into::into),
-            metrics,
+            observer,
         }
     }
 
@@ -283,7 +284,7 @@ impl Twilio {
         }
     }
 
-    /// Send `request` authenticated (as a form POST when `form` is given), count it, and read
+    /// Send `request` authenticated (as a form POST when `form` is given), report it, and read
     /// the answer. Transport failures are classified here: no connection means not sent.
     fn execute(
         &self,
@@ -300,13 +301,13 @@ impl Twilio {
         match result {
             Ok(resp) => {
                 let status = resp.status();
-                self.metrics.twilio_request(Some(status));
+                self.observer.exchanged(Exchange::Answered(status));
                 let text = read_body(resp)
                     .map_err(|e| SendError::NoResponse(format!("reading the answer: {e}")))?;
                 Ok(Answer::Success { status, text })
             }
             Err(ureq::Error::Status(status, resp)) => {
-                self.metrics.twilio_request(Some(status));
+                self.observer.exchanged(Exchange::Answered(status));
                 let retry_after = resp
                     .header("Retry-After")
                     .and_then(|v| v.trim().parse::<u64>().ok())
@@ -319,7 +320,7 @@ impl Twilio {
                 })
             }
             Err(ureq::Error::Transport(t)) => {
-                self.metrics.twilio_request(None);
+                self.observer.exchanged(Exchange::Unanswered);
                 Err(match t.kind() {
                     ureq::ErrorKind::Dns
                     | ureq::ErrorKind::ConnectionFailed
@@ -362,7 +363,7 @@ impl Twilio {
     /// [`ORDER_SLACK`]. No `DateSent` filter: `date_sent` is null until a message leaves Twilio
     /// (docs/twilio.md §3.3). The list is ordered by SID, which is only close to creation order
     /// (twilio-csharp PR 65), hence the slack before stopping. `may_start` is asked
-    /// before each page request (the lease). At most [`MAX_LIST_PAGES`] pages are read; a list
+    /// before each page request (the lease). At most `MAX_LIST_PAGES` pages are read; a list
     /// that goes on is reported as incomplete.
     pub fn list_outbound(
         &self,
@@ -386,17 +387,18 @@ impl Twilio {
             let page = self.get_page(request).map_err(ListError::Twilio)?;
             let mut reached_older = false;
             for m in page.messages {
-                let Some(created) = m.date_created.as_deref().and_then(clock::parse_rfc2822) else {
+                let Some(created) = m.date_created.as_deref().and_then(timestamp::parse_rfc2822)
+                else {
                     continue;
                 };
                 if created < since {
-                    reached_older |= created < clock::saturating_sub(since, ORDER_SLACK);
+                    reached_older |= created < timestamp::saturating_sub(since, ORDER_SLACK);
                     continue;
                 }
                 let outbound = m
                     .direction
                     .as_deref()
-                    .map_or(true, |d| d.starts_with("outbound"));
+                    .is_none_or(|d| d.starts_with("outbound"));
                 let our_service = match &self.sender {
                     SmsSender::MessagingService(mg) => m.messaging_service_sid.as_ref() == Some(mg),
                     SmsSender::Number(_) => true,

@@ -1,4 +1,6 @@
-//! Delivery receipts (optional): Twilio's status callbacks, verified and applied to the row.
+//! Delivery receipts (optional), the Twilio side: the callback URL that names the row, the
+//! signature check, the callback form read into a [`Receipt`], and the hand-off contract to
+//! whoever applies them ([`ReceiptInbox`], [`Offer`]).
 //!
 //! With `STATUS_CALLBACK_URL` set, every create asks Twilio to POST status changes there. Each
 //! callback is checked against `X-Twilio-Signature` exactly as Twilio signs it (see
@@ -15,53 +17,25 @@
 //! arrives before our `sent` write (Twilio calls back within a second; the write may be slower), and
 //! even when the create's answer was lost: the row is then recorded with the callback's SID.
 //!
-//! Updates are monotonic and idempotent: a row recording the SID moves only from `sending`/`sent`
-//! to `delivered` (with `delivered_at`), `undelivered` or `failed`; a row that records no SID yet
-//! (`sending`, or given back to `queued_for_send`) takes the SID and the receipt's status. A
-//! duplicate, or a late `sent` after `delivered`, changes nothing.
-//!
-//! Receipts run on a worker thread fed by the [`Inbox`], so health probes never wait on the
-//! database. One that cannot be applied yet (database failing) is kept, at most [`MAX_PENDING`]
-//! of them for at most [`PENDING_FOR`], and retried; every receipt dropped after it was
-//! acknowledged is logged with its SID and the reason.
-//!
 //! **Replays.** Twilio's signature has no timestamp, so a captured callback verifies forever and
-//! can be posted any number of times. Three rules make that cost nothing:
-//! - a (SID, status) pair taken within [`SEEN_FOR`] (at most [`MAX_SEEN`] pairs remembered) is
-//!   answered 200 and not queued again ([`Offer::Duplicate`]); statuses no row shows are not
-//!   queued at all;
-//! - a callback without our parameter whose SID no row records is looked up once (one `PATCH`,
-//!   one read) and dropped, counted, and logged through [`Rejections`] (one line per interval,
-//!   with a count): every message created with receipts on names its row, so such a callback is
-//!   an older message's, or a replay;
-//! - receipts that name their row have a room of their own: those that do not wait in a separate
-//!   room of [`UNNAMED_ROOM`] (beyond it they are refused with 503), and the worker applies
-//!   named receipts first, so no flood can cost a receipt for a row we know.
+//! can be posted any number of times. The [`ReceiptInbox`] a verified receipt is offered to
+//! answers a (SID, status) pair taken within [`SEEN_FOR`] as [`Offer::Duplicate`] without taking
+//! it again, and refuses ([`Offer::Full`], answered 503) only receipts that do not name their row,
+//! so no flood can cost a receipt for a row we know. Offering never waits on the network, so the
+//! HTTP handler (and every probe behind it) never waits on the database.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use log::{info, warn};
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 
-use crate::clock;
 use crate::message::MessageId;
-use crate::ops::metrics::Metrics;
-use crate::shutdown::Shutdown;
-use crate::supabase::rest::{Rest, RestError};
 use crate::sync::Locked;
 
 /// The query parameter naming the row in each message's `StatusCallback` URL.
 pub const MESSAGE_PARAM: &str = "sms_sender_message";
-/// At most this many receipts wait to be applied.
-pub const MAX_PENDING: usize = 10_000;
-/// A receipt that could not be applied for this long is dropped (with a log line).
-pub const PENDING_FOR: Duration = Duration::from_secs(600);
 
 /// The `StatusCallback` for message `id`: `base` with [`MESSAGE_PARAM`] added to its query (before
 /// any `#` fragment, which carries Twilio's connection overrides and is not part of the request).
@@ -184,7 +158,7 @@ impl Rejections {
         let mut state = self.state.locked();
         let (last, pending) = &mut *state;
         *pending += 1;
-        let due = last.map_or(true, |t| now.saturating_duration_since(t) >= self.interval);
+        let due = last.is_none_or(|t| now.saturating_duration_since(t) >= self.interval);
         if !due {
             return None;
         }
@@ -212,17 +186,7 @@ pub fn parse(params: &[(String, String)]) -> Option<Receipt> {
     })
 }
 
-/// Whether a receipt can change a row: only these statuses are ever written, and a `sent`
-/// callback that does not name its row says only what the row says already.
-fn actionable(receipt: &Receipt) -> bool {
-    match receipt.status.as_str() {
-        "delivered" | "undelivered" | "failed" => true,
-        "sent" => receipt.message.is_some(),
-        _ => false, // queued/sending/accepted/scheduled/read/…: nothing a row shows
-    }
-}
-
-/// What [`Inbox::offer`] did with a verified receipt.
+/// What [`ReceiptInbox::offer`] did with a verified receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
     /// Taken: it will be applied (answer 200).
@@ -239,417 +203,62 @@ pub enum Offer {
 /// How long a (SID, status) pair taken into the inbox is remembered, so that the same callback
 /// posted again (Twilio's signature has no timestamp: a captured one verifies forever) is
 /// answered without being queued again.
-pub const SEEN_FOR: Duration = PENDING_FOR;
-/// At most this many pairs are remembered (the oldest are forgotten first).
-pub const MAX_SEEN: usize = 10_000;
-/// Receipts that do not name their row (no [`MESSAGE_PARAM`]: messages created before it
-/// existed, or a replay of such a callback) wait in a room of their own, at most this many, so
-/// they can never take the room of a receipt that names its row.
-pub const UNNAMED_ROOM: usize = 1_000;
+pub const SEEN_FOR: Duration = Duration::from_secs(600);
 
-/// The (SID, status) pairs taken recently: a set with insertion-time expiry and a size bound.
-///
-/// Pairs are kept as 64-bit keyed hashes (random keys per process), 24 bytes each: a false
-/// "duplicate" needs a collision among at most [`MAX_SEEN`] live pairs (odds about 3·10⁻¹²),
-/// and nobody can aim for one, since every pair comes from a verified callback.
-struct Seen {
-    hasher: std::collections::hash_map::RandomState,
-    keys: HashSet<u64>,
-    order: VecDeque<(Instant, u64)>,
-}
-
-impl Seen {
-    fn new() -> Seen {
-        Seen {
-            hasher: Default::default(),
-            keys: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn key(&self, receipt: &Receipt) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher
-            .hash_one((receipt.sid.as_str(), receipt.status.as_str()))
-    }
-
-    /// Forget pairs older than [`SEEN_FOR`], and the oldest beyond [`MAX_SEEN`].
-    fn prune(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.order.front() {
-            if self.order.len() <= MAX_SEEN && now.saturating_duration_since(at) < SEEN_FOR {
-                break;
-            }
-            self.order.pop_front();
-            self.keys.remove(&key);
-        }
-    }
-
-    fn contains(&mut self, receipt: &Receipt, now: Instant) -> bool {
-        self.prune(now);
-        self.keys.contains(&self.key(receipt))
-    }
-
-    fn insert(&mut self, receipt: &Receipt, now: Instant) {
-        let key = self.key(receipt);
-        if self.keys.insert(key) {
-            self.order.push_back((now, key));
-        }
-        self.prune(now);
-    }
-}
-
-/// A receipt waiting to be applied.
-struct Pending {
-    receipt: Receipt,
-    since: Instant,
-    next_try: Instant,
-    tries: u32,
-}
-
-impl Pending {
-    fn new(receipt: Receipt, now: Instant) -> Pending {
-        Pending {
-            receipt,
-            since: now,
-            next_try: now,
-            tries: 0,
-        }
-    }
-}
-
-/// Everything acknowledged and not applied yet, in two rooms, and the pairs seen.
-///
-/// Invariants: `named` holds only receipts naming their row, at most [`MAX_PENDING`] (when full,
-/// the oldest is dropped, with a log line, for the new one); `unnamed` the others, at most
-/// [`UNNAMED_ROOM`] (when full, new ones are refused); a pair is in `seen` only if a receipt
-/// with it was queued. The worker takes named receipts first.
-struct Queue {
-    named: VecDeque<Pending>,
-    unnamed: VecDeque<Pending>,
-    seen: Seen,
-}
-
-impl Queue {
-    fn new() -> Queue {
-        Queue {
-            named: VecDeque::new(),
-            unnamed: VecDeque::new(),
-            seen: Seen::new(),
-        }
-    }
-
-    fn offer(&mut self, receipt: Receipt, now: Instant) -> Offer {
-        if !actionable(&receipt) {
-            return Offer::Ignored;
-        }
-        if self.seen.contains(&receipt, now) {
-            return Offer::Duplicate;
-        }
-        if receipt.message.is_some() {
-            if self.named.len() >= MAX_PENDING {
-                let oldest = (0..self.named.len())
-                    .min_by_key(|&i| self.named[i].since)
-                    .and_then(|i| self.named.remove(i));
-                if let Some(oldest) = oldest {
-                    warn!(
-                        "delivery receipt for {} ({}) dropped: {MAX_PENDING} receipts already \
-                         wait to be applied",
-                        oldest.receipt.sid, oldest.receipt.status
-                    );
-                }
-            }
-            self.seen.insert(&receipt, now);
-            self.named.push_back(Pending::new(receipt, now));
-        } else {
-            if self.unnamed.len() >= UNNAMED_ROOM {
-                return Offer::Full;
-            }
-            self.seen.insert(&receipt, now);
-            self.unnamed.push_back(Pending::new(receipt, now));
-        }
-        Offer::Queued
-    }
-
-    /// The first receipt due at `now`, named ones first.
-    fn take_due(&mut self, now: Instant) -> Option<Pending> {
-        for room in [&mut self.named, &mut self.unnamed] {
-            if let Some(i) = room.iter().position(|p| p.next_try <= now) {
-                return room.remove(i);
-            }
-        }
-        None
-    }
-
-    /// Put back a receipt to try again later.
-    fn put_back(&mut self, pending: Pending) {
-        if pending.receipt.message.is_some() {
-            self.named.push_back(pending);
-        } else {
-            self.unnamed.push_back(pending);
-        }
-    }
-
-    /// When the next receipt is due, if any waits.
-    fn next_due(&self) -> Option<Instant> {
-        self.named
-            .iter()
-            .chain(self.unnamed.iter())
-            .map(|p| p.next_try)
-            .min()
-    }
-
-    fn len(&self) -> usize {
-        self.named.len() + self.unnamed.len()
-    }
-}
-
-/// What the HTTP handlers and the worker share.
-struct Shared {
-    queue: Mutex<Queue>,
-    /// Signalled when a receipt is queued.
-    arrived: Condvar,
-    /// Verified callbacks answered without queueing: the pair was taken within [`SEEN_FOR`].
-    duplicates: AtomicU64,
-    /// Receipts without our parameter whose SID no row records: dropped after one lookup.
-    unmatched: AtomicU64,
-    /// Verified callbacks refused for want of room (answered 503).
-    refused: AtomicU64,
-}
-
-/// Where verified receipts go; cheap to clone.
-#[derive(Clone)]
-pub struct Inbox {
-    shared: Arc<Shared>,
-}
-
-impl Inbox {
-    fn new() -> Inbox {
-        Inbox {
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Queue::new()),
-                arrived: Condvar::new(),
-                duplicates: AtomicU64::new(0),
-                unmatched: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
-            }),
-        }
-    }
-
+/// Where verified receipts go: the worker that applies them to their rows.
+pub trait ReceiptInbox: Send + Sync {
     /// Hand over a verified receipt (never waits on the network). Only [`Offer::Full`] should
     /// be answered with an error (503).
-    pub fn offer(&self, receipt: Receipt) -> Offer {
-        let offer = self.shared.queue.locked().offer(receipt, Instant::now());
-        match offer {
-            Offer::Queued => self.shared.arrived.notify_one(),
-            Offer::Duplicate => {
-                self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
-            Offer::Full => {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
-            }
-            Offer::Ignored => {}
-        }
-        offer
-    }
-
-    /// Append the receipts' own metric families to a `/metrics` page (zeros when `inbox` is
-    /// `None`, i.e. receipts are off, so the families always exist).
-    pub fn render_metrics(inbox: Option<&Inbox>, out: &mut String) {
-        use std::fmt::Write as _;
-        let (duplicates, unmatched, refused, waiting) = inbox.map_or((0, 0, 0, 0), |inbox| {
-            let s = &inbox.shared;
-            (
-                s.duplicates.load(Ordering::Relaxed),
-                s.unmatched.load(Ordering::Relaxed),
-                s.refused.load(Ordering::Relaxed),
-                s.queue.locked().len(),
-            )
-        });
-        let name = "sms_sender_receipts_not_applied_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Verified status callbacks not applied, by reason: duplicate (the same \
-             SID and status was taken in the last {} s; answered 200, not queued), unmatched (no \
-             message id of ours and no row records the SID; dropped after one lookup), busy (no \
-             room; answered 503).\n# TYPE {name} counter",
-            SEEN_FOR.as_secs()
-        );
-        for (reason, value) in [
-            ("duplicate", duplicates),
-            ("unmatched", unmatched),
-            ("busy", refused),
-        ] {
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
-        }
-        let name = "sms_sender_receipts_waiting";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Acknowledged delivery receipts not applied yet.\n# TYPE {name} gauge\n\
-             {name} {waiting}"
-        );
-    }
+    fn offer(&self, receipt: Receipt) -> Offer;
+    /// What the inbox has counted so far, for `/metrics`.
+    fn counts(&self) -> InboxCounts;
 }
 
-/// Start the worker that applies receipts; returns its inbox.
-pub fn spawn(
-    rest: Rest,
-    metrics: Arc<Metrics>,
-    shutdown: Shutdown,
-) -> std::io::Result<(Inbox, JoinHandle<()>)> {
-    let inbox = Inbox::new();
-    let shared = inbox.shared.clone();
-    let handle = crate::sync::spawn_named("receipts", 256 * 1024, move || {
-        work(&shared, &rest, &metrics, &shutdown)
-    })?;
-    Ok((inbox, handle))
+/// The counts a [`ReceiptInbox`] keeps (all zero when receipts are off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxCounts {
+    /// Verified callbacks answered without queueing: the pair was taken within [`SEEN_FOR`].
+    pub duplicates: u64,
+    /// Receipts without our parameter whose SID no row records: dropped after one lookup.
+    pub unmatched: u64,
+    /// Verified callbacks refused for want of room (answered 503).
+    pub refused: u64,
+    /// Acknowledged receipts not applied yet.
+    pub waiting: usize,
 }
 
-/// What one try to apply a receipt did.
-enum Applied {
-    /// The row changed.
-    Done,
-    /// Nothing to change (duplicate, out of order, not ours).
-    Nothing,
-    /// No row records this SID (only for receipts that do not name their row).
-    NotYet,
-    /// The database failed.
-    Failed(RestError),
-}
-
-/// Take the next due receipt, waiting for one (woken at least every second, so shutdown is
-/// seen); `None` at shutdown.
-fn next_due(shared: &Shared, shutdown: &Shutdown) -> Option<Pending> {
-    let mut queue = shared.queue.locked();
-    loop {
-        if shutdown.is_triggered() {
-            return None;
-        }
-        let now = Instant::now();
-        if let Some(pending) = queue.take_due(now) {
-            return Some(pending);
-        }
-        let wait = queue
-            .next_due()
-            .map_or(Duration::from_secs(1), |at| {
-                at.saturating_duration_since(now)
-            })
-            .clamp(Duration::from_millis(1), Duration::from_secs(1));
-        queue = match shared.arrived.wait_timeout(queue, wait) {
-            Ok((queue, _)) => queue,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
+/// Append the receipts' own metric families to a `/metrics` page (zeros when receipts are off,
+/// so the families always exist).
+pub fn render_metrics(counts: InboxCounts, out: &mut String) {
+    use std::fmt::Write as _;
+    let InboxCounts {
+        duplicates,
+        unmatched,
+        refused,
+        waiting,
+    } = counts;
+    let name = "sms_sender_receipts_not_applied_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Verified status callbacks not applied, by reason: duplicate (the same \
+         SID and status was taken in the last {} s; answered 200, not queued), unmatched (no \
+         message id of ours and no row records the SID; dropped after one lookup), busy (no \
+         room; answered 503).\n# TYPE {name} counter",
+        SEEN_FOR.as_secs()
+    );
+    for (reason, value) in [
+        ("duplicate", duplicates),
+        ("unmatched", unmatched),
+        ("busy", refused),
+    ] {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
     }
-}
-
-fn work(shared: &Shared, rest: &Rest, _metrics: &Metrics, shutdown: &Shutdown) {
-    // Receipts without our parameter whose SID no row records: one line per interval.
-    let unmatched_log = Rejections::new(REJECTION_LOG_INTERVAL);
-    while let Some(mut p) = next_due(shared, shutdown) {
-        let outcome = apply(rest, &p.receipt);
-        let now = Instant::now();
-        let reason = match outcome {
-            Applied::Done | Applied::Nothing => continue,
-            Applied::NotYet => {
-                // Looked up once and dropped: every receipt of ours names its row, so this is
-                // an older message's (recorded long ago, or never by us) or a replay; retrying
-                // it would let a replayed callback cost a read and a write every few seconds.
-                shared.unmatched.fetch_add(1, Ordering::Relaxed);
-                if let Some(count) = unmatched_log.record(now) {
-                    warn!(
-                        "{count} delivery receipt(s) without {MESSAGE_PARAM} dropped: no row \
-                         records their SID (latest: {} {}; at most one such line per {} s)",
-                        p.receipt.sid,
-                        p.receipt.status,
-                        REJECTION_LOG_INTERVAL.as_secs()
-                    );
-                }
-                continue;
-            }
-            Applied::Failed(e) => {
-                warn!(
-                    "delivery receipt for {}: update failed ({e}); will retry",
-                    p.receipt.sid
-                );
-                format!("the database kept failing ({e})")
-            }
-        };
-        if now.duration_since(p.since) >= PENDING_FOR {
-            warn!(
-                "delivery receipt for {} ({}) dropped after {} s: {reason}",
-                p.receipt.sid,
-                p.receipt.status,
-                PENDING_FOR.as_secs()
-            );
-            continue;
-        }
-        p.tries += 1;
-        p.next_try = now + Duration::from_millis(500 << p.tries.min(6));
-        shared.queue.locked().put_back(p);
-    }
-    let queue = shared.queue.locked();
-    if queue.len() > 0 {
-        let sids: Vec<&str> = queue
-            .named
-            .iter()
-            .chain(queue.unnamed.iter())
-            .take(20)
-            .map(|p| p.receipt.sid.as_str())
-            .collect();
-        warn!(
-            "shutdown: {} acknowledged delivery receipt(s) not applied and dropped (database \
-             failing, or not reached before shutdown): {}{}",
-            queue.len(),
-            sids.join(", "),
-            if queue.len() > sids.len() {
-                ", …"
-            } else {
-                ""
-            }
-        );
-    }
-}
-
-/// Apply one receipt to its row.
-fn apply(rest: &Rest, receipt: &Receipt) -> Applied {
-    let now = SystemTime::now();
-    let (new_status, delivered_at) = match receipt.status.as_str() {
-        "delivered" => ("delivered", Some(clock::rfc3339_millis(now))),
-        "undelivered" => ("undelivered", None),
-        "failed" => ("failed", None),
-        "sent" => ("sent", None),
-        _ => return Applied::Nothing, // queued/sending/accepted/…: nothing a row shows
-    };
-    if new_status == "undelivered" || new_status == "failed" {
-        warn!(
-            "delivery receipt: {} is {new_status} (Twilio error code {})",
-            receipt.sid,
-            receipt.error_code.as_deref().unwrap_or("-")
-        );
-    }
-    let result = match &receipt.message {
-        Some(id) => rest.apply_receipt_to(
-            id,
-            &receipt.sid,
-            new_status,
-            delivered_at.as_deref(),
-            &clock::rfc3339_millis(now),
-        ),
-        None if new_status == "sent" => return Applied::Nothing, // the row says so already
-        None => rest.apply_receipt(&receipt.sid, new_status, delivered_at.as_deref()),
-    };
-    match result {
-        Ok(true) => {
-            info!("delivery receipt: {} → {new_status}", receipt.sid);
-            Applied::Done
-        }
-        Ok(false) if receipt.message.is_some() => Applied::Nothing,
-        Ok(false) => match rest.sid_owner(&receipt.sid) {
-            Ok(Some(_)) => Applied::Nothing, // recorded, and already past this status
-            Ok(None) => Applied::NotYet,
-            Err(e) => Applied::Failed(e),
-        },
-        Err(e) => Applied::Failed(e),
-    }
+    let name = "sms_sender_receipts_waiting";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Acknowledged delivery receipts not applied yet.\n# TYPE {name} gauge\n\
+         {name} {waiting}"
+    );
 }
 
 #[cfg(test)]
@@ -774,166 +383,21 @@ mod tests {
         assert!(parse(&pairs(&[("MessageStatus", "sent")])).is_none());
     }
 
-    fn receipt(sid: &str, status: &str, named: bool) -> Receipt {
-        Receipt {
-            sid: sid.to_string(),
-            status: status.to_string(),
-            error_code: None,
-            message: named
-                .then(|| MessageId::parse("6f1c2e0a-0000-4000-8000-000000000001").unwrap()),
-        }
-    }
-
-    fn sid(n: usize) -> String {
-        format!("SM{n:032}")
-    }
-
-    #[test]
-    fn a_repeated_pair_is_answered_without_queueing_until_it_expires() {
-        let mut q = Queue::new();
-        let t0 = Instant::now();
-        let r = receipt(&sid(1), "delivered", true);
-        assert_eq!(q.offer(r.clone(), t0), Offer::Queued);
-        for s in 1..100 {
-            assert_eq!(
-                q.offer(r.clone(), t0 + Duration::from_millis(s)),
-                Offer::Duplicate
-            );
-        }
-        assert_eq!(q.len(), 1, "duplicates never take room");
-        // Another status of the same message is news.
-        assert_eq!(q.offer(receipt(&sid(1), "sent", true), t0), Offer::Queued);
-        // Still a duplicate after it was applied (taken out of the queue).
-        assert!(q.take_due(t0).is_some());
-        assert_eq!(q.offer(r.clone(), t0 + SEEN_FOR / 2), Offer::Duplicate);
-        // Forgotten after SEEN_FOR: queued again (and applying it again changes nothing).
-        assert_eq!(q.offer(r, t0 + SEEN_FOR), Offer::Queued);
-    }
-
-    #[test]
-    fn statuses_no_row_shows_are_not_queued() {
-        let mut q = Queue::new();
-        let t0 = Instant::now();
-        for status in ["queued", "accepted", "sending", "scheduled", "read", ""] {
-            assert_eq!(q.offer(receipt(&sid(1), status, true), t0), Offer::Ignored);
-        }
-        assert_eq!(
-            q.offer(receipt(&sid(1), "sent", false), t0),
-            Offer::Ignored,
-            "an unnamed `sent` says what the row says already"
-        );
-        assert_eq!(q.len(), 0);
-    }
-
-    #[test]
-    fn the_seen_set_is_bounded() {
-        let mut q = Queue::new();
-        let t0 = Instant::now();
-        for n in 0..MAX_SEEN + 500 {
-            assert_eq!(
-                q.offer(receipt(&sid(n), "delivered", true), t0),
-                Offer::Queued
-            );
-            q.take_due(t0);
-        }
-        assert_eq!(q.seen.order.len(), MAX_SEEN);
-        assert_eq!(q.seen.keys.len(), MAX_SEEN);
-        // The oldest were forgotten, the newest are remembered.
-        assert_eq!(
-            q.offer(receipt(&sid(0), "delivered", true), t0),
-            Offer::Queued
-        );
-        assert_eq!(
-            q.offer(receipt(&sid(MAX_SEEN + 499), "delivered", true), t0),
-            Offer::Duplicate
-        );
-    }
-
-    #[test]
-    fn receipts_naming_their_row_keep_their_room_and_go_first() {
-        let mut q = Queue::new();
-        let t0 = Instant::now();
-        for n in 0..UNNAMED_ROOM {
-            assert_eq!(
-                q.offer(receipt(&sid(n), "delivered", false), t0),
-                Offer::Queued
-            );
-        }
-        assert_eq!(
-            q.offer(receipt(&sid(UNNAMED_ROOM), "delivered", false), t0),
-            Offer::Full,
-            "the unnamed room is full"
-        );
-        assert_eq!(
-            q.offer(receipt(&sid(UNNAMED_ROOM), "delivered", false), t0),
-            Offer::Full,
-            "a refused receipt is not remembered: offered again, it is refused again, not \
-             taken for a duplicate"
-        );
-        let named = receipt(&sid(UNNAMED_ROOM + 1), "delivered", true);
-        assert_eq!(q.offer(named.clone(), t0), Offer::Queued);
-        assert_eq!(
-            q.take_due(t0).map(|p| p.receipt),
-            Some(named),
-            "named first"
-        );
-        assert!(q.take_due(t0).is_some_and(|p| p.receipt.message.is_none()));
-        // Once there is room again, unnamed receipts are taken again.
-        assert_eq!(
-            q.offer(receipt(&sid(UNNAMED_ROOM), "delivered", false), t0),
-            Offer::Queued
-        );
-    }
-
-    #[test]
-    fn a_full_named_room_drops_its_oldest_for_the_new_one() {
-        let mut q = Queue::new();
-        let t0 = Instant::now();
-        for n in 0..MAX_PENDING {
-            let at = t0 + Duration::from_millis(n as u64);
-            assert_eq!(
-                q.offer(receipt(&sid(n), "delivered", true), at),
-                Offer::Queued
-            );
-        }
-        let at = t0 + Duration::from_secs(60);
-        let newest = receipt(&sid(MAX_PENDING), "delivered", true);
-        assert_eq!(q.offer(newest.clone(), at), Offer::Queued);
-        assert_eq!(q.named.len(), MAX_PENDING);
-        assert!(
-            q.named.iter().all(|p| p.receipt.sid != sid(0)),
-            "the oldest went"
-        );
-        assert!(q.named.iter().any(|p| p.receipt == newest));
-    }
-
-    #[test]
-    fn receipts_wait_for_their_next_try() {
-        let mut q = Queue::new();
-        let t0 = Instant::now();
-        q.offer(receipt(&sid(1), "delivered", true), t0);
-        let mut p = q.take_due(t0).unwrap();
-        p.next_try = t0 + Duration::from_secs(1);
-        q.put_back(p);
-        assert!(q.take_due(t0).is_none());
-        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(1)));
-        assert!(q.take_due(t0 + Duration::from_secs(1)).is_some());
-    }
-
     #[test]
     fn inbox_metrics_render_as_families() {
-        let inbox = Inbox::new();
-        let r = receipt(&sid(1), "delivered", false);
-        assert_eq!(inbox.offer(r.clone()), Offer::Queued);
-        assert_eq!(inbox.offer(r), Offer::Duplicate);
+        let counts = InboxCounts {
+            duplicates: 1,
+            waiting: 1,
+            ..InboxCounts::default()
+        };
         let mut text = String::new();
-        Inbox::render_metrics(Some(&inbox), &mut text);
+        render_metrics(counts, &mut text);
         assert!(text.contains("sms_sender_receipts_not_applied_total{reason=\"duplicate\"} 1\n"));
         assert!(text.contains("sms_sender_receipts_not_applied_total{reason=\"unmatched\"} 0\n"));
         assert!(text.contains("sms_sender_receipts_not_applied_total{reason=\"busy\"} 0\n"));
         assert!(text.contains("sms_sender_receipts_waiting 1\n"));
         let mut off = String::new();
-        Inbox::render_metrics(None, &mut off);
+        render_metrics(InboxCounts::default(), &mut off);
         assert!(off.contains("sms_sender_receipts_waiting 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(

@@ -1,6 +1,20 @@
 //! Configuration variables: E.164 senders only, secrets never in an error.
 
 use super::*;
+use sms_sender::config::vars::{Reader, Secrecy, VARS};
+
+/// The variables `Config` reads, from the one table of configuration.
+fn config_vars() -> Vec<&'static str> {
+    VARS.iter()
+        .filter(|v| v.reader == Reader::Config)
+        .map(|v| v.name)
+        .collect()
+}
+
+fn is_secret(name: &str) -> bool {
+    VARS.iter()
+        .any(|v| v.name == name && v.secrecy == Secrecy::Secret)
+}
 
 pub(super) fn env_of(text: &str) -> Vec<(String, String)> {
     harness::parse_env_lines(text)
@@ -40,6 +54,29 @@ fn random_jwt(rng: &mut Rng, signature: &str) -> String {
     let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
     format!("{header}.{}.{signature}", b64url(claims.as_bytes()))
 }
+
+/// Values for the number variables: in and out of range, and not numbers at all.
+const NUMBERS: &[&str] = &[
+    "0",
+    "1",
+    "100",
+    "255",
+    "256",
+    "55000",
+    "65535",
+    "65536",
+    "-1",
+    "+5",
+    " 42 ",
+    "4_2",
+    "1e3",
+    "0x10",
+    "٤٢",
+    "１",
+    "18446744073709551616",
+    "",
+    " ",
+];
 
 /// A value for `var`: near-valid for its kind most of the time, anything at all otherwise.
 fn config_value(rng: &mut Rng, var: &str) -> String {
@@ -102,27 +139,7 @@ fn config_value(rng: &mut Rng, var: &str) -> String {
         }
         "LOG_FORMAT" => &["json", "text", " json ", "JSON", "xml", ""],
         "RUST_LOG" => &["info", "sms_sender=trace,warn", "[", ""],
-        _ => &[
-            "0",
-            "1",
-            "100",
-            "255",
-            "256",
-            "55000",
-            "65535",
-            "65536",
-            "-1",
-            "+5",
-            " 42 ",
-            "4_2",
-            "1e3",
-            "0x10",
-            "٤٢",
-            "１",
-            "18446744073709551616",
-            "",
-            " ",
-        ],
+        _ => NUMBERS,
     };
     pick(rng, choices).to_string()
 }
@@ -213,13 +230,14 @@ fn config_errors_never_contain_secrets() {
         .iter()
         .map(|(_, bytes)| env_of(&String::from_utf8_lossy(bytes)))
         .collect();
+    let names = config_vars();
     let mut errors_by_var = std::collections::BTreeMap::<&str, usize>::new();
     for _ in 0..cases(4000) {
         let mut vars = pick(&mut rng, &bases).clone();
         // Random damage elsewhere, so that every variable's error path gets its turn.
         for _ in 0..rng.usize(..3) {
-            let name = *pick(&mut rng, harness::CONFIG_VARS);
-            if !harness::SECRET_VARS.contains(&name) {
+            let name = *pick(&mut rng, &names);
+            if !is_secret(name) {
                 set(&mut vars, name, Some(config_value(&mut rng, name)));
             }
         }
@@ -291,11 +309,12 @@ fn config_survives_arbitrary_values_for_every_variable() {
         .iter()
         .map(|(_, bytes)| env_of(&String::from_utf8_lossy(bytes)))
         .collect();
+    let names = config_vars();
     let mut runs = 0;
     for _ in 0..cases(4000) {
         let mut vars = pick(&mut rng, &bases).clone();
         for _ in 0..rng.usize(1..5) {
-            let name = *pick(&mut rng, harness::CONFIG_VARS);
+            let name = *pick(&mut rng, &names);
             match rng.u8(..6) {
                 0 => vars.retain(|(n, _)| n != name),
                 // Names are looked up exactly: a lower-case twin must not count.

@@ -32,11 +32,11 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use fastrand::Rng;
 use serde_json::Value;
-use sms_sender::clock::{parse_rfc2822, parse_rfc3339};
 use sms_sender::message::{ClaimedMessage, MessageId};
 use sms_sender::redact::scrub;
 use sms_sender::supabase::realtime::frame::{binding_id, decode};
 use sms_sender::supabase::rest::{parse_claim, parse_error, Claim, RestError};
+use sms_sender::timestamp::{parse_rfc2822, parse_rfc3339};
 use sms_sender::twilio::client::{parse_created, parse_rejection, Accepted, SendError};
 
 use harness::{is_e164, Family, FAMILIES};

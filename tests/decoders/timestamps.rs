@@ -3,7 +3,7 @@
 use super::*;
 
 /// Seconds from 1970-01-01T00:00:00 to the start of a day, counted year by year and month by
-/// month: a second formulation of the calendar, independent of `clock`'s day arithmetic.
+/// month: a second formulation of the calendar, independent of `timestamp`'s day arithmetic.
 fn epoch_seconds(year: i64, month: u32, day: u32, secs_of_day: i64) -> i64 {
     let leap = |y: i64| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
     let mut days: i64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();

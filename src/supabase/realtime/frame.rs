@@ -107,7 +107,32 @@ pub enum ServerFrame {
         /// The join ref of the crashed channel.
         reference: Option<String>,
     },
-    /// Anything else (presence, broadcast, unknown events): ignored.
+    /// `broadcast`: a Broadcast message on the channel (from the database: `realtime.send`).
+    Broadcast {
+        /// The channel.
+        topic: String,
+        /// The sender's event name (`payload.event`).
+        event: String,
+        /// `payload.payload.id`, when present and a string.
+        id: Option<String>,
+    },
+    /// `presence_state`: every member of the channel, as (key, `phx_ref`) pairs.
+    PresenceState {
+        /// The channel.
+        topic: String,
+        /// One entry per meta.
+        metas: Vec<(String, String)>,
+    },
+    /// `presence_diff`: members that joined and left since the last state or diff.
+    PresenceDiff {
+        /// The channel.
+        topic: String,
+        /// (key, `phx_ref`) of each meta that joined.
+        joins: Vec<(String, String)>,
+        /// (key, `phx_ref`) of each meta that left.
+        leaves: Vec<(String, String)>,
+    },
+    /// Anything else (unknown events): ignored.
     Other {
         /// The channel.
         topic: String,
@@ -134,6 +159,9 @@ enum Payload<'a> {
     Reply(ReplyPayload),
     System(SystemPayload),
     Change(ChangePayload),
+    Broadcast(BroadcastPayload),
+    /// A Presence map, read entry by entry later (its keys are member keys, not fields).
+    Presence(&'a RawValue),
     /// An event whose payload is not read.
     Skipped,
 }
@@ -157,6 +185,14 @@ impl<'a> Payload<'a> {
                 .next_value::<Option<_>>()
                 .map_err(wrap)?
                 .map(Payload::Change),
+            "broadcast" => map
+                .next_value::<Option<_>>()
+                .map_err(wrap)?
+                .map(Payload::Broadcast),
+            "presence_state" | "presence_diff" => map
+                .next_value::<Option<&'a RawValue>>()
+                .map_err(wrap)?
+                .map(Payload::Presence),
             _ => {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 Some(Payload::Skipped)
@@ -267,6 +303,65 @@ struct ChangeData {
     errors: Option<Value>,
 }
 
+#[derive(Deserialize)]
+struct BroadcastPayload {
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    payload: Option<BroadcastBody>,
+}
+
+/// Only the id of a broadcast's own payload is read.
+#[derive(Deserialize)]
+struct BroadcastBody {
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct DiffPayload<'a> {
+    #[serde(default, borrow)]
+    joins: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    leaves: Option<&'a RawValue>,
+}
+
+/// One member's entry in a Presence map; other fields of a meta are skipped unread.
+#[derive(Deserialize)]
+struct PresenceEntry {
+    #[serde(default)]
+    metas: Vec<PresenceMeta>,
+}
+
+#[derive(Deserialize)]
+struct PresenceMeta {
+    #[serde(default)]
+    phx_ref: Option<Value>,
+}
+
+/// The (key, `phx_ref`) pairs of a Presence map `{key: {"metas": [{"phx_ref": …}, …]}}`. Each
+/// entry is read on its own and one of another shape is skipped, so nothing a member put in its
+/// meta can make the frame unreadable.
+fn presence_metas(map: Option<&RawValue>) -> Vec<(String, String)> {
+    let Some(entries) = map.and_then(|m| {
+        serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(m.get()).ok()
+    }) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, entry) in entries {
+        let Ok(entry) = serde_json::from_str::<PresenceEntry>(entry.get()) else {
+            continue;
+        };
+        for meta in entry.metas {
+            if let Some(r) = string_of(meta.phx_ref) {
+                out.push((key.clone(), r));
+            }
+        }
+    }
+    out
+}
+
 /// Only these fields of the record are read; serde skips the rest (body included).
 #[derive(Deserialize)]
 struct RecordView {
@@ -350,6 +445,40 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
                 },
             }
         }
+        "broadcast" => {
+            let p = env.payload.typed("broadcast", |p| match p {
+                Payload::Broadcast(b) => Some(b),
+                _ => None,
+            })?;
+            ServerFrame::Broadcast {
+                topic,
+                event: p.event,
+                id: p.payload.and_then(|inner| string_of(inner.id)),
+            }
+        }
+        "presence_state" => {
+            let state: &RawValue = env.payload.typed("presence_state", |p| match p {
+                Payload::Presence(v) => Some(v),
+                _ => None,
+            })?;
+            ServerFrame::PresenceState {
+                topic,
+                metas: presence_metas(Some(state)),
+            }
+        }
+        "presence_diff" => {
+            let raw: &RawValue = env.payload.typed("presence_diff", |p| match p {
+                Payload::Presence(v) => Some(v),
+                _ => None,
+            })?;
+            let diff: DiffPayload<'_> = serde_json::from_str(raw.get())
+                .map_err(|e| FrameError(format!("presence_diff payload: {e}")))?;
+            ServerFrame::PresenceDiff {
+                topic,
+                joins: presence_metas(diff.joins),
+                leaves: presence_metas(diff.leaves),
+            }
+        }
         "phx_close" => ServerFrame::Close {
             topic,
             reference: ref_string(env.reference),
@@ -392,6 +521,41 @@ pub fn join(topic: &str, join_ref: &str, access_token: Option<&str>, private: bo
     }
     json!({"topic": topic, "event": "phx_join", "payload": payload, "ref": join_ref, "join_ref": join_ref})
         .to_string()
+}
+
+/// The `phx_join` of a private Broadcast channel (no Postgres Changes), with Presence enabled
+/// under `presence_key` when given. `access_token` only for legacy JWT keys.
+pub fn join_broadcast(
+    topic: &str,
+    join_ref: &str,
+    access_token: Option<&str>,
+    presence_key: Option<&str>,
+) -> String {
+    let mut payload = json!({
+        "config": {
+            "broadcast": {"ack": false, "self": false},
+            "presence": {"enabled": presence_key.is_some(), "key": presence_key.unwrap_or("")},
+            "postgres_changes": [],
+            "private": true,
+        }
+    });
+    if let Some(token) = access_token {
+        payload["access_token"] = Value::String(token.to_string());
+    }
+    json!({"topic": topic, "event": "phx_join", "payload": payload, "ref": join_ref, "join_ref": join_ref})
+        .to_string()
+}
+
+/// The Presence `track` of this instance on the channel joined with `join_ref`.
+pub fn track(topic: &str, reference: &str, join_ref: &str, meta: &Value) -> String {
+    json!({
+        "topic": topic,
+        "event": "presence",
+        "payload": {"type": "presence", "event": "track", "payload": meta},
+        "ref": reference,
+        "join_ref": join_ref,
+    })
+    .to_string()
 }
 
 /// A heartbeat on the `phoenix` topic.
@@ -658,11 +822,46 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
-        let unknown = r#"{"topic":"t","event":"presence_state","payload":{},"ref":null}"#;
+        let unknown = r#"{"topic":"t","event":"something_new","payload":{},"ref":null}"#;
         assert!(matches!(
             decode(unknown).unwrap(),
             ServerFrame::Other { .. }
         ));
+    }
+
+    #[test]
+    fn broadcast_and_presence_frames_keep_only_what_scaled_mode_reads() {
+        let broadcast = r#"{"topic":"realtime:sms-sender:p3","event":"broadcast","payload":{"event":"queued","meta":{"id":"m1"},"payload":{"id":"00000000-0000-4000-8000-000000000001","extra":[1,2]},"type":"broadcast"},"ref":null}"#;
+        assert_eq!(
+            decode(broadcast).unwrap(),
+            ServerFrame::Broadcast {
+                topic: "realtime:sms-sender:p3".into(),
+                event: "queued".into(),
+                id: Some("00000000-0000-4000-8000-000000000001".into()),
+            }
+        );
+        let no_id = r#"{"topic":"t","event":"broadcast","payload":{"event":"queued","payload":{"id":7},"type":"broadcast"},"ref":null}"#;
+        assert!(matches!(
+            decode(no_id).unwrap(),
+            ServerFrame::Broadcast { id: None, .. }
+        ));
+        let state = r#"{"topic":"m","event":"presence_state","payload":{"a":{"metas":[{"phx_ref":"F1","partitions":16},{"phx_ref":"F2"}]},"b":{"metas":[{"nope":1}]},"c":5},"ref":null}"#;
+        assert_eq!(
+            decode(state).unwrap(),
+            ServerFrame::PresenceState {
+                topic: "m".into(),
+                metas: vec![("a".into(), "F1".into()), ("a".into(), "F2".into())],
+            }
+        );
+        let diff = r#"{"topic":"m","event":"presence_diff","payload":{"joins":{"b":{"metas":[{"phx_ref":"F3"}]}},"leaves":{"a":{"metas":[{"phx_ref":"F1","phx_ref_prev":"F0"}]}}},"ref":null}"#;
+        assert_eq!(
+            decode(diff).unwrap(),
+            ServerFrame::PresenceDiff {
+                topic: "m".into(),
+                joins: vec![("b".into(), "F3".into())],
+                leaves: vec![("a".into(), "F1".into())],
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! TLS for the Realtime socket, on the one `native_tls::TlsConnector` the whole service shares
-//! (built once in [`crate::service::clients`], so the CA bundle is parsed once for REST, Twilio
+//! (built once in [`crate::clients::build`], so the CA bundle is parsed once for REST, Twilio
 //! and Realtime alike, and a reconnect parses nothing).
 //!
 //! `async-native-tls` cannot take an existing connector (its public connector rebuilds one, CA

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`harness`]: the local world (PostgreSQL + doubles) and the service as a child process.
+//! - [`prelude`]: what every integration test file shares (binary, recipient, timings, epilogue).
 //! - [`http`]: a small HTTP/1.1 server both doubles run on (faults need raw socket control).
 //! - [`pg`]: a throwaway PostgreSQL 15 cluster, started as an unprivileged user even under root.
 //! - [`twilio`]: the Twilio Messages API double (validation, error bodies, list, faults).
@@ -13,6 +14,7 @@
 pub mod harness;
 pub mod http;
 pub mod pg;
+pub mod prelude;
 pub mod supabase;
 pub mod tls;
 pub mod twilio;

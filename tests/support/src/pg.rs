@@ -49,6 +49,12 @@ pub fn schema_sql() -> &'static str {
     include_str!("../../../sql/schema.sql")
 }
 
+/// Supabase Realtime's objects in a project database (`realtime.messages`, `realtime.send`),
+/// for a test that needs them without a Supabase double (a double installs them itself).
+pub fn realtime_schema_sql() -> &'static str {
+    include_str!("supabase/realtime/realtime_schema.sql")
+}
+
 /// Where the binaries are and which user runs them (resolved once per process).
 struct PgEnv {
     bin: PathBuf,

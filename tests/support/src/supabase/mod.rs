@@ -1,6 +1,7 @@
 //! The Supabase double: a PostgREST subset at `/rest/v1/<table>` and the Realtime Phoenix
 //! WebSocket at `/realtime/v1/websocket`, on one 127.0.0.1 port like a real project URL, both backed
-//! by a real PostgreSQL ([`crate::pg::Pg`]).
+//! by a real PostgreSQL ([`crate::pg::Pg`]). § numbers in comments under this folder refer to
+//! `docs/supabase.md`.
 //!
 //! # Layout
 //! - this file: the public API ([`SupabaseDouble`], [`SupabaseConfig`], [`RestFault`],
@@ -16,11 +17,14 @@
 //! - `realtime`: Phoenix V1/V2 — upgrade, socket threads and wire frames, channels, bindings and
 //!   filters, the change feed (a row trigger reporting through LISTEN/NOTIFY) and socket faults,
 //!   one file each;
+//! - `counters`: traffic counters (Realtime frames by event, REST requests by kind);
 //! - `testkit` (tests only): a database with the sms-sender schema, a double on it, an HTTP and a
 //!   WebSocket client for the double's own tests.
 //!
 //! Starting a double installs, in the database it is given, a schema `sms_double` (notify
-//! function, sequence) and a row trigger `"00_sms_double_changes"` on every table in `public`.
+//! functions, sequence), a row trigger `"00_sms_double_changes"` on every table in `public`, the
+//! project's `realtime` schema (`realtime.messages`, `realtime.send`, as Realtime's tenant
+//! migrations create them) and a trigger `"00_sms_double_broadcasts"` on `realtime.messages`.
 //!
 //! Invariants:
 //! - every SQL identifier comes from the schema cache (i.e. from PostgreSQL's catalogs) and is
@@ -28,6 +32,7 @@
 //! - every pooled session runs with `TimeZone=UTC`, like Supabase;
 //! - the contract followed is `docs/supabase.md` (§ numbers in comments refer to it).
 
+mod counters;
 mod jwt;
 mod pool;
 mod postgrest;
@@ -46,6 +51,7 @@ use serde_json::{json, Value};
 use crate::http::{Handler, HttpServer, Reply, Request, Response};
 use crate::pg::Pg;
 
+pub use counters::{RestKind, SupabaseCounters, BILLED_SENT_EVENTS};
 pub(crate) use jwt::{jwt_claims, jwt_role, looks_like_jwt, JwtProblem};
 pub use jwt::{make_test_jwt, test_service_jwt};
 pub(crate) use pool::{Pool, PoolError};
@@ -115,6 +121,34 @@ pub enum SubscribeMode {
     Twice,
 }
 
+/// A Presence fault (see [`SupabaseDouble::set_presence_fault`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceFault {
+    /// Presence does nothing: `presence` events get no reply and change nothing, and no
+    /// `presence_state` follows a join (a tracker that is not replicating).
+    Ignore,
+    /// `track` is answered `phx_reply` `status:"error"` `{}` and not applied (the server's
+    /// `UnableToTrackPresence`); `untrack` still works.
+    TrackError,
+    /// The tenant's presence rate limit is exceeded: a join with presence enabled, and any
+    /// `presence` event, end the channel with `system` "Too many presence messages per second"
+    /// and `phx_close`.
+    RateLimited,
+}
+
+/// One open Realtime socket (see [`SupabaseDouble::realtime_sockets`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealtimeSocket {
+    /// The double's number for the socket.
+    pub id: u64,
+    /// Joined topics (`realtime:…`), sorted.
+    pub topics: Vec<String>,
+    /// Presence keys its channels track.
+    pub presence_keys: Vec<String>,
+    /// Black-holed by [`SupabaseDouble::realtime_vanish`], waiting for the idle timeout.
+    pub vanished: bool,
+}
+
 /// The running double. Stops (and cuts every connection) when dropped.
 pub struct SupabaseDouble {
     shared: Arc<Shared>,
@@ -129,6 +163,7 @@ pub(crate) struct Shared {
     pub(crate) schema: schema::SchemaCache,
     pub(crate) rest: postgrest::RestState,
     pub(crate) rt: realtime::RealtimeState,
+    pub(crate) counters: counters::Counters,
     pub(crate) stopping: AtomicBool,
 }
 
@@ -149,6 +184,7 @@ impl SupabaseDouble {
             schema: schema::SchemaCache::default(),
             rest: postgrest::RestState::default(),
             rt: realtime::RealtimeState::default(),
+            counters: counters::Counters::default(),
             stopping: AtomicBool::new(false),
         });
         {
@@ -158,8 +194,16 @@ impl SupabaseDouble {
                 .map_err(|e| std::io::Error::other(format!("connect to PostgreSQL: {e}")))?;
             realtime::install_change_triggers(&mut client, &shared)
                 .map_err(|e| std::io::Error::other(format!("install change triggers: {e}")))?;
+            realtime::install_broadcast(&mut client)
+                .map_err(|e| std::io::Error::other(format!("install the realtime schema: {e}")))?;
         }
         realtime::start_listener(shared.clone());
+        // Like the real server's replication connection, the feed is up before clients come:
+        // a change or broadcast committed after `start` returns is not lost to a race.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !shared.rt.listening.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let server = HttpServer::start(port, Arc::new(Router(shared.clone())))?;
         Ok(SupabaseDouble { shared, server })
     }
@@ -216,6 +260,17 @@ impl SupabaseDouble {
         self.shared.rt.frames.lock().unwrap().clone()
     }
 
+    /// Traffic so far: Realtime frames sent to and received from clients by event, REST
+    /// requests by kind (see [`SupabaseCounters`]).
+    pub fn counters(&self) -> SupabaseCounters {
+        self.shared.counters.snapshot()
+    }
+
+    /// Zero the traffic counters (e.g. after a benchmark's warm-up).
+    pub fn reset_counters(&self) {
+        self.shared.counters.reset();
+    }
+
     /// Wait until [`subscribed_channels`](Self::subscribed_channels) `>= n`; false on timeout.
     pub fn wait_subscribed(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -245,7 +300,18 @@ impl SupabaseDouble {
 
     /// Add a targeted REST fault (see [`RestRule`]).
     pub fn add_rest_rule(&self, rule: RestRule) {
-        self.shared.rest.rules.lock().unwrap().push(rule);
+        self.shared.rest.rules.lock().unwrap().push((None, rule));
+    }
+
+    /// Add a targeted REST fault that applies only to calls of `function` over RPC
+    /// (`/rest/v1/rpc/<function>`); the rule's method, query and body conditions still apply.
+    pub fn add_rpc_rule(&self, function: &str, rule: RestRule) {
+        self.shared
+            .rest
+            .rules
+            .lock()
+            .unwrap()
+            .push((Some(function.to_string()), rule));
     }
 
     /// Sleep this long before handling each REST request.
@@ -327,6 +393,47 @@ impl SupabaseDouble {
         if self.shared.rt.private_only.swap(on, Ordering::SeqCst) != on {
             self.shared.rt.server_disconnect();
         }
+    }
+
+    /// Open sockets with their topics and presence keys (e.g. to pick one to vanish).
+    pub fn realtime_sockets(&self) -> Vec<RealtimeSocket> {
+        self.shared.rt.sockets()
+    }
+
+    /// Black-hole one socket without closing it: nothing more reaches the client, nothing it
+    /// sends (heartbeats, a close, a TCP FIN) reaches the server, which notices only when its
+    /// idle timeout ([`SupabaseConfig::idle_timeout`], real server 60 s) passes since the last
+    /// frame it received; then the socket's channels end and its presence members leave.
+    /// False if no such socket is open.
+    pub fn realtime_vanish(&self, socket_id: u64) -> bool {
+        self.shared.rt.vanish(socket_id)
+    }
+
+    /// [`realtime_vanish`](Self::realtime_vanish) every socket tracking presence `key` (e.g. an
+    /// sms-sender instance's member key); how many.
+    pub fn realtime_vanish_presence_key(&self, key: &str) -> usize {
+        self.shared.rt.vanish_presence_key(key)
+    }
+
+    /// Lose the next `n` broadcasts from the database (whatever their topic): nobody gets them.
+    pub fn drop_next_broadcasts(&self, n: u64) {
+        self.shared.rt.broadcast_faults.drop_next(n);
+    }
+
+    /// Lose each broadcast from the database with probability `p` (0 = never, 1 = always).
+    pub fn set_broadcast_drop_probability(&self, p: f64) {
+        self.shared.rt.broadcast_faults.set_drop_probability(p);
+    }
+
+    /// While on, lose every broadcast from the database on `topic` (the `realtime.send` topic,
+    /// without `realtime:`, e.g. `sms-sender:p3`).
+    pub fn set_broadcast_drop_topic(&self, topic: &str, on: bool) {
+        self.shared.rt.broadcast_faults.set_drop_topic(topic, on);
+    }
+
+    /// While `Some`, Presence misbehaves this way (see [`PresenceFault`]).
+    pub fn set_presence_fault(&self, fault: Option<PresenceFault>) {
+        *self.shared.rt.presence_fault.lock().unwrap() = fault;
     }
 
     /// `phx_error` (ref = join_ref) on every joined channel; the channels are gone, the sockets stay.

@@ -263,6 +263,48 @@ impl WsClient {
     }
 }
 
+impl WsClient {
+    /// Join `topic` with this `config` (and `access_token` if given); returns the reply.
+    pub fn join_config(
+        &mut self,
+        topic: &str,
+        reference: &str,
+        config: Value,
+        access_token: Option<&str>,
+    ) -> Value {
+        let mut payload = json!({"config": config});
+        if let Some(t) = access_token {
+            payload["access_token"] = json!(t);
+        }
+        self.send(json!({
+            "topic": topic, "event": "phx_join", "ref": reference, "join_ref": reference,
+            "payload": payload
+        }));
+        self.recv(Duration::from_secs(5))
+    }
+
+    /// Send a `presence` event (`track` with `payload`, or `untrack`) on a joined topic.
+    pub fn presence(&mut self, topic: &str, reference: &str, event: &str, payload: Value) {
+        self.send(json!({
+            "topic": topic, "event": "presence", "ref": reference,
+            "payload": {"type": "presence", "event": event, "payload": payload}
+        }));
+    }
+}
+
+/// A join config as sms-sender's scaled mode sends it: no postgres_changes, broadcast without
+/// ack or self, presence as given, private as given.
+pub(crate) fn scaled_config(presence: Option<&str>, private: bool) -> Value {
+    json!({
+        "broadcast": {"ack": false, "self": false},
+        "presence": match presence {
+            Some(key) => json!({"enabled": true, "key": key}),
+            None => json!({"enabled": false}),
+        },
+        "private": private
+    })
+}
+
 /// The binding sms-sender uses.
 pub(crate) fn queued_binding() -> Value {
     json!([{"event": "UPDATE", "schema": "public", "table": "messages", "filter": "status=eq.queued_for_send"}])

@@ -1,6 +1,6 @@
 //! Dates as Twilio writes and reads them: the RFC 2822 form of every date in a resource, and
 //! the `DateSent` list filters. The calendar (days, months, weekdays, leap years) is the `time`
-//! crate's, not a copy of the service's `clock.rs`, so the double checks the service's dates
+//! crate's, not a copy of the service's `timestamp.rs`, so the double checks the service's dates
 //! independently. Only the shapes Twilio accepts, and its time zones, are spelled out here.
 
 use std::time::SystemTime;

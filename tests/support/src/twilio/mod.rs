@@ -68,7 +68,7 @@
 //! - `status_callbacks`: [`twilio_signature`] and [`post_form`], to post signed status callbacks.
 //! - `segments`: [`count_segments`] (GSM-7 / UCS-2).
 //! - `dates`: [`rfc2822`] and the `DateSent` filter grammar, on the `time` crate rather than the
-//!   service's own `clock.rs`, so the double checks the service's dates independently.
+//!   service's own `timestamp.rs`, so the double checks the service's dates independently.
 //! - `tests`: the double's own tests over real sockets, by concern.
 
 mod account;

@@ -10,6 +10,8 @@
 //!   lists with embedded resources), identifiers checked against the schema cache;
 //! - [`statement`]: one statement per request for GET/HEAD/PATCH/POST/DELETE, run in a
 //!   transaction (single-object requests roll back when the row count is not 1);
+//! - [`routine`] and [`rpc`]: functions in `public` called at `/rest/v1/rpc/<fn>` — the
+//!   overload chosen by the argument keys, the typed call, the answer shaped by the return type;
 //! - [`render`]: the answers: success responses (`Content-Range`, `Prefer`), error bodies and
 //!   the SQLSTATE → HTTP map.
 //!
@@ -30,6 +32,8 @@
 mod auth;
 mod query;
 mod render;
+mod routine;
+mod rpc;
 mod sql;
 mod statement;
 #[cfg(test)]
@@ -41,11 +45,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::counters::RestKind;
 use super::{PoolError, RestFault, Shared};
 use crate::http::{percent_decode, Reply, Request, Response};
 use auth::check_keys;
 use query::Query;
 use render::{connection_lost, db_error, is_connection_error, ApiError, Fail};
+use rpc::serve_rpc;
 use statement::serve_table;
 
 /// One REST request as the double saw it.
@@ -92,7 +98,8 @@ pub(crate) struct RestState {
     pub(crate) fail_next: Mutex<VecDeque<RestFault>>,
     pub(crate) outage: Mutex<Option<RestFault>>,
     pub(crate) latency: Mutex<Duration>,
-    pub(crate) rules: Mutex<Vec<RestRule>>,
+    /// Rules in the order added; a rule with a function name applies to that RPC only.
+    pub(crate) rules: Mutex<Vec<(Option<String>, RestRule)>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -149,9 +156,14 @@ impl RestRule {
 /// The first live rule matching `req`, consumed once (its delay and fault).
 fn take_rule(shared: &Shared, req: &Request) -> Option<(Duration, Option<RestFault>)> {
     let body = String::from_utf8_lossy(&req.body);
+    let kind = RestKind::of(&req.method, &req.path);
     let mut rules = shared.rest.rules.lock().unwrap();
-    let rule = rules.iter_mut().find(|r| {
-        r.times > 0
+    let (_, rule) = rules.iter_mut().find(|(function, r)| {
+        function.as_ref().is_none_or(|f| {
+            kind == RestKind::Rpc {
+                function: f.clone(),
+            }
+        }) && r.times > 0
             && r.method.eq_ignore_ascii_case(&req.method)
             && r.query_contains
                 .as_deref()
@@ -168,6 +180,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
         .rest
         .next_id
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    shared.counters.rest(RestKind::of(&req.method, &req.path));
     {
         let mut records = shared.rest.records.lock().unwrap();
         records.push(RestRecord {
@@ -247,6 +260,14 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
 // ---------------------------------------------------------------------------------------------
 // Serving.
 
+/// What a request under `/rest/v1/` addresses.
+enum Target {
+    /// `rpc/<function>`.
+    Rpc(String),
+    /// A table, with its parsed query.
+    Table(Query),
+}
+
 fn serve(shared: &Shared, req: &Request) -> Response {
     match serve_inner(shared, req) {
         Ok(r) => r,
@@ -265,15 +286,6 @@ fn serve_inner(shared: &Shared, req: &Request) -> Result<Response, ApiError> {
         ));
     }
     let name = percent_decode(raw_name, false);
-    if let Some(func) = name.strip_prefix("rpc/") {
-        return Err(ApiError::new(
-            404,
-            "PGRST202",
-            format!(
-                "Could not find the function public.{func} without parameters in the schema cache"
-            ),
-        ));
-    }
     let profile_header = if matches!(req.method.as_str(), "GET" | "HEAD") {
         "accept-profile"
     } else {
@@ -287,7 +299,11 @@ fn serve_inner(shared: &Shared, req: &Request) -> Result<Response, ApiError> {
             );
         }
     }
-    let query = Query::parse(req)?;
+    let target = match name.strip_prefix("rpc/") {
+        // RPC parses its own query: a GET's arguments are query parameters.
+        Some(function) => Target::Rpc(function.to_string()),
+        None => Target::Table(Query::parse(req)?),
+    };
 
     let mut client = shared.pool.get().map_err(|e| match e {
         PoolError::Timeout => ApiError::new(
@@ -302,7 +318,16 @@ fn serve_inner(shared: &Shared, req: &Request) -> Result<Response, ApiError> {
         )
         .details(text),
     })?;
-    let result = serve_table(shared, &mut client, req, &name, &query, role);
+    let result = match &target {
+        // The anon role is granted nothing in the projects this double stands for.
+        Target::Rpc(f) if role == auth::Role::Anon => Err(Fail::Api(ApiError::new(
+            401,
+            "42501",
+            format!("permission denied for function {f}"),
+        ))),
+        Target::Rpc(f) => serve_rpc(shared, &mut client, req, f),
+        Target::Table(q) => serve_table(shared, &mut client, req, &name, q, role),
+    };
     match result {
         Ok(r) => Ok(r),
         Err(Fail::Api(e)) => Err(e),

@@ -58,6 +58,39 @@ impl Query {
     }
 }
 
+impl Query {
+    /// `GET /rpc/<fn>` (PostgREST's `QueryParams.parse` for RPC reads): a non-reserved parameter
+    /// whose value parses as a filter is a filter on the result, any other one is an argument
+    /// of the function. Returns the query and the arguments in request order.
+    pub(super) fn parse_rpc_read(
+        req: &Request,
+    ) -> Result<(Query, Vec<(String, String)>), ApiError> {
+        let mut q = Query {
+            select: vec![SelectItem::Star],
+            filters: Vec::new(),
+            order: Vec::new(),
+            limit: None,
+            offset: None,
+            columns: None,
+        };
+        let mut args = Vec::new();
+        for (k, v) in req.query_pairs() {
+            match k.as_str() {
+                "select" => q.select = parse_select(&v)?,
+                "order" => q.order = parse_order(&v)?,
+                "limit" => q.limit = Some(parse_count("limit", &v)?),
+                "offset" => q.offset = Some(parse_count("offset", &v)?),
+                "columns" | "apikey" | "on_conflict" => {}
+                _ => match parse_filter(&k, &v) {
+                    Ok(f) => q.filters.push(f),
+                    Err(_) => args.push((k, v)),
+                },
+            }
+        }
+        Ok((q, args))
+    }
+}
+
 fn parse_count(what: &str, v: &str) -> Result<u64, ApiError> {
     v.trim().parse().map_err(|_| {
         ApiError::parse(

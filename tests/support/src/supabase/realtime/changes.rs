@@ -1,5 +1,6 @@
 //! The change feed: a row trigger (`sms_double.notify_change`) on every table in `public`
-//! reports each change through NOTIFY; a listener thread turns it into a `postgres_changes`
+//! reports each change through NOTIFY; a listener thread (which also carries the broadcast
+//! trigger's NOTIFYs to [`super::broadcast`]) turns it into a `postgres_changes`
 //! payload (re-reading rows too large for NOTIFY, trimming oversized ones, §4.3) and queues it
 //! on every live channel whose bindings match (§5). The listener reconnects after a PostgreSQL
 //! restart, and live channels get a fresh "Subscribed to PostgreSQL".
@@ -15,6 +16,7 @@ use serde_json::{json, Map, Value};
 use super::super::schema::{ident, qualified};
 use super::super::{Shared, SubscribeMode};
 use super::bindings::cond_matches;
+use super::broadcast;
 use super::frame::{subscribed_frame, ServerFrame};
 use super::{Out, RealtimeState};
 
@@ -149,7 +151,10 @@ fn listen_loop(shared: &Shared) {
             postgres::NoTls,
         )
         .and_then(|mut c| {
-            c.batch_execute(&format!("SET TimeZone TO 'UTC'; LISTEN {NOTIFY_CHANNEL}"))?;
+            c.batch_execute(&format!(
+                "SET TimeZone TO 'UTC'; LISTEN {NOTIFY_CHANNEL}; LISTEN {}",
+                broadcast::NOTIFY_CHANNEL
+            ))?;
             Ok(c)
         });
         let mut client = match client {
@@ -161,6 +166,7 @@ fn listen_loop(shared: &Shared) {
             }
         };
         backoff = Duration::from_millis(50);
+        shared.rt.listening.store(true, Ordering::SeqCst);
         if connected_before {
             shared.rt.resubscribed();
         }
@@ -176,13 +182,18 @@ fn listen_loop(shared: &Shared) {
             match next {
                 Ok(Some(n)) => {
                     let payload = n.payload().to_string();
-                    handle_change(shared, &mut client, &payload);
+                    if n.channel() == broadcast::NOTIFY_CHANNEL {
+                        broadcast::handle_broadcast(shared, &mut client, &payload);
+                    } else {
+                        handle_change(shared, &mut client, &payload);
+                    }
                 }
                 Ok(None) if client.is_closed() => break,
                 Ok(None) => {}
                 Err(_) => break,
             }
         }
+        shared.rt.listening.store(false, Ordering::SeqCst);
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::super::{jwt_claims, jwt_role, JwtProblem, SubscribeMode};
 use super::bindings::{binding_id, check_binding, parse_binding, Binding};
 use super::frame::{close_like_frame, subscribed_frame, system_frame, ClientFrame};
+use super::presence::ChannelPresence;
 use super::socket::{Closed, Socket, Timer, TimerKind};
 
 /// The real server's per-socket channel limit (§7).
@@ -26,6 +27,9 @@ pub(super) struct Channel {
     pub(super) generation: u64,
     /// The channel's access token, when the join carried a JWT.
     pub(super) token: Option<String>,
+    /// Joined with `private: true` (RLS-authorized; sees private broadcasts and presence).
+    pub(super) private: bool,
+    pub(super) presence: ChannelPresence,
 }
 
 impl Socket {
@@ -207,6 +211,8 @@ impl Socket {
             .rt
             .next_generation
             .fetch_add(1, Ordering::SeqCst);
+        let presence = ChannelPresence::from_join(&frame.payload, private);
+        let presence_enabled = presence.enabled;
         let old = self.conn.channels.lock().unwrap().insert(
             frame.topic.clone(),
             Channel {
@@ -216,14 +222,24 @@ impl Socket {
                 live: false,
                 generation,
                 token,
+                private,
+                presence,
             },
         );
+        // The replaced channel's process ends: its presence member leaves.
+        if let Some(old) = &old {
+            self.shared.rt.channel_gone(self.conn.id, &frame.topic, old);
+        }
         // Counted before the send so an observer that saw the reply also sees the count.
         self.shared.rt.joins.fetch_add(1, Ordering::SeqCst);
         self.send(&frame.reply("ok", json!({"postgres_changes": echoed})))?;
         // The old join's close reaches the wire after the new join's reply (§3.5).
         if let Some(old) = old {
             self.send(&close_like_frame(&frame.topic, &old, "phx_close"))?;
+        }
+        // The server's `:sync_presence`, handled right after the join (§12.3).
+        if presence_enabled {
+            self.sync_presence(&frame.topic)?;
         }
         if !items.is_empty() {
             self.timers.push(Timer {
@@ -264,6 +280,7 @@ impl Socket {
         };
         let ch = chans.remove(&frame.topic).expect("present above");
         drop(chans);
+        self.shared.rt.channel_gone(self.conn.id, &frame.topic, &ch);
         self.send(&system_frame(
             &frame.topic,
             &ch,

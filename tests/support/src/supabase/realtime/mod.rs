@@ -16,7 +16,12 @@
 //!   against the database, and matching a changed row;
 //! - [`changes`]: the change trigger (`sms_double.notify_change`, installed idempotently on every
 //!   table in `public`) and the listener thread that fans each change out to live channels;
-//! - [`faults`]: the server-side faults that end channels or sockets.
+//! - [`broadcast`]: the project's `realtime` schema (`realtime.messages`, `realtime.send`) and
+//!   Broadcast from the database, reported by a trigger on `realtime.messages` to the same
+//!   listener and fanned out to the channels of the message's topic and privacy;
+//! - [`presence`]: Presence — `track`/`untrack`, `presence_state` after a join,
+//!   `presence_diff` to the topic's channels, members removed when their channel ends;
+//! - [`faults`]: the server-side faults that end channels or sockets, and vanishing sockets.
 //!
 //! Invariants:
 //! - V1 server frames carry exactly `topic`, `event`, `payload`, `ref`; malformed client frames are
@@ -24,13 +29,17 @@
 //! - a channel receives changes only while *live* (after its "Subscribed to PostgreSQL" went out)
 //!   and nothing is buffered for later: no replay, like the real server;
 //! - a socket's frames are written only by its own thread, so replies, system messages and events
-//!   leave in the order they were decided.
+//!   leave in the order they were decided;
+//! - every channel that ends goes through [`RealtimeState::channel_gone`], so Presence never
+//!   keeps a member whose channel is gone.
 
 mod bindings;
+mod broadcast;
 mod changes;
 mod channel;
 mod faults;
 mod frame;
+mod presence;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -45,10 +54,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::SubscribeMode;
+use super::{PresenceFault, SubscribeMode};
 use channel::Channel;
 use frame::{ServerFrame, Vsn};
 
+pub(crate) use broadcast::{install_broadcast, BroadcastFaults};
 pub(crate) use changes::{install_change_triggers, start_listener};
 pub(crate) use upgrade::handle_upgrade;
 
@@ -74,6 +84,12 @@ pub(crate) struct RealtimeState {
     pub(crate) private_only: AtomicBool,
     /// Tables known to carry the change trigger.
     triggered: Mutex<HashSet<String>>,
+    /// The change listener is connected and LISTENing (changes and broadcasts flow).
+    pub(crate) listening: AtomicBool,
+    /// Presence members by topic.
+    presence: Mutex<presence::Registry>,
+    pub(crate) presence_fault: Mutex<Option<PresenceFault>>,
+    pub(crate) broadcast_faults: BroadcastFaults,
 }
 
 impl Default for RealtimeState {
@@ -97,12 +113,21 @@ impl Default for RealtimeState {
             join_error_delay: Mutex::default(),
             private_only: AtomicBool::new(false),
             triggered: Mutex::default(),
+            listening: AtomicBool::new(false),
+            presence: Mutex::default(),
+            presence_fault: Mutex::default(),
+            broadcast_faults: BroadcastFaults::default(),
         }
     }
 }
 
 /// One open socket, shared between its thread, the listener and the fault switches.
 pub(crate) struct Conn {
+    /// The socket's number, unique per double.
+    id: u64,
+    /// The link is black-holed: nothing reaches the client, nothing from it reaches the server,
+    /// and the server notices only when its idle timeout closes the socket.
+    vanished: AtomicBool,
     vsn: Vsn,
     tx: Sender<Out>,
     /// A clone of the socket, to cut it abruptly from outside its thread.

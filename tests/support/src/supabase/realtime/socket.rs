@@ -60,6 +60,10 @@ impl Socket {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return;
             }
+            if self.conn.vanished.load(Ordering::SeqCst) {
+                self.run_vanished(last_inbound);
+                return;
+            }
             let blackhole = self.shared.rt.blackhole.load(Ordering::SeqCst);
             if self.drain_queue(blackhole).is_err() {
                 return;
@@ -111,14 +115,46 @@ impl Socket {
         }
     }
 
-    /// Write one frame (dropped while blackholed).
+    /// A vanished socket: whatever the client sends is lost and nothing reaches it, until the
+    /// idle timeout (counted from the last frame that did arrive) makes the server give the
+    /// socket up. A TCP close from the client is lost too: the server still waits.
+    fn run_vanished(&mut self, last_inbound: Instant) {
+        let mut readable = true;
+        while last_inbound.elapsed() < self.shared.config.idle_timeout {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            while let Ok(out) = self.rx.try_recv() {
+                drop(out);
+            }
+            if !readable {
+                std::thread::sleep(READ_TICK);
+                continue;
+            }
+            match self.ws.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => readable = false,
+            }
+        }
+    }
+
+    /// Write one frame (dropped while blackholed); counted once written.
     pub(super) fn send(&mut self, frame: &ServerFrame) -> Result<(), Closed> {
-        if self.shared.rt.blackhole.load(Ordering::SeqCst) {
+        if self.shared.rt.blackhole.load(Ordering::SeqCst)
+            || self.conn.vanished.load(Ordering::SeqCst)
+        {
             return Ok(());
         }
         self.ws
             .send(Message::Text(frame.encode(self.conn.vsn)))
-            .map_err(|_| Closed)
+            .map_err(|_| Closed)?;
+        self.shared.counters.sent(&frame.event);
+        Ok(())
     }
 
     /// Send a close frame, wait briefly for the client's answer, and give up the socket.
@@ -194,6 +230,7 @@ impl Socket {
         let Some(frame) = parsed.and_then(|v| ClientFrame::decode(self.conn.vsn, &v)) else {
             return Ok(());
         };
+        self.shared.counters.received(&frame.event);
         match frame.event.as_str() {
             "heartbeat" if frame.topic == "phoenix" => {
                 if self.shared.rt.heartbeat_replies.load(Ordering::SeqCst) {
@@ -204,6 +241,9 @@ impl Socket {
             "phx_join" => self.on_join(frame),
             "phx_leave" => {
                 let removed = self.conn.channels.lock().unwrap().remove(&frame.topic);
+                if let Some(ch) = &removed {
+                    self.shared.rt.channel_gone(self.conn.id, &frame.topic, ch);
+                }
                 self.send(&frame.reply("ok", json!({})))?;
                 if let Some(ch) = removed {
                     self.send(&close_like_frame(&frame.topic, &ch, "phx_close"))?;
@@ -220,7 +260,8 @@ impl Socket {
                 self.send(&frame.reply("error", json!({"reason": "unmatched topic"})))
             }
             "access_token" => self.on_access_token(frame),
-            // broadcast/presence and anything else on a joined topic: not modelled, no reply.
+            "presence" => self.on_presence(frame),
+            // Client broadcasts and anything else on a joined topic: not modelled, no reply.
             _ => Ok(()),
         }
     }

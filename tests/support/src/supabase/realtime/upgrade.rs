@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -114,7 +114,10 @@ pub(crate) fn handle_upgrade(shared: &Arc<Shared>, req: Request, stream: &TcpStr
     let _ = sock.set_write_timeout(Some(Duration::from_secs(5)));
     let _ = sock.set_nodelay(true);
     let (tx, rx) = mpsc::channel();
+    let id = rt.next_conn.fetch_add(1, Ordering::SeqCst);
     let conn = Arc::new(Conn {
+        id,
+        vanished: AtomicBool::new(false),
         vsn,
         tx,
         stream: cut,
@@ -123,7 +126,6 @@ pub(crate) fn handle_upgrade(shared: &Arc<Shared>, req: Request, stream: &TcpStr
     });
     // Registered and counted before the 101 goes out, so an observer that saw the upgrade
     // succeed also sees it in the counters.
-    let id = rt.next_conn.fetch_add(1, Ordering::SeqCst);
     rt.conns.lock().unwrap().insert(id, conn.clone());
     rt.connections.fetch_add(1, Ordering::SeqCst);
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -160,6 +162,8 @@ pub(crate) fn handle_upgrade(shared: &Arc<Shared>, req: Request, stream: &TcpStr
             s.run();
             shared.rt.conns.lock().unwrap().remove(&id);
             let _ = conn.stream.shutdown(Shutdown::Both);
+            // Closed, timed out or cut: its channels end and their presence members leave.
+            shared.rt.conn_gone(&conn);
         });
     if spawned.is_err() {
         rt.conns.lock().unwrap().remove(&id);

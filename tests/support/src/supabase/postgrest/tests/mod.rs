@@ -4,4 +4,5 @@ mod errors;
 mod faults;
 mod keys;
 mod reads;
+mod rpc;
 mod writes;

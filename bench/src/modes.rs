@@ -6,7 +6,7 @@
 //!   Twilio double. The service trusts the system bundle plus that CA (`SSL_CERT_FILE`).
 //! - System calls: `strace -c -f -p PID` attached only around one measured burst, on a process
 //!   of its own (strace slows the process: no CPU figure is taken from it).
-//! - Node: `tests/support/node-original/` (`npm ci` once if `node_modules` is missing), run on the
+//! - Node: `bench/node-original/` (`npm ci` once if `node_modules` is missing), run on the
 //!   same bursts as this build, in the same run, against the same doubles.
 
 use std::io::{BufRead, BufReader};

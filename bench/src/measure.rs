@@ -29,8 +29,8 @@ pub(crate) fn sizes(binary: &Path, r: &mut Results) {
 /// Build the image from `binary` as `make image` does (scripts/image.sh, into a temporary
 /// directory) and read the sizes it prints: the layer tar and the gzip layer, in bytes.
 fn image_size(binary: &Path) -> Result<(u64, u64), String> {
-    // The workspace root, where the scripts live, is two levels above this crate.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/image.sh");
+    // The workspace root, where the scripts live, is the parent of this crate.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
     let out_dir = TempDir::new("sms-bench-image");
     let out = std::process::Command::new("bash")
         .arg(&script)
@@ -394,7 +394,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mut tap: impl FnMut(&[u8])) {
 
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .canonicalize()
         .unwrap_or_default()
 }

@@ -13,12 +13,12 @@ use crate::{
     TWILIO_REAL_LIMIT, TWILIO_SLOW,
 };
 
-/// Issue 11's targets for the default configuration.
+/// The performance targets for the default configuration.
 const TARGET_LIMITED_PER_SECOND: f64 = 350.0;
 const TARGET_FAST_PER_SECOND: f64 = 3.0 * NODE_BURST_50MS_PER_SECOND;
 const TARGET_BURST_PEAK_KIB: u64 = 8 * 1024;
 const TARGET_IDLE_KIB: u64 = 4 * 1024;
-/// 15× below the Node original's CPU per message (quoted from issue 11).
+/// 15× below the Node original's CPU per message (as quoted with the targets).
 const TARGET_CPU_MS_PER_MESSAGE: f64 = 0.28;
 
 pub(crate) fn median(values: &[f64]) -> Option<f64> {
@@ -356,13 +356,13 @@ fn rows(plan: &Plan, r: &Results) -> Vec<Row> {
     rows
 }
 
-/// The same figure per message, against issue 11's target (15× below the Node original).
+/// The same figure per message, against the target (15× below the Node original).
 fn cpu_per_message_row(c: &Compared) -> Row {
     let cpu = c.cpu_ms_per_message();
     row(
         "service CPU per message (the same bursts)",
         &format!(
-            "≤ {TARGET_CPU_MS_PER_MESSAGE} ms (15× below the Node original's {NODE_CPU_MS_PER_MESSAGE} ms, quoted from issue 11)"
+            "≤ {TARGET_CPU_MS_PER_MESSAGE} ms (15× below the Node original's {NODE_CPU_MS_PER_MESSAGE} ms, quoted with the targets)"
         ),
         cpu.map_or_else(
             || "not measured".into(),
@@ -393,7 +393,7 @@ fn burst_rows(plan: &Plan, twilio: Twilio, b: Option<&Burst>) -> Vec<Row> {
         ),
         Twilio::Fast => (
             format!(
-                "≥ {TARGET_FAST_PER_SECOND:.0} msg/s (3 × the Node original's {NODE_BURST_50MS_PER_SECOND:.0} msg/s, quoted from issue 11)"
+                "≥ {TARGET_FAST_PER_SECOND:.0} msg/s (3 × the Node original's {NODE_BURST_50MS_PER_SECOND:.0} msg/s, quoted with the targets)"
             ),
             TARGET_FAST_PER_SECOND,
             "—".to_string(),
@@ -676,7 +676,7 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
         s,
         "- {}\n",
         if mode == Mode::Full {
-            "Counts as issue 11 asks (1,000-message default-configuration bursts)"
+            "Counts as the targets ask (1,000-message default-configuration bursts)"
         } else {
             "QUICK MODE: small counts (default-configuration bursts of 100, where start-up and slow start weigh far more than in a burst of 1,000); the figures are noisy and the targets are judged anyway only to show the rows work"
         }
@@ -712,7 +712,7 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
     let _ = writeln!(s, "\n## Peer figures, quoted (not measured here)\n");
     let _ = writeln!(
         s,
-        "Issue 11's author measured the original Node service on the same machine and in the same run as the sms-sender of that time; the rows of the first table that name it use these figures as given there (the section \"The Node original, measured in this run\" above measures a re-creation of it here instead):\n"
+        "The author of the performance targets measured the original Node service on the same machine and in the same run as the sms-sender of that time; the rows of the first table that name it use these figures as given there (the section \"The Node original, measured in this run\" above measures a re-creation of it here instead):\n"
     );
     let _ = writeln!(
         s,
@@ -836,7 +836,7 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "- Default-configuration bursts (issue 11): a fresh process started without SENDER_THREADS, against a Twilio double of its own (so its counts belong to that burst alone): either creates answered in {} ms with at most {} requests in progress (a request beyond that is answered 429 / 20429 at once and not processed, as Twilio does), or every request answered in {} ms without a limit. msg/s is taken as in the throughput rows, from the commit to the arrival of the last create Twilio stored (the answer time of that create not included); the rate to every row `sent` (polled every 5 ms once Twilio stored the last create, so the polling does not load PostgreSQL during the burst) is shown beside it. \"Delivered\" counts the burst's rows `sent`, the distinct Twilio SIDs on them, and the messages Twilio stored with their distinct bodies: all four must equal the burst, or the run fails as broken. Peak RSS is the service's VmHWM after the burst; the 429 count is what the Twilio double answered, and the service's own `/metrics` counters are in the details.",
+        "- Default-configuration bursts: a fresh process started without SENDER_THREADS, against a Twilio double of its own (so its counts belong to that burst alone): either creates answered in {} ms with at most {} requests in progress (a request beyond that is answered 429 / 20429 at once and not processed, as Twilio does), or every request answered in {} ms without a limit. msg/s is taken as in the throughput rows, from the commit to the arrival of the last create Twilio stored (the answer time of that create not included); the rate to every row `sent` (polled every 5 ms once Twilio stored the last create, so the polling does not load PostgreSQL during the burst) is shown beside it. \"Delivered\" counts the burst's rows `sent`, the distinct Twilio SIDs on them, and the messages Twilio stored with their distinct bodies: all four must equal the burst, or the run fails as broken. Peak RSS is the service's VmHWM after the burst; the 429 count is what the Twilio double answered, and the service's own `/metrics` counters are in the details.",
         TWILIO_REAL_CREATE.as_millis(),
         TWILIO_REAL_LIMIT,
         TWILIO_SLOW.as_millis()
@@ -847,7 +847,7 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "- CPU: `utime + stime` from `/proc/PID/stat` (clock ticks / `sysconf(_SC_CLK_TCK)`) before the insert and after every message of the burst was recorded `sent`. It includes the kernel's TCP work, which on loopback covers the receiving end of what the service sends too. CPU-s per 1,000 messages is numerically ms per message; issue 11's figures (0.50 ms then, 4.2 ms for the Node original) were taken on bursts of 2,000, these on bursts of {}.",
+        "- CPU: `utime + stime` from `/proc/PID/stat` (clock ticks / `sysconf(_SC_CLK_TCK)`) before the insert and after every message of the burst was recorded `sent`. It includes the kernel's TCP work, which on loopback covers the receiving end of what the service sends too. CPU-s per 1,000 messages is numerically ms per message; the quoted figures (0.50 ms then, 4.2 ms for the Node original) were taken on bursts of 2,000, these on bursts of {}.",
         plan.burst
     );
     let _ = writeln!(
@@ -872,12 +872,12 @@ pub(crate) fn render(info: &RunInfo<'_>, plan: &Plan, r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "- Node original: `tests/support/node-original/` (`npm ci` there once if `node_modules` is missing), run with `node index.js` against the same doubles (plain HTTP; the Twilio SDK sent to the Twilio double by a request client that only replaces scheme, host and port) on the same bursts as this build's plain CPU row, in the same run. `utime + stime` of the node process (all its threads). Each message must be delivered exactly once for its figure to count."
+        "- Node original: `bench/node-original/` (`npm ci` there once if `node_modules` is missing), run with `node index.js` against the same doubles (plain HTTP; the Twilio SDK sent to the Twilio double by a request client that only replaces scheme, host and port) on the same bursts as this build's plain CPU row, in the same run. `utime + stime` of the node process (all its threads). Each message must be delivered exactly once for its figure to count."
     );
     let _ = writeln!(s, "\n## How to reproduce\n");
     let _ = writeln!(
         s,
-        "```sh\nmake bench            # full run, a few minutes; rewrites BENCHMARKS.md\nmake bench-baseline   # builds commit 4eff882 (before issue 11) in a temporary worktree, then runs\n                      # `make bench` with it as the baseline (BENCH_BASELINE)\nmake bench BENCH_BASELINE=/path/to/earlier/sms-sender   # any earlier build as the baseline\nmake bench-quick      # the short version CI runs (under a minute)\n```"
+        "```sh\nmake bench            # full run, a few minutes; rewrites BENCHMARKS.md\nmake bench-baseline   # builds commit 4eff882 (before the performance work) in a temporary worktree, then runs\n                      # `make bench` with it as the baseline (BENCH_BASELINE)\nmake bench BENCH_BASELINE=/path/to/earlier/sms-sender   # any earlier build as the baseline\nmake bench-quick      # the short version CI runs (under a minute)\n```"
     );
     s
 }
@@ -1081,7 +1081,7 @@ pub(crate) fn modes_section(plan: &Plan, r: &Results) -> String {
         Some(Ok(node)) => {
             let _ = writeln!(
                 s,
-                "A re-creation of the original Node service (`tests/support/node-original/`: `@supabase/supabase-js` for Realtime and REST, the official `twilio` SDK, a plain `http` server for `/health`; see its README) on the same bursts as this build's plain CPU row above, against the same doubles, plain HTTP, in this run. Every message it sent was checked delivered exactly once (each row `sent` with a SID of its own, each body stored once by Twilio).\n"
+                "A re-creation of the original Node service (`bench/node-original/`: `@supabase/supabase-js` for Realtime and REST, the official `twilio` SDK, a plain `http` server for `/health`; see its README) on the same bursts as this build's plain CPU row above, against the same doubles, plain HTTP, in this run. Every message it sent was checked delivered exactly once (each row `sent` with a SID of its own, each body stored once by Twilio).\n"
             );
             let _ = writeln!(
                 s,

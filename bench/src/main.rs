@@ -45,7 +45,7 @@
 //!   the `openssl` CLI; the service trusts the system bundle plus that CA via `SSL_CERT_FILE`).
 //! - System calls per message: `strace -c -f -p PID` attached only around one burst, on a process
 //!   of its own (strace slows it, so CPU figures come from another process).
-//! - The Node original (`tests/support/node-original/`, `npm ci` once) runs on the same CPU
+//! - The Node original (`bench/node-original/`, `npm ci` once) runs on the same CPU
 //!   bursts as this build in the same run; without node/npm its row says "not measured: why".
 //! - The doubles and PostgreSQL share the machine with the service. Each throughput run records
 //!   how busy the machine was and who used the CPU, and a last phase measures how fast the
@@ -76,7 +76,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Twilio's simulated answer time for the "slow" phases (every request waits this long).
 const TWILIO_SLOW: Duration = Duration::from_millis(50);
 
-/// Issue 11's realistic Twilio: creates answered in 200 ms, at most 100 requests in progress per
+/// The realistic Twilio of the performance targets: creates answered in 200 ms, at most 100 requests in progress per
 /// account, 429 / 20429 beyond that ("never processed; always safe to retry").
 const TWILIO_REAL_CREATE: Duration = Duration::from_millis(200);
 const TWILIO_REAL_LIMIT: usize = 100;
@@ -84,7 +84,7 @@ const TWILIO_REAL_LIMIT: usize = 100;
 /// The conversation's phone number (any valid E.164 number; the double accepts it).
 const PHONE: &str = "+15551230001";
 
-/// Figures of the Node original, quoted from issue 11 ("same machine, same run" as its author
+/// Figures of the Node original, quoted with the performance targets ("same machine, same run" as their author
 /// measured them). There is no Node original on this machine: these are NOT measured here.
 const NODE_BURST_50MS_PER_SECOND: f64 = 132.0;
 const NODE_CPU_MS_PER_MESSAGE: f64 = 4.2;
@@ -123,7 +123,7 @@ struct Plan {
     growth_bursts: usize,
     /// (SENDER_THREADS, runs) for the throughput phase.
     throughput: &'static [(usize, usize)],
-    /// Messages in each default-configuration burst (issue 11: 1,000).
+    /// Messages in each default-configuration burst (1,000, as the targets ask).
     default_burst: usize,
     /// Plain vs TLS: how long a fresh process idles before its RSS is read (the issue: 30 s).
     mode_idle: Duration,
@@ -420,7 +420,7 @@ enum Twilio {
 struct Burst {
     messages: usize,
     /// Messages per second from the commit to the last stored create's arrival at Twilio (the
-    /// measure of the `SENDER_THREADS` throughput rows and of issue 11's figures).
+    /// measure of the `SENDER_THREADS` throughput rows and of the quoted figures).
     per_second: f64,
     /// Commit → the last stored create arrived at Twilio.
     drain: Duration,
