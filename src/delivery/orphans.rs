@@ -375,11 +375,28 @@ mod tests {
     }
     #[test]
     fn every_row_verdict() {
-        let rules = Rules {
+        let (rules, wall) = (test_rules(), test_wall());
+        for (what, stamp, observed, expected) in row_cases() {
+            let stamp = stamp.as_deref();
+            assert_eq!(judge_row(stamp, observed, wall, &rules), expected, "{what}");
+        }
+    }
+
+    fn test_rules() -> Rules {
+        Rules {
             settle: Duration::from_secs(30),
             sending_timeout: Duration::from_secs(60),
-        };
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        }
+    }
+
+    fn test_wall() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    /// One case per verdict: what it is about, the stamp as read, how long it was observed,
+    /// the verdict.
+    fn row_cases() -> Vec<(&'static str, Option<String>, Option<Duration>, RowVerdict)> {
+        let (rules, wall) = (test_rules(), test_wall());
         let at = |offset: i64| {
             let t = if offset >= 0 {
                 wall + Duration::from_secs(offset as u64)
@@ -390,10 +407,10 @@ mod tests {
         };
         let (ended_long_ago, ended_just_now, running) = (at(-36), at(-10), at(20));
         let unstamped_over = rules.sending_timeout + rules.settle;
-        let cases: Vec<(&str, Option<&str>, Option<Duration>, RowVerdict)> = vec![
+        vec![
             (
                 "stamp past by the clock allowance and the settle window: orphan, fenced on it",
-                Some(&ended_long_ago),
+                Some(ended_long_ago.clone()),
                 None,
                 RowVerdict::Orphan {
                     stamp: Some(ended_long_ago.clone()),
@@ -401,7 +418,7 @@ mod tests {
             ),
             (
                 "a lease that ended inside the settle window: due later",
-                Some(&ended_just_now),
+                Some(ended_just_now.clone()),
                 Some(Duration::from_secs(3600)),
                 RowVerdict::Live {
                     due: Some(lease::due_at(
@@ -412,7 +429,7 @@ mod tests {
             ),
             (
                 "a running lease: due when it ends plus the allowances",
-                Some(&running),
+                Some(running.clone()),
                 None,
                 RowVerdict::Live {
                     due: Some(lease::due_at(
@@ -441,19 +458,16 @@ mod tests {
             ),
             (
                 "an unreadable stamp aged by observation: over, but no write can be fenced",
-                Some("yesterday"),
+                Some("yesterday".into()),
                 Some(unstamped_over),
                 RowVerdict::UnreadableStamp,
             ),
             (
                 "an unreadable stamp seen briefly: not yet",
-                Some("yesterday"),
+                Some("yesterday".into()),
                 Some(Duration::from_secs(1)),
                 RowVerdict::Live { due: None },
             ),
-        ];
-        for (what, stamp, observed, expected) in cases {
-            assert_eq!(judge_row(stamp, observed, wall, &rules), expected, "{what}");
-        }
+        ]
     }
 }

@@ -371,11 +371,38 @@ mod tests {
 
     #[test]
     fn every_verdict_from_what_was_read() {
+        for (what, listing, owners, window, previous, expected) in verdict_cases() {
+            assert_eq!(
+                run(&listing, &owners, window, previous).0,
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    fn hello(sid: &str, second: u64) -> Listed {
+        listed(sid, Some("hello"), second)
+    }
+
+    fn redacted(sid: &str, second: u64) -> Listed {
+        listed(sid, None, second)
+    }
+
+    fn other(sid: &str, second: u64) -> Listed {
+        listed(sid, Some("other text"), second)
+    }
+
+    /// One case per verdict a look can reach from a readable list.
+    fn verdict_cases() -> Vec<Case> {
+        let mut cases = found_cases();
+        cases.extend(other_cases());
+        cases
+    }
+
+    /// The cases where the look finds the message.
+    fn found_cases() -> Vec<Case> {
         use Window::{Open, Passed};
-        let hello = |sid, s| listed(sid, Some("hello"), s);
-        let redacted = |sid, s| listed(sid, None, s);
-        let other = |sid, s| listed(sid, Some("other text"), s);
-        let cases: Vec<Case> = vec![
+        vec![
             (
                 "an exact body nobody records is ours",
                 complete(vec![hello("SM1", 10)]),
@@ -424,6 +451,13 @@ mod tests {
                 None,
                 Look::NotFound,
             ),
+        ]
+    }
+
+    /// The cases where it is not found, or not yet.
+    fn other_cases() -> Vec<Case> {
+        use Window::{Open, Passed};
+        vec![
             (
                 "the previous attempt's SID is never this claim's",
                 complete(vec![hello("SM0", 5)]),
@@ -468,14 +502,7 @@ mod tests {
                 None,
                 Look::NotYet,
             ),
-        ];
-        for (what, listing, owners, window, previous, expected) in cases {
-            assert_eq!(
-                run(&listing, &owners, window, previous).0,
-                expected,
-                "{what}"
-            );
-        }
+        ]
     }
 
     #[test]

@@ -423,62 +423,10 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
                 message,
             }
         }
-        "postgres_changes" => {
-            let p = env.payload.typed("postgres_changes", |p| match p {
-                Payload::Change(c) => Some(c),
-                _ => None,
-            })?;
-            let record = p.data.record.map(|r| ChangedRow {
-                id: string_of(r.id),
-                status: string_of(r.status),
-                direction: string_of(r.direction),
-            });
-            ServerFrame::Change {
-                topic,
-                change: Change {
-                    ids: p.ids.iter().filter_map(Value::as_u64).collect(),
-                    schema: p.data.schema,
-                    table: p.data.table,
-                    kind: p.data.kind,
-                    record,
-                    has_errors: p.data.errors.is_some_and(|e| !e.is_null()),
-                },
-            }
-        }
-        "broadcast" => {
-            let p = env.payload.typed("broadcast", |p| match p {
-                Payload::Broadcast(b) => Some(b),
-                _ => None,
-            })?;
-            ServerFrame::Broadcast {
-                topic,
-                event: p.event,
-                id: p.payload.and_then(|inner| string_of(inner.id)),
-            }
-        }
-        "presence_state" => {
-            let state: &RawValue = env.payload.typed("presence_state", |p| match p {
-                Payload::Presence(v) => Some(v),
-                _ => None,
-            })?;
-            ServerFrame::PresenceState {
-                topic,
-                metas: presence_metas(Some(state)),
-            }
-        }
-        "presence_diff" => {
-            let raw: &RawValue = env.payload.typed("presence_diff", |p| match p {
-                Payload::Presence(v) => Some(v),
-                _ => None,
-            })?;
-            let diff: DiffPayload<'_> = serde_json::from_str(raw.get())
-                .map_err(|e| FrameError(format!("presence_diff payload: {e}")))?;
-            ServerFrame::PresenceDiff {
-                topic,
-                joins: presence_metas(diff.joins),
-                leaves: presence_metas(diff.leaves),
-            }
-        }
+        "postgres_changes" => change(topic, env.payload)?,
+        "broadcast" => broadcast(topic, env.payload)?,
+        "presence_state" => presence_state(topic, env.payload)?,
+        "presence_diff" => presence_diff(topic, env.payload)?,
         "phx_close" => ServerFrame::Close {
             topic,
             reference: ref_string(env.reference),
@@ -491,6 +439,70 @@ pub fn decode(text: &str) -> Result<ServerFrame, FrameError> {
             topic,
             event: env.event,
         },
+    })
+}
+
+/// A `postgres_changes` frame, reduced to what the pipeline reads.
+fn change(topic: String, payload: Payload<'_>) -> Result<ServerFrame, FrameError> {
+    let p = payload.typed("postgres_changes", |p| match p {
+        Payload::Change(c) => Some(c),
+        _ => None,
+    })?;
+    let record = p.data.record.map(|r| ChangedRow {
+        id: string_of(r.id),
+        status: string_of(r.status),
+        direction: string_of(r.direction),
+    });
+    Ok(ServerFrame::Change {
+        topic,
+        change: Change {
+            ids: p.ids.iter().filter_map(Value::as_u64).collect(),
+            schema: p.data.schema,
+            table: p.data.table,
+            kind: p.data.kind,
+            record,
+            has_errors: p.data.errors.is_some_and(|e| !e.is_null()),
+        },
+    })
+}
+
+/// A `broadcast` frame: its event and the id of its payload.
+fn broadcast(topic: String, payload: Payload<'_>) -> Result<ServerFrame, FrameError> {
+    let p = payload.typed("broadcast", |p| match p {
+        Payload::Broadcast(b) => Some(b),
+        _ => None,
+    })?;
+    Ok(ServerFrame::Broadcast {
+        topic,
+        event: p.event,
+        id: p.payload.and_then(|inner| string_of(inner.id)),
+    })
+}
+
+/// A `presence_state` frame: every meta of every member.
+fn presence_state(topic: String, payload: Payload<'_>) -> Result<ServerFrame, FrameError> {
+    let state: &RawValue = payload.typed("presence_state", |p| match p {
+        Payload::Presence(v) => Some(v),
+        _ => None,
+    })?;
+    Ok(ServerFrame::PresenceState {
+        topic,
+        metas: presence_metas(Some(state)),
+    })
+}
+
+/// A `presence_diff` frame: the metas that joined and left.
+fn presence_diff(topic: String, payload: Payload<'_>) -> Result<ServerFrame, FrameError> {
+    let raw: &RawValue = payload.typed("presence_diff", |p| match p {
+        Payload::Presence(v) => Some(v),
+        _ => None,
+    })?;
+    let diff: DiffPayload<'_> = serde_json::from_str(raw.get())
+        .map_err(|e| FrameError(format!("presence_diff payload: {e}")))?;
+    Ok(ServerFrame::PresenceDiff {
+        topic,
+        joins: presence_metas(diff.joins),
+        leaves: presence_metas(diff.leaves),
     })
 }
 
