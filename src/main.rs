@@ -28,6 +28,7 @@ use sms_sender::{http, logging, ops::preflight, service, signals};
 /// 383 k → 373 k, system time per message down 12–25 %, idle and burst RSS as before (mimalloc
 /// was as fast but took 22 MiB with 128 threads: its per-thread pages). dlmalloc gives memory
 /// back to the system when more than 2 MiB at the top of its heap is free.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 

@@ -41,9 +41,10 @@ fn check_command_reports_each_problem_clearly() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out.lines().filter(|l| l.starts_with('✓')).count(),
-        6,
+        7,
         "{out}"
     );
+    assert!(out.contains("✓ Scaled mode: not installed"), "{out}");
     assert!(out.contains("✓ Twilio message list: readable"), "{out}");
     assert!(out.contains("✓ Realtime: subscribed"), "{out}");
     assert_eq!(
