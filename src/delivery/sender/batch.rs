@@ -16,11 +16,12 @@
 //!   left behind do not wait for the sweeper;
 //! - what a claimed message logs is what the single claim logs ([`super::claim`]).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::{Pipeline, CLAIM_ATTEMPTS};
+use super::claim::{AfterFailure, ClaimTries};
+use super::Pipeline;
 use crate::delivery::in_flight::IdGuard;
 use crate::delivery::lease::Lease;
 use crate::delivery::queue::{ClaimedWork, Pushed, TryPushError};
@@ -219,10 +220,9 @@ impl Pipeline {
         n: usize,
         lease: &Lease,
     ) -> Option<Vec<Claim>> {
-        let mut uncertain = false;
-        let mut attempt = 0u32;
+        let mut tries = ClaimTries::default();
         loop {
-            let result = if uncertain {
+            let result = if tries.uncertain {
                 match self.claimed_under(lease) {
                     Ok(claims) if claims.is_empty() => {
                         self.rest.claim_batch(partitions, n, lease.stamp())
@@ -245,25 +245,16 @@ impl Pipeline {
             };
             match result {
                 Ok(claims) => return Some(claims),
-                Err(e) => {
-                    uncertain |= !matches!(e, RestError::Connect(_));
-                    warn!("message {id}: claim attempt {} failed: {e}", attempt + 1);
-                    attempt = attempt.saturating_add(1);
-                    if !uncertain && attempt >= CLAIM_ATTEMPTS {
-                        warn!("message {id} left queued (no claim applied); a later sweep will pick it up");
-                        return None;
-                    }
-                    let delay = self
-                        .persist_backoff
-                        .delay(attempt - 1)
-                        .min(Duration::from_secs(5));
-                    if !self.shutdown.sleep(delay) {
-                        if uncertain {
+                Err(e) => match self.claim_failed(id, &mut tries, &e) {
+                    AfterFailure::Again => {}
+                    AfterFailure::LeftQueued => return None,
+                    AfterFailure::Shutdown => {
+                        if tries.uncertain {
                             self.give_back_uncertain_batch(lease);
                         }
                         return None;
                     }
-                }
+                },
             }
         }
     }

@@ -12,17 +12,66 @@ use crate::message::{ClaimedMessage, MessageId};
 use crate::ops::metrics::Outcome;
 use crate::supabase::rest::{Claim, Fence, RestError};
 
+/// How a claim (single or batch) has fared so far: attempts made, and whether one of them may
+/// have applied with its answer lost.
+#[derive(Debug, Default)]
+pub(super) struct ClaimTries {
+    attempt: u32,
+    /// An attempt may have applied: the rows must be read back, never claimed blind again.
+    pub(super) uncertain: bool,
+}
+
+/// What follows a failed claim attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterFailure {
+    /// The wait is over: try again.
+    Again,
+    /// No attempt applied and they are used up: the message waits for a later sweep (logged).
+    LeftQueued,
+    /// Shutdown began during the wait.
+    Shutdown,
+}
+
 impl Pipeline {
+    /// Log a failed claim attempt for `id` and wait before the next one. Transient failures are
+    /// retried a few times while the claim certainly did not apply; once it may have applied,
+    /// until REST answers.
+    pub(super) fn claim_failed(
+        &self,
+        id: &MessageId,
+        tries: &mut ClaimTries,
+        error: &RestError,
+    ) -> AfterFailure {
+        tries.uncertain |= !matches!(error, RestError::Connect(_));
+        warn!(
+            "message {id}: claim attempt {} failed: {error}",
+            tries.attempt + 1
+        );
+        tries.attempt = tries.attempt.saturating_add(1);
+        if !tries.uncertain && tries.attempt >= CLAIM_ATTEMPTS {
+            warn!("message {id} left queued (no claim applied); a later sweep will pick it up");
+            return AfterFailure::LeftQueued;
+        }
+        let delay = self
+            .persist_backoff
+            .delay(tries.attempt - 1)
+            .min(Duration::from_secs(5));
+        if self.shutdown.sleep(delay) {
+            AfterFailure::Again
+        } else {
+            AfterFailure::Shutdown
+        }
+    }
+
     /// Claim `id` under `lease`. `None`: not ours to send (or it failed without sending).
     /// Transient REST failures are retried a few times while the claim certainly did not apply
     /// (then the message waits for the next sweep); once it may have applied (an answer lost),
     /// the row is read back by its stamp until REST answers — recognised as ours, or claimed
     /// afresh, or at shutdown given back with a fenced write.
     pub(super) fn claim(&self, id: &MessageId, lease: &Lease) -> Option<ClaimedMessage> {
-        let mut uncertain = false;
-        let mut attempt = 0u32;
+        let mut tries = ClaimTries::default();
         loop {
-            let result = if uncertain {
+            let result = if tries.uncertain {
                 match self.rest.claimed_by(id, lease.stamp()) {
                     Ok(Claim::Lost) => self.rest.claim(id, lease.stamp()),
                     other => other,
@@ -32,7 +81,7 @@ impl Pipeline {
             };
             match result {
                 Ok(Claim::Won(m)) => {
-                    if uncertain {
+                    if tries.uncertain {
                         info!("message {id}: the claim whose answer was lost is ours; sending");
                     }
                     return Some(m);
@@ -47,25 +96,16 @@ impl Pipeline {
                     self.record_failed(&id, Fence::Stamp(lease.stamp()));
                     return None;
                 }
-                Err(e) => {
-                    uncertain |= !matches!(e, RestError::Connect(_));
-                    warn!("message {id}: claim attempt {} failed: {e}", attempt + 1);
-                    attempt = attempt.saturating_add(1);
-                    if !uncertain && attempt >= CLAIM_ATTEMPTS {
-                        warn!("message {id} left queued (no claim applied); a later sweep will pick it up");
-                        return None;
-                    }
-                    let delay = self
-                        .persist_backoff
-                        .delay(attempt - 1)
-                        .min(Duration::from_secs(5));
-                    if !self.shutdown.sleep(delay) {
-                        if uncertain {
+                Err(e) => match self.claim_failed(id, &mut tries, &e) {
+                    AfterFailure::Again => {}
+                    AfterFailure::LeftQueued => return None,
+                    AfterFailure::Shutdown => {
+                        if tries.uncertain {
                             self.give_back_uncertain_claim(id, lease);
                         }
                         return None;
                     }
-                }
+                },
             }
         }
     }
