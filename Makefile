@@ -13,7 +13,7 @@ CARGO        ?= cargo
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 
-.PHONY: all toolchain setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
+.PHONY: all toolchain setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-scaled bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
 
 all: build
 
@@ -129,6 +129,13 @@ bench: build
 ## working). Fails only if something is broken, not when a target is missed.
 bench-quick: build
 	$(CARGO) run --quiet --locked -p sms-bench -- quick $(BIN) $(BENCH_BASELINE_ARGS)
+
+## bench-scaled: only scaled mode against the default mode (sql/migrations/002_scaled_mode.sql
+## applied or not), fleets of 1, 3 and 10 instances with SENDER_THREADS=4: claim, REST and Realtime
+## requests per message (a trickle and a burst of 500), the fleet's idle REST traffic over a
+## minute, the burst's wall time (about 4 minutes); replaces its section of BENCHMARKS.md.
+bench-scaled: build
+	$(CARGO) run --quiet --release --locked -p sms-bench -- scaled $(BIN) --out BENCHMARKS.md
 
 ## bench-cpu: only the memory/CPU phase (4 bursts of 5,000, Twilio answering at once): CPU per
 ## message of this build (and of BENCH_BASELINE, when set), user and system apart. With

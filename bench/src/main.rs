@@ -17,6 +17,10 @@
 //! - `sms-bench modes BINARY [--out FILE]`: only plain vs TLS, system calls per message and the
 //!   Node original as a CPU peer (`modes.rs`), full counts (`SMS_BENCH_SMALL=1`: quick counts,
 //!   Node peer still run); for working on those figures without the rest.
+//! - `sms-bench scaled BINARY [--out FILE]`: only scaled mode against the default mode
+//!   (`scaled.rs`, `make bench-scaled`, about 4 minutes): fleets of 1, 3 and 10 instances; its
+//!   section of FILE (default `BENCHMARKS.md`) is replaced, the rest of the file kept. `full`
+//!   keeps that section when it rewrites the file.
 //! - `--baseline BINARY`: an earlier build (`make bench-baseline` builds the pre-session commit)
 //!   measured in the same run, in the same world, on the phases that compare builds (the
 //!   default-configuration bursts and the memory/CPU phase); the report shows both side by side.
@@ -64,6 +68,7 @@ mod measure;
 mod modes;
 mod phases;
 mod report;
+mod scaled;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -102,6 +107,8 @@ enum Mode {
     /// Only plain vs TLS, system calls and the Node peer (full counts; `SMS_BENCH_SMALL=1`:
     /// quick counts), with the report.
     Modes,
+    /// Only scaled mode against the default mode (`scaled.rs`), spliced into the output file.
+    Scaled,
 }
 
 /// Counts for one mode.
@@ -192,7 +199,7 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: sms-bench full|quick|cpu|modes PATH-TO-sms-sender \
+const USAGE: &str = "usage: sms-bench full|quick|cpu|modes|scaled PATH-TO-sms-sender \
     [--baseline PATH-TO-EARLIER-sms-sender [--baseline-label TEXT]] [--out FILE]";
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -204,6 +211,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         "quick" => Mode::Quick,
         "cpu" => Mode::Cpu,
         "modes" => Mode::Modes,
+        "scaled" => Mode::Scaled,
         _ => return Err(USAGE.into()),
     };
     let existing = |path: &str, what: &str| {
@@ -231,7 +239,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             _ => return Err(USAGE.into()),
         }
     }
-    if out.is_none() && mode == Mode::Full {
+    if out.is_none() && matches!(mode, Mode::Full | Mode::Scaled) {
         out = Some(PathBuf::from("BENCHMARKS.md"));
     }
     Ok(Args {
@@ -280,6 +288,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.mode == Mode::Scaled {
+        return run_scaled(&args);
+    }
     let outcome = if args.mode == Mode::Modes {
         phases::run_modes(plan, &args.binary, &mut results)
     } else {
@@ -304,6 +315,14 @@ fn main() -> ExitCode {
         Ok(()) => {
             println!("{report}");
             if let Some(out) = args.out {
+                // The scaled-mode section is measured by `sms-bench scaled` alone: kept as it was.
+                let kept = std::fs::read_to_string(&out)
+                    .ok()
+                    .and_then(|old| scaled::existing_section(&old));
+                let report = match kept {
+                    Some(section) => scaled::splice(&report, &section),
+                    None => report,
+                };
                 if let Err(e) = std::fs::write(&out, &report) {
                     eprintln!("sms-bench: cannot write {}: {e}", out.display());
                     return ExitCode::from(1);
@@ -319,6 +338,43 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `sms-bench scaled`: measure, print the section, and splice it into the output file.
+fn run_scaled(args: &Args) -> ExitCode {
+    let fleets = match scaled::run(&args.binary) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sms-bench: BROKEN: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let binary = args
+        .binary
+        .strip_prefix(measure::workspace_root())
+        .unwrap_or(&args.binary)
+        .display()
+        .to_string();
+    let when = format!(
+        "{} UTC, took {:.0} s{}",
+        measure::utc_now(),
+        STARTED.get_or_init(Instant::now).elapsed().as_secs_f64(),
+        measure::git_revision().map_or(String::new(), |g| format!(", built from {g}"))
+    );
+    let section = scaled::section(&fleets, &when, &binary);
+    println!("{section}");
+    if let Some(out) = &args.out {
+        let old = std::fs::read_to_string(out).unwrap_or_default();
+        if let Err(e) = std::fs::write(out, scaled::splice(&old, &section)) {
+            eprintln!("sms-bench: cannot write {}: {e}", out.display());
+            return ExitCode::from(1);
+        }
+        eprintln!(
+            "sms-bench: wrote the scaled-mode section of {}",
+            out.display()
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// `arg` as a POSIX shell word, so the report's command can be pasted as it is.

@@ -19,7 +19,7 @@
 //! on returning it until none is left, so the senders release each row with a fenced write
 //! (nothing is waiting there in the default mode).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,16 @@ pub struct WorkQueue {
     /// idle senders) and never closed, so a claimed row is never refused.
     claimed_tx: smol::channel::Sender<ClaimedWork>,
     claimed_rx: smol::channel::Receiver<ClaimedWork>,
+    /// Wake-ups a batch claim answered already (rows it claimed besides the woken one), until
+    /// when the mark holds.
+    answered: Arc<Mutex<HashMap<MessageId, Instant>>>,
 }
+
+/// How long a batch claim's answer to a waiting wake-up is remembered (it is popped long before).
+const ANSWERED_FOR: Duration = Duration::from_secs(60);
+/// At most this many answered wake-ups are remembered; beyond it the expired are forgotten, and
+/// then all (an answer forgotten costs one claim request that finds nothing, never a message).
+const ANSWERED_CAP: usize = 10_000;
 
 /// Why an id was not queued without waiting.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,19 +109,51 @@ impl WorkQueue {
             waiting: Arc::default(),
             claimed_tx,
             claimed_rx,
+            answered: Arc::default(),
         }
+    }
+
+    /// A batch claim took row `id`: its wake-up, if one is waiting, needs no claim. (A wake-up
+    /// not waiting is either in a sender's hands already, or still to come: it then costs one
+    /// claim that finds nothing, never a message.)
+    pub fn answer(&self, id: &MessageId) {
+        if !self.waiting.locked().contains(id) {
+            return;
+        }
+        let now = Instant::now();
+        let mut answered = self.answered.locked();
+        if answered.len() >= ANSWERED_CAP {
+            answered.retain(|_, until| *until > now);
+            if answered.len() >= ANSWERED_CAP {
+                answered.clear();
+            }
+        }
+        answered.insert(id.clone(), now + ANSWERED_FOR);
+    }
+
+    /// A second wake-up for `id` came while one waits: the row entered the queue again (it was
+    /// given back), so the waiting wake-up stands for the new entry and is no longer answered.
+    fn unanswer(&self, id: &MessageId) {
+        self.answered.locked().remove(id);
+    }
+
+    /// Whether the wake-up for `id` was answered by a batch claim (the mark is used up).
+    pub fn was_answered(&self, id: &MessageId) -> bool {
+        let until = self.answered.locked().remove(id);
+        until.is_some_and(|until| until > Instant::now())
     }
 
     /// Mark `id` as waiting; `None` when it already is (another push holds the mark, or the id
     /// sits in the channel).
     fn reserve(&self, id: &MessageId) -> Option<Reservation<'_>> {
-        self.waiting
-            .locked()
-            .insert(id.clone())
-            .then(|| Reservation {
-                queue: self,
-                id: Some(id.clone()),
-            })
+        let fresh = self.waiting.locked().insert(id.clone());
+        if !fresh {
+            self.unanswer(id);
+        }
+        fresh.then(|| Reservation {
+            queue: self,
+            id: Some(id.clone()),
+        })
     }
 
     fn unreserve(&self, id: &MessageId) {
@@ -436,6 +477,28 @@ mod tests {
         q.close();
         assert_eq!(q.try_push(id(3)), Err(TryPushError::Closed));
         assert_eq!(q.try_push(id(3)), Err(TryPushError::Closed), "un-reserved");
+    }
+
+    #[test]
+    fn a_batch_answers_only_waiting_wake_ups_and_a_new_entry_unanswers() {
+        let q = WorkQueue::new(8);
+        q.answer(&id(1));
+        assert!(!q.was_answered(&id(1)), "not waiting: nothing to answer");
+        assert_eq!(q.try_push(id(2)), Ok(Pushed::Queued));
+        q.answer(&id(2));
+        assert!(q.was_answered(&id(2)));
+        assert!(!q.was_answered(&id(2)), "an answer is used once");
+        assert_eq!(q.try_push(id(3)), Ok(Pushed::Queued));
+        q.answer(&id(3));
+        assert_eq!(
+            q.try_push(id(3)),
+            Ok(Pushed::AlreadyWaiting),
+            "the row entered the queue again while its wake-up waited"
+        );
+        assert!(
+            !q.was_answered(&id(3)),
+            "the waiting wake-up stands for the new entry"
+        );
     }
 
     #[test]

@@ -18,11 +18,13 @@
 //! the time since the last sweep ended, this instance's role); only the loop reads the clock.
 //!
 //! In scaled mode (`docs/scaled-mode.md`) the periodic sweep runs only on the one sweeper
-//! ([`Ownership::is_sweeper`]), which hands every queued id to its senders (those of other
-//! partitions are claimed by id). A sweep asked for by a (re)subscription, or made while REST is
+//! ([`Ownership::is_sweeper`]), which hands on the ids of its own partitions, and those of other
+//! partitions only when they were queued at its previous sweep too (their wake-up was lost; they
+//! are claimed by id). A sweep asked for by a (re)subscription, or made while REST is
 //! failing, runs on every instance but hands on only the ids of partitions this instance owns.
 //! In the default mode every instance is the sweeper and hands on everything.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -39,6 +41,9 @@ use crate::ops::metrics::{Metrics, Outcome};
 use crate::shutdown::Shutdown;
 use crate::supabase::rest::{Rest, MAX_BODY_CHARS};
 use crate::sync::Locked;
+
+/// At most this many rows of other members are remembered from one sweep to the next.
+const MAX_OTHERS_SEEN: usize = 100_000;
 
 /// The least time between two sweeps made because Supabase REST was failing.
 pub const RECOVERY_PROBE: Duration = Duration::from_secs(1);
@@ -174,6 +179,7 @@ fn due(seen: Seen, interval: Duration) -> Due {
 pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
     crate::sync::spawn_named("catch-up", 256 * 1024, move || {
         let mut last = Instant::now();
+        let mut others_seen = HashSet::new();
         while !sweeper.shutdown.is_triggered() {
             sweeper.liveness.beat(Loop::Sweeper);
             let seen = Seen {
@@ -189,7 +195,7 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
                 ),
                 Due::Requested | Due::Interval => {}
             }
-            sweeper.sweep(seen.role.scope());
+            sweeper.sweep(seen.role.scope(), &mut others_seen);
             // Measured from the end: a sweep that waited out an outage counts as recent.
             last = Instant::now();
         }
@@ -200,7 +206,15 @@ impl Sweeper {
     /// Fail the queued rows that cannot be SMS (their bodies are never read), then page through
     /// every queued outbound row once, handing on those in `scope`; retries a failing page until
     /// shutdown.
-    fn sweep(&self, scope: Scope) {
+    fn sweep(&self, scope: Scope, others_seen: &mut HashSet<MessageId>) {
+        // An empty queue has nothing to fail or hand on: one small read is the whole sweep,
+        // which is what a quiet service pays each interval.
+        if let Ok(first) = self.rest.queued_page(None, 1) {
+            if first.is_empty() {
+                debug!("catch-up found no queued messages");
+                return;
+            }
+        }
         match self.rest.fail_unsendable() {
             Ok(ids) => {
                 for id in &ids {
@@ -217,6 +231,7 @@ impl Sweeper {
         }
         let mut after: Option<MessageId> = None;
         let (mut found, mut queued, mut failures) = (0usize, 0usize, 0u32);
+        let mut others_now = HashSet::new();
         loop {
             self.liveness.beat(Loop::Sweeper);
             let page = match self.rest.queued_page(after.as_ref(), self.page_size) {
@@ -239,8 +254,17 @@ impl Sweeper {
             found += page.len();
             for id in page {
                 after = Some(id.clone());
-                if scope == Scope::Owned && !self.ownership.owns(&id) {
-                    continue;
+                if !self.ownership.owns(&id) {
+                    // Another member's row: its owner was woken for it. Only the sweeper takes
+                    // it, and only once it was queued at the previous sweep too (its wake-up was
+                    // lost), so a sweep in a burst does not race the owners for fresh rows.
+                    let stale = others_seen.contains(&id);
+                    if others_now.len() < MAX_OTHERS_SEEN {
+                        others_now.insert(id.clone());
+                    }
+                    if scope == Scope::Owned || !stale {
+                        continue;
+                    }
                 }
                 match self.queue.push_blocking(id) {
                     Ok(Pushed::Queued) => queued += 1,
@@ -252,6 +276,7 @@ impl Sweeper {
                 break;
             }
         }
+        *others_seen = others_now;
         if found > 0 {
             info!("catch-up found {found} queued message(s); {queued} handed to the senders");
         } else {

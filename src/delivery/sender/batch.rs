@@ -11,9 +11,9 @@
 //! - a row is `sending` only while its create can start at once: the batch is no larger than the
 //!   idle threads with a free place among the creates in flight, and the ids waiting (one
 //!   wake-up per row);
-//! - wake-ups are conserved: as many waiting ids are taken from the queue as rows were claimed
-//!   beyond the first, and a full batch wakes the partitions once more ([`wake_again`]), so rows
-//!   left behind do not wait for the sweeper;
+//! - wake-ups are conserved: a row claimed by a batch has its own wake-up answered (skipped when
+//!   it is popped, no request), every other row keeps its own, and a full batch that did not take
+//!   the woken row queues its wake-up again ([`wake_again`]), so no row waits for the sweeper;
 //! - what a claimed message logs is what the single claim logs ([`super::claim`]).
 
 use std::time::Instant;
@@ -24,7 +24,7 @@ use super::claim::{AfterFailure, ClaimTries};
 use super::Pipeline;
 use crate::delivery::in_flight::IdGuard;
 use crate::delivery::lease::Lease;
-use crate::delivery::queue::{ClaimedWork, Pushed, TryPushError};
+use crate::delivery::queue::ClaimedWork;
 use crate::delivery::ticket::Ticket;
 use crate::message::{ClaimedMessage, MessageId};
 use crate::ops::metrics::Outcome;
@@ -68,11 +68,13 @@ pub enum OwnRow {
     Left,
 }
 
-/// Whether a batch that asked for `asked` rows and got `got` wakes the partitions once more: when
-/// it came back full, rows may be left behind without a wake-up waiting for them — except when it
-/// asked for the woken row alone and got it, which answered exactly the one wake-up.
+/// Whether the woken row's wake-up is queued again after a batch that asked for `asked` rows and
+/// got `got`. Every other row keeps its own wake-up (only the rows a batch claimed have theirs
+/// answered), so only the woken row can be left without one: when the batch came back full
+/// without it (older rows filled it). A batch that was not full took every claimable row, so a
+/// woken row it did not take is not claimable here (taken elsewhere, or moved on).
 pub fn wake_again(asked: usize, got: usize, own: OwnRow) -> bool {
-    got >= asked && !(asked == 1 && own == OwnRow::Claimed)
+    got >= asked && got > 0 && own == OwnRow::Left
 }
 
 impl Pipeline {
@@ -107,13 +109,9 @@ impl Pipeline {
             return;
         }
         let returned = claims.len();
-        let own = if claims.iter().any(|claim| claim_id(claim) == Some(id)) {
-            OwnRow::Claimed
-        } else {
-            OwnRow::Left
-        };
         let mut mine: Option<(ClaimedMessage, IdGuard)> = None;
         let mut malformed = Vec::new();
+        let mut own = OwnRow::Left;
         for claim in claims {
             match claim {
                 Claim::Won(message) => {
@@ -121,6 +119,12 @@ impl Pipeline {
                         self.release_unheld(&message.id, &lease);
                         continue;
                     };
+                    if &message.id == id {
+                        own = OwnRow::Claimed;
+                    } else {
+                        // Its own wake-up, if one waits or comes, is answered by this claim.
+                        self.queue.answer(&message.id);
+                    }
                     if mine.is_none() {
                         mine = Some((message, held));
                     } else {
@@ -136,7 +140,9 @@ impl Pipeline {
                 Claim::Lost => {}
             }
         }
-        self.answer_wakeups(returned - 1);
+        if own == OwnRow::Left && self.in_flight.contains(id) {
+            own = OwnRow::Claimed; // another thread here has it
+        }
         if wake_again(n, returned, own) {
             // Every outcome is fine: queued, already waiting, no room (ids enough wait), or
             // closed (shutdown: nothing more is claimed).
@@ -182,31 +188,6 @@ impl Pipeline {
         self.persist(id, "release", || {
             self.rest.release(id, Fence::Stamp(lease.stamp()))
         });
-    }
-
-    /// Take `count` waiting wake-ups for this instance's partitions out of the queue: the batch
-    /// answered them. Ids of other partitions are put back (without waiting; one that finds no
-    /// room waits for the next sweep, which is what queued it).
-    fn answer_wakeups(&self, count: usize) {
-        let mut left = count;
-        let mut looks = self.queue.waiting_ids();
-        while left > 0 && looks > 0 {
-            looks -= 1;
-            let Some(id) = self.queue.take_waiting(1).pop() else {
-                return;
-            };
-            if self.ownership.owns(&id) {
-                left -= 1;
-                continue;
-            }
-            match self.queue.try_push(id.clone()) {
-                Ok(Pushed::Queued | Pushed::AlreadyWaiting) => {}
-                Err(TryPushError::Full) => {
-                    debug!("message {id}: no room to queue it again; the next sweep offers it")
-                }
-                Err(TryPushError::Closed) => return,
-            }
-        }
     }
 
     /// Claim up to `n` rows of `partitions` under `lease`, woken by `id`. `None`: nothing claimed
@@ -307,15 +288,6 @@ impl Pipeline {
     }
 }
 
-/// The row a claim names, if any.
-fn claim_id(claim: &Claim) -> Option<&MessageId> {
-    match claim {
-        Claim::Won(message) => Some(&message.id),
-        Claim::Malformed { id, .. } => Some(id),
-        Claim::Lost => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,18 +313,20 @@ mod tests {
     }
 
     #[test]
-    fn a_full_batch_wakes_again_unless_it_answered_its_one_wake_up() {
-        assert!(wake_again(4, 4, OwnRow::Claimed), "full: rows may be left");
-        assert!(wake_again(4, 4, OwnRow::Left));
-        assert!(!wake_again(4, 3, OwnRow::Left), "not full: nothing left");
+    fn only_a_full_batch_without_the_woken_row_wakes_it_again() {
+        assert!(
+            wake_again(4, 4, OwnRow::Left),
+            "older rows filled it: the woken row may be left without a wake-up"
+        );
+        assert!(
+            !wake_again(4, 4, OwnRow::Claimed),
+            "the other rows keep their own wake-ups"
+        );
+        assert!(
+            !wake_again(4, 3, OwnRow::Left),
+            "not full: the woken row is not claimable here"
+        );
         assert!(!wake_again(4, 0, OwnRow::Left));
-        assert!(
-            !wake_again(1, 1, OwnRow::Claimed),
-            "the woken row alone: answered"
-        );
-        assert!(
-            wake_again(1, 1, OwnRow::Left),
-            "an older row answered it: the woken one may be left without a wake-up"
-        );
+        assert!(!wake_again(1, 1, OwnRow::Claimed));
     }
 }

@@ -200,6 +200,10 @@ impl Pipeline {
     /// `queued_at` is when this instance learned the message was ready; `siblings` tells how many
     /// other threads could start a create now (for a batch claim in scaled mode).
     pub fn process(&self, id: MessageId, queued_at: Instant, siblings: &dyn Siblings) {
+        if self.ownership.is_scaled() && self.queue.was_answered(&id) {
+            debug!("message {id}: a batch claim here took it already; wake-up skipped");
+            return;
+        }
         // Everything the first create needs is in hand before the claim, so the lease does not
         // pay for the wait, a shutdown during it leaves the row untouched in the queue, and a
         // crash strands only rows whose creates were really in flight.

@@ -219,7 +219,7 @@ impl Scaled {
             }
             ServerFrame::Broadcast { topic, event, id } => self.on_broadcast(&topic, &event, id),
             ServerFrame::Close { topic, reference } | ServerFrame::Error { topic, reference } => {
-                self.on_close(&topic, reference.as_deref())
+                self.on_close(&topic, reference.as_deref(), refs, now)
             }
             _ => Vec::new(),
         }
@@ -312,16 +312,27 @@ impl Scaled {
         }
     }
 
-    fn on_close(&mut self, topic: &str, reference: Option<&str>) -> Vec<Act> {
-        let held = if topic == MEMBERS_TOPIC {
-            self.members_chan.as_ref()
-        } else {
-            partition_of_topic(topic).and_then(|k| self.chans.get(&k))
-        };
-        match held {
-            Some(c) if reference.is_none_or(|r| r == c.join_ref) => {
-                vec![Act::Lost(format!("the server closed our channel {topic}"))]
+    fn on_close(
+        &mut self,
+        topic: &str,
+        reference: Option<&str>,
+        refs: &mut Refs,
+        now: Instant,
+    ) -> Vec<Act> {
+        let ours = |c: &Chan| reference.is_none_or(|r| r == c.join_ref);
+        if topic == MEMBERS_TOPIC {
+            // Presence gone (the server closed the channel, e.g. its presence rate limit): the
+            // partitions still come by Broadcast, so serve them all rather than reconnect.
+            if self.members_chan.as_ref().is_some_and(ours) {
+                self.members_chan = None;
+                self.track_ref = None;
+                self.fall_back("the server closed the members channel");
+                return self.reconcile(refs, now);
             }
+            return Vec::new();
+        }
+        match partition_of_topic(topic).and_then(|k| self.chans.get(&k)) {
+            Some(c) if ours(c) => vec![Act::Lost(format!("the server closed our channel {topic}"))],
             _ => Vec::new(),
         }
     }
@@ -631,6 +642,25 @@ mod tests {
             last = refused.on_frame(reply(&topic, &r, "ok"), &mut refs, t0);
         }
         assert_eq!(last, [Act::Assign(None), Act::Subscribed]);
+    }
+
+    #[test]
+    fn a_members_channel_closed_by_the_server_falls_back_to_every_partition() {
+        let (mut s, mut refs, t0) = (Scaled::new(setup("b", 2)), Refs::default(), Instant::now());
+        let acts = joined(&mut s, &mut refs, t0, &[("a", "1")]);
+        for (topic, r) in join_refs(&acts) {
+            s.on_frame(reply(&topic, &r, "ok"), &mut refs, t0);
+        }
+        let close = ServerFrame::Close {
+            topic: MEMBERS_TOPIC.into(),
+            reference: None,
+        };
+        let acts = s.on_frame(close, &mut refs, t0);
+        assert!(!acts.iter().any(|a| matches!(a, Act::Lost(_))), "{acts:?}");
+        let joins = join_refs(&acts);
+        assert_eq!(joins.len(), 1, "p0 joined too: {acts:?}");
+        let last = s.on_frame(reply(&joins[0].0, &joins[0].1, "ok"), &mut refs, t0);
+        assert!(last.contains(&Act::Assign(None)) && last.contains(&Act::Subscribed));
     }
 
     #[test]

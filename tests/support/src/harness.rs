@@ -734,3 +734,153 @@ impl RefusingServer {
             .clone()
     }
 }
+
+impl Stack {
+    /// Insert outbound `pending` messages with the given ids (canonical UUID text) in one
+    /// transaction, e.g. to place rows in chosen scaled-mode partitions (a row's partition is its
+    /// id's last byte modulo the partition count).
+    pub fn insert_with_ids(&self, conversation: &str, rows: &[(String, String)]) {
+        BODIES.lock().unwrap_or_else(|e| e.into_inner()).extend(
+            rows.iter()
+                .map(|(_, body)| body)
+                .filter(|b| b.len() >= MIN_SCANNED_BODY)
+                .cloned(),
+        );
+        self.db(|c| {
+            let mut tx = c.transaction()?;
+            let stmt = tx.prepare(
+                "INSERT INTO messages (id, conversation_id, user_id, role, content, direction, status) \
+                 SELECT $1::text::uuid, c.id, c.user_id, 'assistant', $3, 'outbound', 'pending' \
+                 FROM conversations c WHERE c.id = $2::text::uuid",
+            )?;
+            for (id, body) in rows {
+                tx.execute(&stmt, &[id, &conversation, body])?;
+            }
+            tx.commit()
+        })
+    }
+}
+
+/// A byte-for-byte TCP relay on 127.0.0.1 in front of a server (the Supabase double), one per
+/// service, so that the REST requests of several services on one double can be told apart: it
+/// records the request line (`GET /rest/v1/messages?…`) of every REST request its client sends.
+/// WebSocket frames pass through untouched (a client's frames are masked, so they never read
+/// as a request line). Stops accepting when dropped; open connections end with their peers.
+pub struct RestTap {
+    port: u16,
+    lines: std::sync::Arc<Mutex<Vec<String>>>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RestTap {
+    /// Start a relay to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> RestTap {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the tap");
+        let port = listener.local_addr().expect("tap address").port();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (l, s) = (lines.clone(), stopping.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                let l = l.clone();
+                std::thread::spawn(move || tap_pump(client, server, Some(l)));
+                std::thread::spawn(move || tap_pump(s2, c2, None));
+            }
+        });
+        RestTap {
+            port,
+            lines,
+            stopping,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, to give the service as `SUPABASE_URL`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines recorded so far (`METHOD /rest/v1/… HTTP/1.1`), in order.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forget the recorded lines.
+    pub fn clear(&self) {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl Drop for RestTap {
+    fn drop(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copy `from` to `to` until either ends; with `lines`, record every REST request line seen.
+fn tap_pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    lines: Option<std::sync::Arc<Mutex<Vec<String>>>>,
+) {
+    const METHODS: [&str; 5] = ["GET", "POST", "PATCH", "DELETE", "HEAD"];
+    let mut buf = [0u8; 16 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        let Some(lines) = &lines else { continue };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..end + 2);
+            // A request line may follow the previous request's body on the same "line".
+            if let Some(at) = METHODS
+                .iter()
+                .filter_map(|m| line.find(&format!("{m} /rest/v1/")))
+                .min()
+            {
+                lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line[at..].to_string());
+            }
+        }
+        // Bounded: a long stretch without a line end (WebSocket frames) is not request text.
+        if pending.len() > 64 * 1024 {
+            let cut = pending.len() - 8 * 1024;
+            pending.drain(..cut);
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl Service {
+    /// Freeze the process (SIGSTOP) without closing anything: its sockets stay open and silent,
+    /// as a hung host's do. [`Service::kill`] still ends it.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::twilio::Fault;
 
 pub use crate::harness::{
-    binary_under_test, free_port, http_get, wait_until, Service, Stack, TempDir, FROM_NUMBER,
+    binary_under_test, free_port, http_get, wait_until, RestTap, Service, Stack, TempDir,
+    FROM_NUMBER,
 };
 pub use crate::sms_sender_bin;
 
