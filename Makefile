@@ -13,7 +13,7 @@ CARGO        ?= cargo
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 
-.PHONY: all toolchain setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-scaled bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
+.PHONY: all toolchain setup build build-arm64 test soak smoke smoke-arm64 demo image image-multiarch image-smoke systemd-check install dist bench bench-quick bench-scaled bench-allocator bench-cpu profile bench-instructions bench-baseline fuzz lint fmt clean
 
 all: build
 
@@ -136,6 +136,17 @@ bench-quick: build
 ## minute, the burst's wall time (about 4 minutes); replaces its section of BENCHMARKS.md.
 bench-scaled: build
 	$(CARGO) run --quiet --release --locked -p sms-bench -- scaled $(BIN) --out BENCHMARKS.md
+
+## bench-allocator: the global allocator compared (plain and TLS, 128 sender threads): this build
+## (dlmalloc) and the same source built with musl's malloc (`--features system-allocator`), each
+## through `sms-bench modes` (memory, CPU, system calls per message); reports in
+## target/bench-allocator/. About 15 minutes with the second build.
+ALLOC_DIR := target/bench-allocator
+bench-allocator: build
+	CARGO_TARGET_DIR=target/alloc-variant $(CARGO) build --release --locked --target $(MUSL_TARGET) -p sms-sender --features system-allocator
+	mkdir -p $(ALLOC_DIR)
+	$(CARGO) run --quiet --release --locked -p sms-bench -- modes $(BIN) --out $(ALLOC_DIR)/dlmalloc.md
+	$(CARGO) run --quiet --release --locked -p sms-bench -- modes target/alloc-variant/$(MUSL_TARGET)/release/sms-sender --out $(ALLOC_DIR)/musl-malloc.md
 
 ## bench-cpu: only the memory/CPU phase (4 bursts of 5,000, Twilio answering at once): CPU per
 ## message of this build (and of BENCH_BASELINE, when set), user and system apart. With

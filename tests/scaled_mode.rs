@@ -740,3 +740,25 @@ fn check_says_whether_scaled_mode_is_installed() {
     assert!(out.contains("Scaled mode: installed"), "{out}");
     assert!(out.contains("16 partitions"), "{out}");
 }
+
+/// One instance with few senders and a short queue, a burst far larger than both: batch claims
+/// run while the queue is full, and a woken row a full batch left behind must keep its wake-up
+/// (no periodic sweep here to rescue it).
+#[test]
+fn a_burst_larger_than_the_queue_leaves_no_row_for_the_sweeper() {
+    let stack = scaled_stack();
+    let instance = stack.start_service(
+        &sms_sender_bin!(),
+        &[("SENDER_THREADS", "4"), ("SWEEP_INTERVAL_SECS", "600")],
+    );
+    wait_members(&[&instance], 1, Duration::from_secs(20));
+    let conv = stack.create_conversation(RECIPIENT);
+    stack.insert_many(&conv, &bodies("larger than the queue", 500));
+    assert!(
+        stack.wait_status_count("sent", 500, Duration::from_secs(30)),
+        "counts {:?}; rows left by partition {:?}",
+        stack.status_counts(),
+        left_by_partition(&stack)
+    );
+    assert_eq!(stack.assert_exactly_once(&[&instance]), 0);
+}

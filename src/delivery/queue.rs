@@ -19,7 +19,7 @@
 //! on returning it until none is left, so the senders release each row with a fenced write
 //! (nothing is waiting there in the default mode).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,9 @@ pub struct WorkQueue {
     /// idle senders) and never closed, so a claimed row is never refused.
     claimed_tx: smol::channel::Sender<ClaimedWork>,
     claimed_rx: smol::channel::Receiver<ClaimedWork>,
+    /// Wake-ups a sender thread queued again while the channel was full: taken before the
+    /// channel's ids. At most one per batch claim in progress, so small.
+    again: Arc<Mutex<VecDeque<MessageId>>>,
     /// Wake-ups a batch claim answered already (rows it claimed besides the woken one), until
     /// when the mark holds.
     answered: Arc<Mutex<HashMap<MessageId, Instant>>>,
@@ -110,6 +113,21 @@ impl WorkQueue {
             claimed_tx,
             claimed_rx,
             answered: Arc::default(),
+            again: Arc::default(),
+        }
+    }
+
+    /// Queue `id` again from a sender thread, never waiting and never dropping it: when the
+    /// channel has no room it waits in a side list that pops take first.
+    pub fn push_again(&self, id: MessageId) {
+        match self.try_push(id.clone()) {
+            Ok(_) | Err(TryPushError::Closed) => {}
+            Err(TryPushError::Full) => {
+                let mut again = self.again.locked();
+                if !again.contains(&id) {
+                    again.push_back(id);
+                }
+            }
         }
     }
 
@@ -237,6 +255,9 @@ impl WorkQueue {
     fn try_pop(&self) -> Option<Popped> {
         if let Ok(work) = self.claimed_rx.try_recv() {
             return Some(Popped::Claimed(work));
+        }
+        if let Some(id) = self.again.locked().pop_front() {
+            return Some(Popped::Id(id, Instant::now()));
         }
         let (id, at) = self.rx.try_recv().ok()?;
         self.unreserve(&id);
@@ -498,6 +519,26 @@ mod tests {
         assert!(
             !q.was_answered(&id(3)),
             "the waiting wake-up stands for the new entry"
+        );
+    }
+
+    #[test]
+    fn a_wake_up_queued_again_on_a_full_queue_is_kept_and_taken_first() {
+        let q = WorkQueue::new(1);
+        assert_eq!(q.try_push(id(1)), Ok(Pushed::Queued));
+        q.push_again(id(2));
+        q.push_again(id(2));
+        assert_eq!(
+            popped_id(q.pop_blocking()),
+            Some(id(2)),
+            "kept, once, and first"
+        );
+        assert_eq!(popped_id(q.pop_blocking()), Some(id(1)));
+        q.push_again(id(3));
+        assert_eq!(
+            popped_id(q.pop_blocking()),
+            Some(id(3)),
+            "room: queued as usual"
         );
     }
 

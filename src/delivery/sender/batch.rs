@@ -144,9 +144,7 @@ impl Pipeline {
             own = OwnRow::Claimed; // another thread here has it
         }
         if wake_again(n, returned, own) {
-            // Every outcome is fine: queued, already waiting, no room (ids enough wait), or
-            // closed (shutdown: nothing more is claimed).
-            let _ = self.queue.try_push(id.clone());
+            self.queue.push_again(id.clone());
         }
         for (id, reason) in malformed {
             warn!("message {id} failed without sending: {reason}");
