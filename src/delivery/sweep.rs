@@ -203,18 +203,9 @@ pub fn spawn(sweeper: Sweeper) -> std::io::Result<JoinHandle<()>> {
 }
 
 impl Sweeper {
-    /// Fail the queued rows that cannot be SMS (their bodies are never read), then page through
-    /// every queued outbound row once, handing on those in `scope`; retries a failing page until
-    /// shutdown.
-    fn sweep(&self, scope: Scope, others_seen: &mut HashSet<MessageId>) {
-        // An empty queue has nothing to fail or hand on: one small read is the whole sweep,
-        // which is what a quiet service pays each interval.
-        if let Ok(first) = self.rest.queued_page(None, 1) {
-            if first.is_empty() {
-                debug!("catch-up found no queued messages");
-                return;
-            }
-        }
+    /// Fail the queued rows whose content cannot be an SMS (absent, or over the limit), without
+    /// reading them; logged one by one.
+    fn fail_unsendable(&self) {
         match self.rest.fail_unsendable() {
             Ok(ids) => {
                 for id in &ids {
@@ -229,9 +220,16 @@ impl Sweeper {
             }
             Err(e) => warn!("catch-up: cannot fail unsendable rows now: {e}; next round"),
         }
+    }
+
+    /// Fail the queued rows that cannot be SMS (their bodies are never read), then page through
+    /// every queued outbound row once, handing on those in `scope`; retries a failing page until
+    /// shutdown.
+    fn sweep(&self, scope: Scope, others_seen: &mut HashSet<MessageId>) {
         let mut after: Option<MessageId> = None;
         let (mut found, mut queued, mut failures) = (0usize, 0usize, 0u32);
         let mut others_now = HashSet::new();
+        let mut unsendable_failed = false;
         loop {
             self.liveness.beat(Loop::Sweeper);
             let page = match self.rest.queued_page(after.as_ref(), self.page_size) {
@@ -250,6 +248,18 @@ impl Sweeper {
                 }
             };
             failures = 0;
+            if after.is_none() && !unsendable_failed {
+                // An empty queue has nothing to fail or hand on: one read is the whole sweep,
+                // which is what a quiet service pays each interval. Otherwise the rows that
+                // cannot be SMS are failed first, and the queue is read again from its start.
+                if page.is_empty() {
+                    debug!("catch-up found no queued messages");
+                    return;
+                }
+                self.fail_unsendable();
+                unsendable_failed = true;
+                continue;
+            }
             let full = page.len() == self.page_size;
             found += page.len();
             for id in page {
