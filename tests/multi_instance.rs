@@ -208,59 +208,18 @@ fn soak_three_instances_with_random_faults_and_kills() {
     };
     let mut fleet: Vec<Service> = (0..3).map(|_| launch()).collect();
     let mut retired: Vec<Service> = Vec::new();
-    let faults = ambiguous_faults();
-    let rest_faults = [
-        RestFault::HangupAfterApply,
-        RestFault::Hangup,
-        RestFault::db_unavailable(),
-    ];
     let mut sent_so_far = 0;
     let chunk = (total / 10).max(1);
     while sent_so_far < total {
         let n = chunk.min(total - sent_so_far);
-        for _ in 0..rng.usize(0..4) {
-            let (_, f) = &faults[rng.usize(..faults.len())];
-            stack.twilio.fail_next_creates(1, f.clone());
-        }
-        stack.supabase.rest_fail_next(
-            rng.usize(0..4),
-            rest_faults[rng.usize(..rest_faults.len())].clone(),
-        );
-        if rng.bool() {
-            stack.supabase.add_rest_rule(
-                RestRule::body("PATCH", "\"status\":\"sent\"")
-                    .delay(Duration::from_millis(rng.u64(500..3000)))
-                    .times(rng.usize(1..4)),
-            );
-        }
+        soak_faults(&stack, &mut rng, 500..3000);
         for i in 0..n {
             let conv = &convs[rng.usize(..convs.len())];
             stack.insert_outbound(conv, &format!("soak {seed} message {}", sent_so_far + i));
         }
         sent_so_far += n;
         std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
-        match rng.u8(..6) {
-            0 => {
-                let victim = rng.usize(..fleet.len());
-                let mut old = fleet.swap_remove(victim);
-                old.kill();
-                retired.push(old);
-                fleet.push(launch());
-            }
-            1 => {
-                let victim = rng.usize(..fleet.len());
-                let mut old = fleet.swap_remove(victim);
-                old.terminate();
-                assert!(
-                    old.wait_exit(Duration::from_secs(15)).is_some(),
-                    "{}",
-                    old.log()
-                );
-                retired.push(old);
-                fleet.push(launch());
-            }
-            _ => {}
-        }
+        soak_churn(&mut fleet, &mut retired, &mut rng, 6, launch);
     }
     let logs: Vec<&Service> = fleet.iter().chain(retired.iter()).collect();
     assert!(

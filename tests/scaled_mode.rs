@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sms_sender_doubles::prelude::*;
-use sms_sender_doubles::supabase::{PresenceFault, RestFault, RestRule, SupabaseConfig};
+use sms_sender_doubles::supabase::{PresenceFault, SupabaseConfig};
 use sms_sender_doubles::twilio::TwilioConfig;
 
 /// The migration that turns scaled mode on.
@@ -234,54 +234,15 @@ fn exactly_once_through_faults_and_kills_of_three_scaled_instances() {
         3,
         Duration::from_secs(20),
     );
-    let faults = ambiguous_faults();
-    let rest_faults = [
-        RestFault::HangupAfterApply,
-        RestFault::Hangup,
-        RestFault::db_unavailable(),
-    ];
     let chunk = total / 10;
     for round in 0..10 {
-        for _ in 0..rng.usize(0..4) {
-            let (_, f) = &faults[rng.usize(..faults.len())];
-            stack.twilio.fail_next_creates(1, f.clone());
-        }
-        stack.supabase.rest_fail_next(
-            rng.usize(0..4),
-            rest_faults[rng.usize(..rest_faults.len())].clone(),
-        );
-        if rng.bool() {
-            stack.supabase.add_rest_rule(
-                RestRule::body("PATCH", "\"status\":\"sent\"")
-                    .delay(Duration::from_millis(rng.u64(500..2500)))
-                    .times(rng.usize(1..4)),
-            );
-        }
+        soak_faults(&stack, &mut rng, 500..2500);
         let batch: Vec<String> = (0..chunk)
             .map(|i| format!("scaled soak {seed} message {}", round * chunk + i))
             .collect();
         stack.insert_many(&convs[rng.usize(..convs.len())], &batch);
         std::thread::sleep(Duration::from_millis(rng.u64(200..1200)));
-        match rng.u8(..4) {
-            0 => {
-                let mut old = fleet.swap_remove(rng.usize(..fleet.len()));
-                old.kill();
-                retired.push(old);
-                fleet.push(launch());
-            }
-            1 => {
-                let mut old = fleet.swap_remove(rng.usize(..fleet.len()));
-                old.terminate();
-                assert!(
-                    old.wait_exit(Duration::from_secs(15)).is_some(),
-                    "{}",
-                    old.log()
-                );
-                retired.push(old);
-                fleet.push(launch());
-            }
-            _ => {}
-        }
+        soak_churn(&mut fleet, &mut retired, &mut rng, 4, launch);
     }
     let logs: Vec<&Service> = fleet.iter().chain(retired.iter()).collect();
     stack.settle_then_assert_exactly_once(Duration::from_secs(120), &logs);

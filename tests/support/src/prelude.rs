@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::supabase::{RestFault, RestRule};
 use crate::twilio::Fault;
 
 pub use crate::harness::{
@@ -99,6 +100,63 @@ pub fn ambiguous_faults() -> Vec<(&'static str, Fault)> {
         ),
         ("connection cut after create", Fault::HangupAfterCreate),
     ]
+}
+
+/// One round of a soak's faults, drawn from `rng`: up to three creates that end without an
+/// answer after Twilio stored them, up to three REST faults (lost answers, hang-ups, the database
+/// unavailable), and on one round in two `sent` writes slowed by a delay drawn from `slow_sent_ms`.
+pub fn soak_faults(stack: &Stack, rng: &mut fastrand::Rng, slow_sent_ms: std::ops::Range<u64>) {
+    let faults = ambiguous_faults();
+    for _ in 0..rng.usize(0..4) {
+        let (_, f) = &faults[rng.usize(..faults.len())];
+        stack.twilio.fail_next_creates(1, f.clone());
+    }
+    let rest_faults = [
+        RestFault::HangupAfterApply,
+        RestFault::Hangup,
+        RestFault::db_unavailable(),
+    ];
+    stack.supabase.rest_fail_next(
+        rng.usize(0..4),
+        rest_faults[rng.usize(..rest_faults.len())].clone(),
+    );
+    if rng.bool() {
+        stack.supabase.add_rest_rule(
+            RestRule::body("PATCH", "\"status\":\"sent\"")
+                .delay(Duration::from_millis(rng.u64(slow_sent_ms)))
+                .times(rng.usize(1..4)),
+        );
+    }
+}
+
+/// One round of a soak's deploys, drawn from `rng`: one chance in `odds` that an instance is
+/// killed (SIGKILL), one that it is stopped (SIGTERM, which must end within 15 s); either way a
+/// fresh instance from `launch` takes its place and the old one joins `retired` (its log counts).
+pub fn soak_churn(
+    fleet: &mut Vec<Service>,
+    retired: &mut Vec<Service>,
+    rng: &mut fastrand::Rng,
+    odds: u8,
+    launch: impl Fn() -> Service,
+) {
+    let kill = match rng.u8(..odds) {
+        0 => true,
+        1 => false,
+        _ => return,
+    };
+    let mut old = fleet.swap_remove(rng.usize(..fleet.len()));
+    if kill {
+        old.kill();
+    } else {
+        old.terminate();
+        assert!(
+            old.wait_exit(Duration::from_secs(15)).is_some(),
+            "{}",
+            old.log()
+        );
+    }
+    retired.push(old);
+    fleet.push(launch());
 }
 
 /// The log must not contain any secret of the stack nor any of `bodies`.
